@@ -1,0 +1,15 @@
+/**
+ * Origins: where a migrated file's bytes come from (host A).
+ *
+ *   interface Origin { name; mtimePrecisionMs; stat(path); read(path, offset, length);
+ *                      readdir(path); write(path, offset, data); truncate(path, size); close() }
+ *   new SftpOrigin({ host, port?, username?, identityFile?, agent?, knownHostsFile?,
+ *                    acceptNewHostKey?, timeoutMs?, maxRetries?, backoffMs? })
+ *   new LocalOrigin(root = "/")               // same machine; root stands for the origin's "/"
+ *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
+ */
+export { checkKnownHosts, fingerprint, hostPortName } from "./knownhosts.js";
+export { LocalOrigin } from "./local.js";
+export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
+export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";
+export type { Origin, OriginDirEntry, OriginStat } from "./types.js";

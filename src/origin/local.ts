@@ -1,0 +1,100 @@
+/**
+ * Origin on this machine: a directory tree whose root stands for the origin host's `/`
+ * (tests, and the `local` policy's fallback). Paths are resolved under `root` and may not
+ * escape it.
+ */
+import { type FileHandle, open, readdir, stat, truncate } from "node:fs/promises";
+import { join, normalize } from "node:path";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import type { Origin, OriginDirEntry, OriginStat } from "./types.js";
+
+function toStat(s: import("node:fs").Stats): OriginStat {
+  return {
+    size: s.size,
+    mtimeMs: s.mtimeMs,
+    mode: s.mode,
+    uid: s.uid,
+    gid: s.gid,
+    isDirectory: s.isDirectory(),
+  };
+}
+
+export class LocalOrigin implements Origin {
+  readonly name: string;
+  readonly mtimePrecisionMs = 1;
+
+  constructor(readonly root = "/") {
+    this.name = `local:${root}`;
+  }
+
+  private resolve(path: string): string {
+    return join(this.root, normalize(`/${path}`));
+  }
+
+  private fail(op: string, path: string, err: unknown): never {
+    throw new UserError(`${this.name}: ${op} ${path}: ${errnoCode(err) ?? errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+
+  async stat(path: string): Promise<OriginStat> {
+    try {
+      return toStat(await stat(this.resolve(path)));
+    } catch (err) {
+      return this.fail("stat", path, err);
+    }
+  }
+
+  async read(path: string, offset: number, length: number): Promise<Buffer> {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.resolve(path), "r");
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return buf.subarray(0, got);
+    } catch (err) {
+      return this.fail(`read @${offset}+${length}`, path, err);
+    } finally {
+      await fh?.close();
+    }
+  }
+
+  async readdir(path: string): Promise<OriginDirEntry[]> {
+    try {
+      const dir = this.resolve(path);
+      const names = await readdir(dir);
+      return Promise.all(
+        names.map(async (name) => ({ name, stat: toStat(await stat(join(dir, name))) })),
+      );
+    } catch (err) {
+      return this.fail("readdir", path, err);
+    }
+  }
+
+  async write(path: string, offset: number, data: Buffer): Promise<void> {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.resolve(path), "r+");
+      await fh.write(data, 0, data.length, offset);
+    } catch (err) {
+      return this.fail(`write @${offset}+${data.length}`, path, err);
+    } finally {
+      await fh?.close();
+    }
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    try {
+      await truncate(this.resolve(path), size);
+    } catch (err) {
+      return this.fail(`truncate to ${size}`, path, err);
+    }
+  }
+
+  async close(): Promise<void> {}
+}
