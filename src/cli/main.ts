@@ -1,19 +1,35 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+/**
+ * The `lazyfs` command line. Each command lives in `commands/<name>.ts` and exports a function
+ * that registers it on the program; this file only wires them up and turns errors into one
+ * line: a UserError becomes `lazyfs: <message>` and its exit code, a usage error from commander
+ * becomes `lazyfs: <message>` and exit code 2. Anything else is a bug and keeps its trace.
+ */
+import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
+import { registerInspect } from "./commands/inspect.js";
 
 const program = new Command();
 program
   .name("lazyfs")
   .description("Migrate a running Linux process with CRIU; its files follow it on reference")
-  .version("0.1.0");
+  .version("0.1.0")
+  .exitOverride()
+  .configureOutput({ outputError: () => {} });
+
+registerInspect(program);
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof UserError) {
-    process.stderr.write(`lazyfs: ${err.message}\n`);
+    process.stderr.write(`lazyfs: ${err.message.replace(/\n/g, "\\n")}\n`);
     process.exit(err.exitCode);
+  }
+  if (err instanceof CommanderError) {
+    if (err.exitCode === 0) process.exit(0);
+    process.stderr.write(`lazyfs: ${err.message.replace(/^error: /, "").split("\n")[0]}\n`);
+    process.exit(2);
   }
   throw err;
 }

@@ -1,0 +1,53 @@
+/** CRIU images and the CRIU binary: the public API of `src/criu/`. */
+export {
+  type CriuImage,
+  decodeEntries,
+  decodeEntry,
+  encodeImage,
+  expectKind,
+  type ImageEntry,
+  ImageError,
+  parseImage,
+  readImage,
+} from "./image.js";
+export { CRIU_ENV, type CriuLocation, locateCriu, PRIVATE_CRIU } from "./locate.js";
+export {
+  IMG_COMMON_MAGIC,
+  IMG_SERVICE_MAGIC,
+  type ImageKind,
+  INVENTORY_MAGIC,
+  isRawImageName,
+  kindByMagic,
+  kindByName,
+} from "./magic.js";
+export {
+  type DumpModel,
+  FD_KINDS,
+  type FdModel,
+  type FileRef,
+  type FileUse,
+  loadDump,
+  loadFileTable,
+  type MappingModel,
+  openFlagsText,
+  type TaskModel,
+} from "./model.js";
+export {
+  type RegFileInfo,
+  type RewriteChange,
+  type RewritePath,
+  rewriteImage,
+  rewriteImages,
+} from "./rewrite.js";
+export {
+  CriuError,
+  type CriuRun,
+  criuDump,
+  criuErrorLines,
+  criuRestore,
+  type DumpOptions,
+  type RestoreOptions,
+  type RunCriuOptions,
+  runCriu,
+} from "./runner.js";
+export { decodeMessage, encodeMessage } from "./schema.js";

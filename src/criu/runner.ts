@@ -1,0 +1,140 @@
+/**
+ * Running `criu dump` / `criu restore` with a log file. A failed run becomes a CriuError (a
+ * UserError) whose message carries CRIU's own `Error (file:line): ...` lines from the log.
+ * An optional command prefix runs CRIU inside other namespaces, e.g.
+ * `["nsenter", "--net=/run/netns/b", "--mount=/proc/123/ns/mnt"]`.
+ */
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { isAbsolute, join, resolve } from "node:path";
+import { errorMessage, UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { locateCriu } from "./locate.js";
+
+const log = logger("criu");
+
+export class CriuError extends UserError {
+  constructor(
+    message: string,
+    readonly criuErrors: string[],
+    readonly logFile: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RunCriuOptions {
+  /** CRIU binary; located with locateCriu() when absent. */
+  criuPath?: string;
+  imagesDir: string;
+  /** Defaults to `<imagesDir>/<action>.log`. Relative paths are resolved against the cwd. */
+  logFile?: string;
+  /** Further CRIU arguments. */
+  args?: string[];
+  /** Command (and arguments) to run CRIU under, e.g. nsenter. */
+  prefix?: string[];
+  /** Kill CRIU after this long; default 120000 ms. */
+  timeoutMs?: number;
+}
+
+export interface CriuRun {
+  logFile: string;
+  stdout: string;
+  stderr: string;
+}
+
+/** CRIU's own error lines from a log, without the timestamp. */
+export async function criuErrorLines(logFile: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(logFile, "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => /\bError \(/.test(l))
+    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, "").trim());
+}
+
+/** Run `criu <action> -D imagesDir -o logFile -v4 ...args`; throws CriuError on failure. */
+export async function runCriu(action: string, opts: RunCriuOptions): Promise<CriuRun> {
+  const criu = opts.criuPath ?? (await locateCriu()).path;
+  const imagesDir = resolve(opts.imagesDir);
+  const logFile = opts.logFile ? resolve(opts.logFile) : join(imagesDir, `${action}.log`);
+  const argv = [criu, action, "-D", imagesDir, "-o", logFile, "-v4", ...(opts.args ?? [])];
+  const command = [...(opts.prefix ?? []), ...argv];
+  log.debug("run", { command });
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const result = await new Promise<{ code: number | null; signal: string | null } & CriuRun>(
+    (done, fail) => {
+      const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+      });
+      child.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      child.on("error", (err) => {
+        clearTimeout(timer);
+        fail(new UserError(`cannot run ${command[0]}: ${errorMessage(err)}`));
+      });
+      child.on("close", (code, signal) => {
+        clearTimeout(timer);
+        done({ code, signal, stdout, stderr, logFile });
+      });
+    },
+  );
+  if (result.code === 0) return { logFile, stdout: result.stdout, stderr: result.stderr };
+  const errors = await criuErrorLines(logFile);
+  const how = result.signal ? `killed by ${result.signal}` : `exit code ${result.code}`;
+  const detail =
+    errors.length > 0
+      ? errors.join(" | ")
+      : result.stderr.trim().split("\n").slice(-3).join(" | ") || "no error lines in the log";
+  throw new CriuError(
+    `criu ${action} failed (${how}): ${detail} (log: ${logFile})`,
+    errors,
+    logFile,
+  );
+}
+
+export interface DumpOptions extends Omit<RunCriuOptions, "args"> {
+  pid: number;
+  /** Keep the process running after the dump (--leave-running). */
+  leaveRunning?: boolean;
+  /** Needed only when the tree uses a controlling terminal. */
+  shellJob?: boolean;
+  extraArgs?: string[];
+}
+
+export async function criuDump(opts: DumpOptions): Promise<CriuRun> {
+  const args = ["-t", String(opts.pid)];
+  if (opts.leaveRunning) args.push("--leave-running");
+  if (opts.shellJob) args.push("--shell-job");
+  return runCriu("dump", { ...opts, args: [...args, ...(opts.extraArgs ?? [])] });
+}
+
+export interface RestoreOptions extends Omit<RunCriuOptions, "args"> {
+  shellJob?: boolean;
+  /** Where CRIU writes the restored root pid; default `<imagesDir>/restore.pid`. */
+  pidFile?: string;
+  extraArgs?: string[];
+}
+
+/** `criu restore -d --pidfile`: returns once the tree runs detached, with its root pid. */
+export async function criuRestore(opts: RestoreOptions): Promise<CriuRun & { pid: number }> {
+  const pidFile = resolve(opts.pidFile ?? join(opts.imagesDir, "restore.pid"));
+  const args = ["-d", "--pidfile", pidFile];
+  if (opts.shellJob) args.push("--shell-job");
+  const run = await runCriu("restore", { ...opts, args: [...args, ...(opts.extraArgs ?? [])] });
+  const text = await readFile(isAbsolute(pidFile) ? pidFile : resolve(pidFile), "utf8");
+  const pid = Number.parseInt(text.trim(), 10);
+  if (!Number.isInteger(pid) || pid <= 0) {
+    throw new CriuError(`criu restore wrote no pid to ${pidFile}`, [], run.logFile);
+  }
+  return { ...run, pid };
+}
