@@ -136,6 +136,7 @@ const FLAG_NAMES: [number, string][] = [
   [0o1000, "O_TRUNC"],
   [0o2000, "O_APPEND"],
   [0o4000, "O_NONBLOCK"],
+  [0o4010000, "O_SYNC"],
   [0o10000, "O_DSYNC"],
   [0o20000, "O_ASYNC"],
   [0o40000, "O_DIRECT"],
@@ -144,7 +145,6 @@ const FLAG_NAMES: [number, string][] = [
   [0o400000, "O_NOFOLLOW"],
   [0o1000000, "O_NOATIME"],
   [0o2000000, "O_CLOEXEC"],
-  [0o4010000, "O_SYNC"],
   [0o10000000, "O_PATH"],
 ];
 
@@ -167,16 +167,16 @@ const protText = (p: number) => `${p & 1 ? "r" : "-"}${p & 2 ? "w" : "-"}${p & 4
 function fileType(mode: number | undefined): string {
   if (mode === undefined) return "unknown";
   const t = mode & 0o170000;
-  const types: Record<number, string> = {
-    16807: "file",
-    9604: "dir",
-    4802: "chr",
-    14406: "blk",
-    2401: "fifo",
-    26411: "sock",
-    21609: "link",
-  };
-  return types[t] ?? "unknown";
+  const types: [number, string][] = [
+    [0o100000, "file"],
+    [0o040000, "dir"],
+    [0o020000, "chr"],
+    [0o060000, "blk"],
+    [0o010000, "fifo"],
+    [0o140000, "sock"],
+    [0o120000, "link"],
+  ];
+  return types.find(([bits]) => bits === t)?.[1] ?? "unknown";
 }
 
 const VMA_FILE_PRIVATE = 1 << 6;
@@ -298,12 +298,17 @@ export async function loadDump(dir: string): Promise<DumpModel> {
     const path = String(e.reg.name);
     let ref = files.get(path);
     if (!ref) {
-      const mode = optNum(e.reg.mode);
-      ref = { path, type: fileType(mode), fileIds: [], usedBy: [] };
-      if (e.reg.size !== undefined) ref.size = num(e.reg.size);
-      if (mode !== undefined) ref.mode = mode;
+      ref = { path, type: "unknown", fileIds: [], usedBy: [] };
       files.set(path, ref);
     }
+    // Several ids may name one path (e.g. an fd and a mapping); CRIU records mode and size
+    // only on some of them, so take them from whichever entry has them.
+    const mode = optNum(e.reg.mode);
+    if (ref.mode === undefined && mode !== undefined) {
+      ref.mode = mode;
+      ref.type = fileType(mode);
+    }
+    if (ref.size === undefined && e.reg.size !== undefined) ref.size = num(e.reg.size);
     if (!ref.fileIds.includes(id)) ref.fileIds.push(id);
     ref.usedBy.push(u);
   };
