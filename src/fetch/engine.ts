@@ -1,0 +1,676 @@
+/**
+ * The copy-on-reference engine: "give me bytes X..Y of file F" / "write these bytes to F",
+ * fetching from the origin only blocks never fetched or written locally.
+ *
+ *   const engine = await Engine.open({ cacheDir, origin, blockSize?, bwlimitBytesPerSec?,
+ *     prefetch?: { mode: "none" | "immediate" | "delay" | "idle", delayMs?, idleMs? },
+ *     allowChanged?, scrub? });
+ *   await engine.addFile({ id, originPath, size, mtimeMs, mode, uid, gid, policy, localPath? });
+ *   await engine.read(id, offset, length)   -> Buffer (short only at end of file)
+ *   await engine.write(id, offset, data); await engine.truncate(id, size); await engine.fsync(id)
+ *   engine.size(id); engine.status(); engine.on("independent", () => ...); await engine.close()
+ *
+ * Reopening on the same cacheDir resumes: files added before are known again and no block
+ * fetched before is fetched again. A file's origin size and mtime are compared with the
+ * checkpoint's before its first origin access (at addFile for `eager`); a changed file is
+ * refused with a UserError unless `allowChanged`.
+ *
+ * Scheduling: blocks of one file are fetched once however many readers miss them at once
+ * (single flight); adjacent missing blocks go to the origin as one read (up to maxRunBytes);
+ * demand jobs always start before readahead, readahead before prefetch, and background work
+ * holds at most `backgroundConcurrency` of the `concurrency` origin slots. A bandwidth cap
+ * applies to every origin read. The engine does not close `origin`; the caller does.
+ *
+ * "independent" is emitted when no byte that a file may need is left only on the origin:
+ * every lazy/eager/local file fully local and no `remote` file.
+ */
+import { EventEmitter } from "node:events";
+import { stat } from "node:fs/promises";
+import { errorMessage, UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { LocalOrigin } from "../origin/local.js";
+import { type ScrubContent, ScrubOrigin } from "../origin/scrub.js";
+import type { Origin } from "../origin/types.js";
+import { ABSENT, type BlockFile, DIRTY, PRESENT } from "../store/blockfile.js";
+import { type FileMeta, POLICIES, Store } from "../store/store.js";
+import { RateLimiter } from "./ratelimit.js";
+
+const log = logger("fetch");
+
+export type PrefetchMode = "none" | "immediate" | "delay" | "idle";
+
+export interface EngineOptions {
+  cacheDir: string;
+  origin: Origin;
+  /** Default 256 KiB; an existing cache keeps its own. */
+  blockSize?: number;
+  bwlimitBytesPerSec?: number;
+  prefetch?: { mode: PrefetchMode; delayMs?: number; idleMs?: number };
+  /** Serve files whose origin size/mtime differ from the checkpoint (default: refuse). */
+  allowChanged?: boolean;
+  /** Content for the `scrub` policy: a generator spec or an origin (default zeros). */
+  scrub?: ScrubContent | Origin;
+  /** Largest coalesced origin read, default 4 MiB. */
+  maxRunBytes?: number;
+  /** Origin reads in flight, default 8; background work gets at most backgroundConcurrency. */
+  concurrency?: number;
+  backgroundConcurrency?: number;
+  /** Largest readahead window for sequential readers, default 8 MiB. */
+  readaheadMaxBytes?: number;
+}
+
+export interface FileStatus {
+  id: string;
+  path: string;
+  policy: FileMeta["policy"];
+  size: number;
+  bytesLocal: number;
+  bytesDirty: number;
+  bytesOnOrigin: number;
+  bytesFetched: number;
+  requests: number;
+  lastOriginAccessMs: number | null;
+}
+
+export interface EngineStatus {
+  files: FileStatus[];
+  total: Omit<FileStatus, "id" | "path" | "policy" | "lastOriginAccessMs"> & {
+    lastOriginAccessMs: number | null;
+  };
+  origins: Record<
+    string,
+    { bytesFetched: number; requests: number; lastOriginAccessMs: number | null }
+  >;
+  prefetch: {
+    mode: PrefetchMode;
+    state: "off" | "waiting" | "running" | "done";
+    bytesOnOrigin: number;
+  };
+  independent: boolean;
+}
+
+const DEMAND = 0;
+const READAHEAD = 1;
+const PREFETCH = 2;
+
+interface Counters {
+  bytesFetched: number;
+  requests: number;
+  lastOriginAccessMs: number | null;
+}
+
+interface Job {
+  entry: Entry;
+  first: number;
+  count: number;
+  prio: number;
+  started: boolean;
+  seq: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface Entry {
+  meta: FileMeta;
+  blocks?: BlockFile;
+  remoteSize: number;
+  prepared?: Promise<{ source: Origin; path: string; fromOrigin: boolean }>;
+  /** Whether the content comes from the origin host (false for scrub, matched local). */
+  dependsOnOrigin: boolean;
+  inflight: Map<number, { promise: Promise<void>; job: Job }>;
+  stats: Counters;
+  seqEnd: number;
+  raWindow: number;
+  prefetching?: Promise<void>;
+}
+
+function newCounters(): Counters {
+  return { bytesFetched: 0, requests: 0, lastOriginAccessMs: null };
+}
+
+function sameCheckpoint(a: FileMeta, b: FileMeta): boolean {
+  return (
+    a.originPath === b.originPath &&
+    a.size === b.size &&
+    a.mtimeMs === b.mtimeMs &&
+    a.policy === b.policy
+  );
+}
+
+export class Engine extends EventEmitter {
+  private readonly entries = new Map<string, Entry>();
+  private readonly queue: Job[] = [];
+  private running = 0;
+  private runningBackground = 0;
+  private seq = 0;
+  private readonly limiter: RateLimiter;
+  private readonly scrubOrigin: Origin;
+  private readonly originStats = new Map<string, Counters>();
+  private readonly blockSize: number;
+  private readonly maxRunBlocks: number;
+  private readonly concurrency: number;
+  private readonly bgConcurrency: number;
+  private readonly readaheadMax: number;
+  private prefetchState: "off" | "waiting" | "running" | "done" = "off";
+  private prefetchTimer?: NodeJS.Timeout;
+  private demandOutstanding = 0;
+  private lastDemandMs = 0;
+  private independentEmitted = false;
+  private closed = false;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly opts: EngineOptions,
+  ) {
+    super();
+    this.blockSize = store.blockSize;
+    this.limiter = new RateLimiter(opts.bwlimitBytesPerSec ?? 0);
+    const scrub = opts.scrub;
+    this.scrubOrigin =
+      scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
+    this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
+    this.concurrency = Math.max(1, opts.concurrency ?? 8);
+    this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 4));
+    this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
+  }
+
+  static async open(opts: EngineOptions): Promise<Engine> {
+    const store = await Store.open(opts.cacheDir, opts.blockSize);
+    const engine = new Engine(store, opts);
+    for (const meta of await store.list()) await engine.attach(meta, false);
+    engine.startPrefetchSchedule();
+    return engine;
+  }
+
+  private async attach(meta: FileMeta, create: boolean): Promise<Entry> {
+    const entry: Entry = {
+      meta,
+      blocks: meta.policy === "remote" ? undefined : await this.store.openFile(meta, create),
+      remoteSize: meta.size,
+      dependsOnOrigin: meta.policy !== "scrub",
+      inflight: new Map(),
+      stats: newCounters(),
+      seqEnd: -1,
+      raWindow: 0,
+    };
+    if (meta.policy === "remote" && create)
+      await this.store.openFile(meta, true).then((b) => b.close());
+    this.entries.set(meta.id, entry);
+    if (meta.policy === "eager") this.prefetchFile(entry);
+    return entry;
+  }
+
+  /** Adds a migrated file (idempotent for the same checkpoint data; resumes after reopen). */
+  async addFile(meta: FileMeta): Promise<void> {
+    if (!meta.id) throw new UserError("addFile: empty id");
+    if (!Number.isSafeInteger(meta.size) || meta.size < 0) {
+      throw new UserError(`addFile ${meta.originPath}: bad size ${meta.size}`);
+    }
+    if (!POLICIES.includes(meta.policy)) {
+      throw new UserError(`addFile ${meta.originPath}: unknown policy ${meta.policy}`);
+    }
+    if (meta.policy === "local" && !meta.localPath) {
+      throw new UserError(`addFile ${meta.originPath}: policy local needs localPath`);
+    }
+    const existing = this.entries.get(meta.id);
+    if (existing) {
+      if (sameCheckpoint(existing.meta, meta)) return;
+      throw new UserError(
+        `addFile ${meta.originPath}: id ${meta.id} already holds ${existing.meta.originPath} (size ${existing.meta.size}, mtime ${existing.meta.mtimeMs}) in ${this.opts.cacheDir}`,
+      );
+    }
+    const entry = await this.attach({ ...meta }, true);
+    this.independentEmitted = false;
+    if (meta.policy === "eager") await this.prepare(entry);
+    if (this.prefetchState === "running" || this.prefetchState === "done") {
+      this.prefetchState = "running";
+      this.prefetchFile(entry).finally(() => this.checkPrefetchDone());
+    }
+  }
+
+  private entry(id: string): Entry {
+    const e = this.entries.get(id);
+    if (!e) throw new UserError(`no migrated file with id ${id}`);
+    if (this.closed) throw new UserError(`engine for ${this.opts.cacheDir} is closed`);
+    return e;
+  }
+
+  /** Decides where a file's content comes from, verifying the origin copy once. */
+  private prepare(e: Entry): Promise<{ source: Origin; path: string; fromOrigin: boolean }> {
+    e.prepared ??= (async () => {
+      const m = e.meta;
+      if (m.policy === "scrub")
+        return { source: this.scrubOrigin, path: m.originPath, fromOrigin: false };
+      if (m.policy === "local" && m.localPath) {
+        const st = await stat(m.localPath).catch(() => undefined);
+        if (st && st.size === m.size && Math.floor(st.mtimeMs) === Math.floor(m.mtimeMs)) {
+          e.dependsOnOrigin = false;
+          return { source: new LocalOrigin("/"), path: m.localPath, fromOrigin: false };
+        }
+        log.info("local copy differs; fetching from origin", { path: m.localPath });
+      }
+      const origin = this.opts.origin;
+      const st = await origin.stat(m.originPath);
+      const p = origin.mtimePrecisionMs;
+      const changed =
+        st.size !== m.size || Math.floor(st.mtimeMs / p) !== Math.floor(m.mtimeMs / p);
+      if (changed && !this.opts.allowChanged) {
+        throw new UserError(
+          `${m.originPath} on ${origin.name} changed since the checkpoint: size ${m.size} -> ${st.size}, mtime ${new Date(m.mtimeMs).toISOString()} -> ${new Date(st.mtimeMs).toISOString()} (allow changed files to serve it anyway)`,
+        );
+      }
+      if (changed) log.warn("serving a file changed since the checkpoint", { path: m.originPath });
+      return { source: origin, path: m.originPath, fromOrigin: true };
+    })();
+    e.prepared.catch(() => {});
+    return e.prepared;
+  }
+
+  private account(e: Entry, source: Origin, bytes: number) {
+    const now = Date.now();
+    let o = this.originStats.get(source.name);
+    if (!o) {
+      o = newCounters();
+      this.originStats.set(source.name, o);
+    }
+    for (const c of [e.stats, o]) {
+      c.bytesFetched += bytes;
+      c.requests++;
+      c.lastOriginAccessMs = now;
+    }
+  }
+
+  // ---- scheduling -------------------------------------------------------------------------
+
+  /** Makes blocks first..last of `e` local, fetching the absent ones at priority `prio`. */
+  private ensure(e: Entry, first: number, last: number, prio: number): Promise<void> {
+    const blocks = e.blocks!;
+    last = Math.min(last, blocks.blocks - 1);
+    const waits: Promise<void>[] = [];
+    let runStart = -1;
+    const flush = (end: number) => {
+      if (runStart >= 0) waits.push(this.enqueue(e, runStart, end - runStart, prio));
+      runStart = -1;
+    };
+    for (let i = first; i <= last; i++) {
+      const inflight = e.inflight.get(i);
+      if (inflight) {
+        flush(i);
+        if (!inflight.job.started && inflight.job.prio > prio) inflight.job.prio = prio;
+        if (waits[waits.length - 1] !== inflight.promise) waits.push(inflight.promise);
+      } else if (blocks.stateOf(i) === ABSENT) {
+        if (runStart < 0) runStart = i;
+        else if (i - runStart >= this.maxRunBlocks) {
+          flush(i);
+          runStart = i;
+        }
+      } else flush(i);
+    }
+    flush(last + 1);
+    if (waits.length === 0) return Promise.resolve();
+    if (this.queue.length) this.pump();
+    return Promise.all(waits).then(() => {});
+  }
+
+  private enqueue(entry: Entry, first: number, count: number, prio: number): Promise<void> {
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => {});
+    const job: Job = {
+      entry,
+      first,
+      count,
+      prio,
+      started: false,
+      seq: this.seq++,
+      resolve,
+      reject,
+    };
+    for (let i = first; i < first + count; i++) entry.inflight.set(i, { promise, job });
+    this.queue.push(job);
+    return promise;
+  }
+
+  private pump() {
+    while (this.running < this.concurrency && this.queue.length > 0) {
+      let best = 0;
+      for (let i = 1; i < this.queue.length; i++) {
+        const a = this.queue[i]!;
+        const b = this.queue[best]!;
+        if (a.prio < b.prio || (a.prio === b.prio && a.seq < b.seq)) best = i;
+      }
+      const job = this.queue[best]!;
+      if (job.prio > DEMAND && this.runningBackground >= this.bgConcurrency) return;
+      this.queue.splice(best, 1);
+      this.runJob(job);
+    }
+  }
+
+  private async runJob(job: Job) {
+    job.started = true;
+    const background = job.prio > DEMAND;
+    this.running++;
+    if (background) this.runningBackground++;
+    const e = job.entry;
+    const blocks = e.blocks!;
+    try {
+      const { source, path } = await this.prepare(e);
+      const off = job.first * this.blockSize;
+      const len = Math.min(job.count * this.blockSize, blocks.size - off);
+      let data: Buffer = Buffer.alloc(0);
+      if (len > 0) {
+        await this.limiter.acquire(len);
+        data = await source.read(path, off, len);
+        this.account(e, source, data.length);
+      }
+      const fills: Promise<void>[] = [];
+      for (let k = 0; k < job.count; k++) {
+        const want = Math.min(this.blockSize, blocks.size - (off + k * this.blockSize));
+        if (want <= 0) break;
+        let bytes = data.subarray(k * this.blockSize, k * this.blockSize + want);
+        if (bytes.length < want) bytes = Buffer.concat([bytes, Buffer.alloc(want - bytes.length)]);
+        fills.push(blocks.fill(job.first + k, bytes));
+      }
+      await Promise.all(fills);
+      job.resolve();
+    } catch (err) {
+      job.reject(err);
+    } finally {
+      for (let i = job.first; i < job.first + job.count; i++) {
+        if (e.inflight.get(i)?.job === job) e.inflight.delete(i);
+      }
+      this.running--;
+      if (background) this.runningBackground--;
+      this.pump();
+      this.checkIndependent();
+    }
+  }
+
+  // ---- public file operations ---------------------------------------------------------------
+
+  /** Bytes offset..offset+length of file `id` (fewer only at end of file). */
+  async read(id: string, offset: number, length: number): Promise<Buffer> {
+    const e = this.entry(id);
+    if (offset < 0 || length < 0 || !Number.isSafeInteger(offset + length)) {
+      throw new UserError(`read ${e.meta.originPath}: bad range @${offset}+${length}`);
+    }
+    if (!e.blocks) {
+      const { source, path } = await this.prepare(e);
+      const len = Math.max(0, Math.min(length, e.remoteSize - offset));
+      if (len === 0) return Buffer.alloc(0);
+      await this.limiter.acquire(len);
+      const data = await source.read(path, offset, len);
+      this.account(e, source, data.length);
+      return data;
+    }
+    const len = Math.max(0, Math.min(length, e.blocks.size - offset));
+    if (len === 0) return Buffer.alloc(0);
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + len - 1) / this.blockSize);
+    this.demandOutstanding++;
+    try {
+      for (let i = 0; i < 3 && !this.isLocal(e, first, last); i++) {
+        await this.ensure(e, first, last, DEMAND);
+      }
+    } finally {
+      this.demandOutstanding--;
+      this.lastDemandMs = performance.now();
+    }
+    this.readahead(e, offset, len);
+    return e.blocks.read(offset, len);
+  }
+
+  private isLocal(e: Entry, first: number, last: number): boolean {
+    const b = e.blocks!;
+    for (let i = first; i <= Math.min(last, b.blocks - 1); i++) {
+      if (b.stateOf(i) === ABSENT || e.inflight.has(i)) return false;
+    }
+    return true;
+  }
+
+  private readahead(e: Entry, offset: number, len: number) {
+    const end = offset + len;
+    const sequential = e.seqEnd >= 0 && offset <= e.seqEnd && offset >= e.seqEnd - this.blockSize;
+    e.raWindow = sequential
+      ? Math.min(Math.max(e.raWindow * 2, 4 * this.blockSize), this.readaheadMax)
+      : 0;
+    e.seqEnd = end;
+    if (e.raWindow === 0 || end >= e.blocks!.size) return;
+    const first = Math.floor(end / this.blockSize);
+    const last = Math.floor((end + e.raWindow - 1) / this.blockSize);
+    this.ensure(e, first, last, READAHEAD).catch((err) =>
+      log.debug("readahead failed", { path: e.meta.originPath, error: errorMessage(err) }),
+    );
+  }
+
+  /** Writes `data` at `offset`; fetches first only the absent blocks it covers partially. */
+  async write(id: string, offset: number, data: Buffer): Promise<void> {
+    const e = this.entry(id);
+    if (offset < 0 || !Number.isSafeInteger(offset + data.length)) {
+      throw new UserError(`write ${e.meta.originPath}: bad offset ${offset}`);
+    }
+    if (!e.blocks) {
+      const { source, path } = await this.prepare(e);
+      await source.write(path, offset, data);
+      this.account(e, source, 0);
+      e.remoteSize = Math.max(e.remoteSize, offset + data.length);
+      return;
+    }
+    if (data.length === 0) return;
+    const b = e.blocks;
+    const bs = this.blockSize;
+    const end = offset + data.length;
+    for (;;) {
+      const waits: Promise<void>[] = [];
+      const last = Math.min(Math.floor((end - 1) / bs), b.blocks - 1);
+      for (let i = Math.floor(offset / bs); i <= last; i++) {
+        const inflight = e.inflight.get(i);
+        const partial = offset > i * bs || end < Math.min((i + 1) * bs, b.size);
+        if (inflight) waits.push(inflight.promise);
+        else if (partial && b.stateOf(i) === ABSENT) waits.push(this.ensure(e, i, i, DEMAND));
+      }
+      if (waits.length === 0) break;
+      await Promise.all(waits);
+    }
+    await b.write(offset, data);
+  }
+
+  /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */
+  async truncate(id: string, size: number): Promise<void> {
+    const e = this.entry(id);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new UserError(`truncate ${e.meta.originPath}: bad size ${size}`);
+    }
+    if (!e.blocks) {
+      const { source, path } = await this.prepare(e);
+      await source.truncate(path, size);
+      this.account(e, source, 0);
+      e.remoteSize = size;
+      return;
+    }
+    const b = e.blocks;
+    for (;;) {
+      const waits: Promise<void>[] = [];
+      for (const [i, f] of e.inflight)
+        if (i * this.blockSize >= size) waits.push(f.promise.catch(() => {}));
+      const edge = Math.floor(size / this.blockSize);
+      if (size < b.size && size % this.blockSize !== 0 && b.stateOf(edge) === ABSENT) {
+        waits.push(this.ensure(e, edge, edge, DEMAND));
+      }
+      if (waits.length === 0) break;
+      await Promise.all(waits);
+    }
+    await b.truncate(size);
+    this.checkIndependent();
+  }
+
+  /** Makes the file's written data, size and block states durable. */
+  async fsync(id: string): Promise<void> {
+    await this.entry(id).blocks?.fsync();
+  }
+
+  size(id: string): number {
+    const e = this.entry(id);
+    return e.blocks ? e.blocks.size : e.remoteSize;
+  }
+
+  // ---- prefetch -----------------------------------------------------------------------------
+
+  private startPrefetchSchedule() {
+    const p = this.opts.prefetch ?? { mode: "none" };
+    if (p.mode === "none") return;
+    if (p.mode === "delay") {
+      this.prefetchState = "waiting";
+      this.prefetchTimer = setTimeout(() => this.startPrefetch(), p.delayMs ?? 0);
+      this.prefetchTimer.unref?.();
+    } else this.startPrefetch();
+  }
+
+  /** Starts fetching every remaining block in the background now (whatever the schedule). */
+  startPrefetch(): void {
+    if (this.closed || this.prefetchState === "running") return;
+    this.prefetchState = "running";
+    const all = [...this.entries.values()].map((e) => this.prefetchFile(e));
+    Promise.all(all).finally(() => this.checkPrefetchDone());
+  }
+
+  private checkPrefetchDone() {
+    if (
+      this.prefetchState === "running" &&
+      [...this.entries.values()].every((e) => !e.prefetching)
+    ) {
+      this.prefetchState = "done";
+    }
+  }
+
+  private async waitIdle() {
+    const idleMs = this.opts.prefetch?.idleMs ?? 200;
+    for (;;) {
+      const quiet = performance.now() - this.lastDemandMs;
+      if (this.closed || (this.demandOutstanding === 0 && quiet >= idleMs)) return;
+      await new Promise((r) => setTimeout(r, Math.max(10, idleMs - quiet)));
+    }
+  }
+
+  private prefetchFile(e: Entry): Promise<void> {
+    if (!e.blocks || e.prefetching) return e.prefetching ?? Promise.resolve();
+    const b = e.blocks;
+    const idle = this.opts.prefetch?.mode === "idle" && e.meta.policy !== "eager";
+    e.prefetching = (async () => {
+      const outstanding = new Set<Promise<void>>();
+      let failure: unknown;
+      for (let i = 0; i < b.blocks && !this.closed && failure === undefined; ) {
+        if (b.stateOf(i) !== ABSENT || e.inflight.has(i)) {
+          i++;
+          continue;
+        }
+        if (idle) await this.waitIdle();
+        while (outstanding.size >= this.bgConcurrency) await Promise.race(outstanding);
+        const last = Math.min(i + this.maxRunBlocks - 1, b.blocks - 1);
+        const p: Promise<void> = this.ensure(e, i, last, PREFETCH)
+          .catch((err) => {
+            failure = err;
+          })
+          .finally(() => outstanding.delete(p));
+        outstanding.add(p);
+        i = last + 1;
+      }
+      await Promise.all(outstanding);
+      if (failure !== undefined && !this.closed) {
+        log.warn("prefetch stopped", { path: e.meta.originPath, error: errorMessage(failure) });
+      }
+    })().finally(() => {
+      e.prefetching = undefined;
+    });
+    return e.prefetching;
+  }
+
+  // ---- status -------------------------------------------------------------------------------
+
+  private bytesOnOrigin(e: Entry): number {
+    if (!e.blocks) return e.remoteSize;
+    return e.dependsOnOrigin ? e.blocks.bytesIn(ABSENT) : 0;
+  }
+
+  private checkIndependent() {
+    if (this.independentEmitted || this.closed) return;
+    for (const e of this.entries.values()) if (this.bytesOnOrigin(e) > 0 || !e.blocks) return;
+    this.independentEmitted = true;
+    this.emit("independent");
+  }
+
+  status(): EngineStatus {
+    const files: FileStatus[] = [];
+    for (const e of this.entries.values()) {
+      const b = e.blocks;
+      files.push({
+        id: e.meta.id,
+        path: e.meta.originPath,
+        policy: e.meta.policy,
+        size: b ? b.size : e.remoteSize,
+        bytesLocal: b ? b.bytesIn(PRESENT) + b.bytesIn(DIRTY) : 0,
+        bytesDirty: b ? b.bytesIn(DIRTY) : 0,
+        bytesOnOrigin: this.bytesOnOrigin(e),
+        ...e.stats,
+      });
+    }
+    const sum = (
+      k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin" | "bytesFetched" | "requests",
+    ) => files.reduce((n, f) => n + f[k], 0);
+    const last = files.reduce<number | null>(
+      (m, f) =>
+        f.lastOriginAccessMs !== null && (m === null || f.lastOriginAccessMs > m)
+          ? f.lastOriginAccessMs
+          : m,
+      null,
+    );
+    const total = {
+      size: sum("size"),
+      bytesLocal: sum("bytesLocal"),
+      bytesDirty: sum("bytesDirty"),
+      bytesOnOrigin: sum("bytesOnOrigin"),
+      bytesFetched: sum("bytesFetched"),
+      requests: sum("requests"),
+      lastOriginAccessMs: last,
+    };
+    return {
+      files,
+      total,
+      origins: Object.fromEntries([...this.originStats].map(([k, v]) => [k, { ...v }])),
+      prefetch: {
+        mode: this.opts.prefetch?.mode ?? "none",
+        state: this.prefetchState,
+        bytesOnOrigin: total.bytesOnOrigin,
+      },
+      independent: files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
+    };
+  }
+
+  /** Resolves once no needed byte is left only on the origin (see "independent"). */
+  whenIndependent(): Promise<void> {
+    if (this.status().independent) return Promise.resolve();
+    return new Promise((resolve) => this.once("independent", () => resolve()));
+  }
+
+  /** Stops background work, waits for running origin reads, makes all files durable. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.prefetchTimer);
+    const err = new UserError(`engine for ${this.opts.cacheDir} is closed`);
+    for (const job of this.queue.splice(0)) {
+      job.reject(err);
+      for (let i = job.first; i < job.first + job.count; i++) job.entry.inflight.delete(i);
+    }
+    const pending = [...this.entries.values()].flatMap((e) => [
+      ...[...e.inflight.values()].map((f) => f.promise.catch(() => {})),
+      e.prefetching ?? Promise.resolve(),
+    ]);
+    await Promise.all(pending);
+    for (const e of this.entries.values()) await e.blocks?.close();
+  }
+}

@@ -1,0 +1,260 @@
+/**
+ * The local copy of one migrated file: a sparse data file plus a block-state file.
+ *
+ * State file layout: 8-byte magic "LAZYFSB1", float64 LE current size, then one byte per block
+ * (0 absent, 1 present = equal to the origin, 2 dirty = written here, never overwritten from
+ * the origin). Durability order: a state byte reaches the state file only after an fdatasync
+ * of the data file that followed the block's data write ("group commit"), so after any crash
+ * no block is recorded present or dirty without its bytes. `fsync()` additionally fdatasyncs
+ * the state file, so every fsync'd write and the size survive a crash.
+ *
+ * In memory, a block's state changes at once; callers (the fetch scheduler) make sure a block
+ * is not read while its data write is still in flight.
+ */
+import { type FileHandle, open } from "node:fs/promises";
+import { errorMessage, UserError } from "../common/errors.js";
+
+export const ABSENT = 0;
+export const PRESENT = 1;
+export const DIRTY = 2;
+export type BlockState = typeof ABSENT | typeof PRESENT | typeof DIRTY;
+
+const MAGIC = Buffer.from("LAZYFSB1");
+const HEADER = 16;
+
+export function blockCount(size: number, blockSize: number): number {
+  return Math.ceil(size / blockSize);
+}
+
+export class BlockFile {
+  private states: Uint8Array;
+  private pending = new Map<number, BlockState>();
+  private sizeDirty = false;
+  private chain: Promise<void> = Promise.resolve();
+  private autoCommitQueued = false;
+  private counts = [0, 0, 0];
+
+  private constructor(
+    readonly dataPath: string,
+    private readonly data: FileHandle,
+    private readonly state: FileHandle,
+    readonly blockSize: number,
+    private _size: number,
+    states: Uint8Array,
+  ) {
+    this.states = states;
+    for (const s of states) this.counts[s]!++;
+  }
+
+  /**
+   * Opens (creating if needed) the data file and state file. A new file starts with `size`
+   * bytes, all blocks absent; an existing one resumes with its recorded size and states.
+   */
+  static async open(dataPath: string, statePath: string, blockSize: number, size: number) {
+    let data: FileHandle | undefined;
+    let state: FileHandle | undefined;
+    try {
+      data = await open(dataPath, "a+", 0o600);
+      await data.close();
+      data = await open(dataPath, "r+");
+      state = await open(statePath, "a+", 0o600);
+      await state.close();
+      state = await open(statePath, "r+");
+      const st = await state.stat();
+      if (st.size < HEADER) {
+        const header = Buffer.alloc(HEADER);
+        MAGIC.copy(header, 0);
+        header.writeDoubleLE(size, 8);
+        await state.truncate(0);
+        await state.write(header, 0, HEADER, 0);
+        await state.truncate(HEADER + blockCount(size, blockSize));
+        await data.truncate(size);
+        await state.datasync();
+        return new BlockFile(
+          dataPath,
+          data,
+          state,
+          blockSize,
+          size,
+          new Uint8Array(blockCount(size, blockSize)),
+        );
+      }
+      const buf = Buffer.alloc(st.size);
+      await state.read(buf, 0, st.size, 0);
+      if (!buf.subarray(0, 8).equals(MAGIC)) {
+        throw new UserError(`store: ${statePath} is not a LazyFS block-state file`);
+      }
+      const recorded = buf.readDoubleLE(8);
+      const states = new Uint8Array(blockCount(recorded, blockSize));
+      states.set(buf.subarray(HEADER, HEADER + states.length));
+      for (let i = 0; i < states.length; i++) if (states[i]! > DIRTY) states[i] = ABSENT;
+      return new BlockFile(dataPath, data, state, blockSize, recorded, states);
+    } catch (err) {
+      await data?.close().catch(() => {});
+      await state?.close().catch(() => {});
+      if (err instanceof UserError) throw err;
+      throw new UserError(`store: cannot open ${dataPath}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  get size(): number {
+    return this._size;
+  }
+  get blocks(): number {
+    return this.states.length;
+  }
+  stateOf(index: number): BlockState {
+    return this.states[index] as BlockState;
+  }
+  count(state: BlockState): number {
+    return this.counts[state]!;
+  }
+  /** Bytes of blocks in `state`, the last block counted only up to the file size. */
+  bytesIn(state: BlockState): number {
+    let n = this.counts[state]! * this.blockSize;
+    const last = this.states.length - 1;
+    if (last >= 0 && this.states[last] === state)
+      n -= last * this.blockSize + this.blockSize - this._size;
+    return n;
+  }
+
+  private set(index: number, state: BlockState) {
+    const old = this.states[index]!;
+    if (old === state) return;
+    this.counts[old]!--;
+    this.counts[state]!++;
+    this.states[index] = state;
+    this.pending.set(index, state);
+  }
+
+  /** Stores bytes fetched from the origin for block `index` (only if still absent). */
+  async fill(index: number, bytes: Buffer): Promise<void> {
+    if (this.states[index] !== ABSENT) return;
+    this.set(index, PRESENT);
+    this.pending.delete(index); // persisted only once the data write is synced
+    await this.data.write(bytes, 0, bytes.length, index * this.blockSize);
+    this.pending.set(index, PRESENT);
+    this.scheduleCommit();
+  }
+
+  /** Writes `bytes` at `offset`, marking every touched block dirty and extending the size. */
+  async write(offset: number, bytes: Buffer): Promise<void> {
+    const end = offset + bytes.length;
+    if (end > this._size) this.resize(end);
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((end - 1) / this.blockSize);
+    for (let i = first; i <= last; i++) this.set(i, DIRTY);
+    for (let i = first; i <= last; i++) this.pending.delete(i);
+    await this.data.write(bytes, 0, bytes.length, offset);
+    for (let i = first; i <= last; i++) this.pending.set(i, DIRTY);
+  }
+
+  /**
+   * Sets the size. New blocks beyond the old end are dirty (they read as zeros); the block
+   * holding the new end, when shrinking into it, becomes dirty (the caller fetched it first).
+   */
+  async truncate(size: number): Promise<void> {
+    const old = this._size;
+    this.resize(size);
+    await this.data.truncate(size);
+    if (size < old && size % this.blockSize !== 0)
+      this.set(Math.floor(size / this.blockSize), DIRTY);
+  }
+
+  private resize(size: number) {
+    const n = blockCount(size, this.blockSize);
+    const oldN = this.states.length;
+    if (n !== oldN) {
+      for (let i = n; i < oldN; i++) {
+        this.counts[this.states[i]!]!--;
+        this.pending.delete(i);
+      }
+      const next = new Uint8Array(n);
+      next.set(this.states.subarray(0, Math.min(n, oldN)));
+      this.states = next;
+      for (let i = oldN; i < n; i++) {
+        this.counts[DIRTY]!++;
+        next[i] = DIRTY;
+        this.pending.set(i, DIRTY);
+      }
+    }
+    // The block that held the old end now holds bytes past it: they must read as zeros.
+    if (size > this._size && this._size % this.blockSize !== 0) {
+      const i = Math.floor(this._size / this.blockSize);
+      if (this.states[i] !== ABSENT) this.set(i, DIRTY);
+    }
+    this._size = size;
+    this.sizeDirty = true;
+  }
+
+  /** Reads local bytes (the caller ensured none of them is absent). */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const len = Math.max(0, Math.min(length, this._size - offset));
+    const buf = Buffer.allocUnsafe(len);
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await this.data.read(buf, got, len - got, offset + got);
+      if (bytesRead === 0) {
+        buf.fill(0, got);
+        break;
+      }
+      got += bytesRead;
+    }
+    return buf;
+  }
+
+  private scheduleCommit() {
+    if (this.autoCommitQueued) return;
+    this.autoCommitQueued = true;
+    this.chain = this.chain.then(() => {
+      this.autoCommitQueued = false;
+      return this.commitNow(false);
+    });
+  }
+
+  private async commitNow(syncState: boolean): Promise<void> {
+    if (this.pending.size === 0 && !this.sizeDirty && !syncState) return;
+    const batch = this.pending;
+    const sizeDirty = this.sizeDirty;
+    const size = this._size;
+    this.pending = new Map();
+    this.sizeDirty = false;
+    await this.data.datasync();
+    const writes: Promise<unknown>[] = [];
+    if (sizeDirty) {
+      const hdr = Buffer.alloc(8);
+      hdr.writeDoubleLE(size, 0);
+      writes.push(this.state.write(hdr, 0, 8, 8));
+      writes.push(this.state.truncate(HEADER + blockCount(size, this.blockSize)));
+    }
+    // Coalesce consecutive indices into one positional write each.
+    const idx = [...batch.keys()].filter((i) => i < this.states.length).sort((a, b) => a - b);
+    for (let k = 0; k < idx.length; ) {
+      let j = k;
+      while (j + 1 < idx.length && idx[j + 1] === idx[j]! + 1) j++;
+      const buf = Buffer.from(idx.slice(k, j + 1).map((i) => batch.get(i)!));
+      writes.push(this.state.write(buf, 0, buf.length, HEADER + idx[k]!));
+      k = j + 1;
+    }
+    await Promise.all(writes);
+    if (syncState) await this.state.datasync();
+  }
+
+  /** Makes all written data, block states and the size durable (the file's fsync). */
+  fsync(): Promise<void> {
+    this.chain = this.chain.then(() => this.commitNow(true));
+    return this.chain;
+  }
+
+  /** Persists pending state without waiting for the state file to reach disk. */
+  flush(): Promise<void> {
+    this.chain = this.chain.then(() => this.commitNow(false));
+    return this.chain;
+  }
+
+  async close(): Promise<void> {
+    await this.fsync().catch(() => {});
+    await this.data.close();
+    await this.state.close();
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The cache directory (mode 0700): `store.json` (block size), and per file
+ * `files/<key>.json` (its metadata as the checkpoint recorded it), `files/<key>.data` (sparse
+ * data) and `files/<key>.state` (block states, see BlockFile). Reopening resumes everything.
+ */
+import { createHash } from "node:crypto";
+import { chmod, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { BlockFile } from "./blockfile.js";
+
+export type Policy = "lazy" | "eager" | "remote" | "scrub" | "local";
+export const POLICIES: readonly Policy[] = ["lazy", "eager", "remote", "scrub", "local"];
+
+/** A migrated file as the checkpoint recorded it on the origin host. */
+export interface FileMeta {
+  /** Caller's key for the file (unique in this cache). */
+  id: string;
+  originPath: string;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  policy: Policy;
+  /** For `local`: the target's own copy, used when its size and mtime match. */
+  localPath?: string;
+}
+
+export const DEFAULT_BLOCK_SIZE = 256 * 1024;
+
+async function writeDurably(path: string, text: string) {
+  const tmp = `${path}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  const fh = await open(tmp, "r+");
+  await fh.datasync();
+  await fh.close();
+  await rename(tmp, path);
+}
+
+async function syncDir(dir: string) {
+  const fh = await open(dir, "r");
+  await fh.sync().catch(() => {});
+  await fh.close();
+}
+
+export class Store {
+  private constructor(
+    readonly dir: string,
+    readonly blockSize: number,
+  ) {}
+
+  /** Opens or creates a cache directory; an existing one keeps the block size it was made with. */
+  static async open(dir: string, blockSize = DEFAULT_BLOCK_SIZE): Promise<Store> {
+    if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize % 4096 !== 0) {
+      throw new UserError(`store: block size ${blockSize} must be a positive multiple of 4096`);
+    }
+    try {
+      await mkdir(join(dir, "files"), { recursive: true, mode: 0o700 });
+      await chmod(dir, 0o700);
+      const cfgPath = join(dir, "store.json");
+      let cfg: { blockSize: number } | undefined;
+      try {
+        cfg = JSON.parse(await readFile(cfgPath, "utf8")) as { blockSize: number };
+      } catch (err) {
+        if (errnoCode(err) !== "ENOENT") throw err;
+      }
+      if (!cfg) {
+        cfg = { blockSize };
+        await writeDurably(cfgPath, JSON.stringify(cfg));
+        await syncDir(dir);
+      }
+      return new Store(dir, cfg.blockSize);
+    } catch (err) {
+      throw new UserError(`store: cannot open cache directory ${dir}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  private base(id: string): string {
+    const key = createHash("sha256").update(id).digest("hex").slice(0, 32);
+    return join(this.dir, "files", key);
+  }
+
+  /** Metadata of every file this cache holds. */
+  async list(): Promise<FileMeta[]> {
+    const names = await readdir(join(this.dir, "files"));
+    const out: FileMeta[] = [];
+    for (const n of names.filter((n) => n.endsWith(".json")).sort()) {
+      out.push(JSON.parse(await readFile(join(this.dir, "files", n), "utf8")) as FileMeta);
+    }
+    return out;
+  }
+
+  /** Records `meta` (durably) and opens its block file; an existing file resumes. */
+  async openFile(meta: FileMeta, create: boolean): Promise<BlockFile> {
+    const base = this.base(meta.id);
+    if (create) {
+      await writeDurably(`${base}.json`, JSON.stringify(meta));
+    }
+    const file = await BlockFile.open(`${base}.data`, `${base}.state`, this.blockSize, meta.size);
+    if (create) await syncDir(join(this.dir, "files"));
+    return file;
+  }
+
+  async removeFile(id: string): Promise<void> {
+    const base = this.base(id);
+    for (const ext of [".json", ".data", ".state"]) await rm(`${base}${ext}`, { force: true });
+  }
+}
