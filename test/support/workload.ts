@@ -84,9 +84,11 @@ export async function killPid(pid: number): Promise<void> {
   await waitGone(pid);
 }
 
+/** Wait until `pid` has left the process table (reaped, not merely a zombie), so that the
+ * pid is free again (CRIU restores tasks with their original pids). */
 async function waitGone(pid: number, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
-  while (alive(pid) && Date.now() < until) await sleep(10);
+  while (existsSync(`/proc/${pid}`) && Date.now() < until) await sleep(10);
 }
 
 /** Wait until `path` exists (the workload's ready marker); throws after `timeoutMs`. */
