@@ -526,7 +526,6 @@ export class Engine extends EventEmitter {
     if (p.mode === "delay") {
       this.prefetchState = "waiting";
       this.prefetchTimer = setTimeout(() => this.startPrefetch(), p.delayMs ?? 0);
-      this.prefetchTimer.unref?.();
     } else this.startPrefetch();
   }
 
