@@ -1,0 +1,144 @@
+/**
+ * Where simulated hosts are recorded and how their namespaces are found and emptied.
+ *
+ * Every pair is recorded in `/run/lazyfs/hosts/lazyfs-<id>/pair.json` before anything is
+ * created, so that a crashed run can be cleaned up later. The mount namespace of host `a` is
+ * pinned by a bind mount of its nsfs file on `/run/lazyfs/hosts/lazyfs-<id>/a.mnt` (that
+ * directory tree is a private bind mount, as ip-netns does for /run/netns); the network
+ * namespaces are ordinary `ip netns` entries `/run/netns/lazyfs-<id>-a` and `-b`.
+ */
+import { existsSync } from "node:fs";
+import { readdir, readFile, readlink, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { errnoCode } from "../common/errors.js";
+
+export const STATE_ROOT = "/run/lazyfs/hosts";
+export const NETNS_DIR = "/run/netns";
+/** The path that holds each host's data; every host mounts its own tmpfs here. */
+export const DATA_DIR = "/srv/lazyfs-data";
+export const CRIU_BIN = process.env.LAZYFS_CRIU ?? "/opt/lazyfs/criu/bin/criu";
+/** A Python that starts fast (the system one, not a version-manager shim). */
+export const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+export const PREFIX = "lazyfs-";
+
+export type HostRole = "a" | "b";
+
+export interface PairRecord {
+  /** `lazyfs-<id>`, also the directory name under STATE_ROOT. */
+  name: string;
+  /** Third octet of 10.213.N.0/24. */
+  subnet: number;
+  ownerPid: number;
+  /** Field 22 of /proc/<ownerPid>/stat, to tell a live owner from a reused pid. */
+  ownerStart: string;
+  createdAt: number;
+}
+
+export function pairDir(pairName: string): string {
+  return join(STATE_ROOT, pairName);
+}
+export function mntFile(pairName: string, role: HostRole): string {
+  return join(pairDir(pairName), `${role}.mnt`);
+}
+export function netnsName(pairName: string, role: HostRole): string {
+  return `${pairName}-${role}`;
+}
+export function netnsFile(pairName: string, role: HostRole): string {
+  return join(NETNS_DIR, netnsName(pairName, role));
+}
+
+/** Start time of a process (clock ticks since boot), or undefined if it does not exist. */
+export async function processStart(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // comm may contain spaces and parentheses: fields resume after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return rest[19]; // field 22 overall
+  } catch {
+    return undefined;
+  }
+}
+
+export async function ownerAlive(rec: PairRecord): Promise<boolean> {
+  return (await processStart(rec.ownerPid)) === rec.ownerStart;
+}
+
+/** Inode of a namespace file (nsfs), or undefined if no namespace is bind-mounted there. */
+export async function nsInode(file: string): Promise<number | undefined> {
+  // An unmounted placeholder is a plain empty file on the root fs, not a namespace.
+  if (!(await isMountPoint(file))) return undefined;
+  try {
+    return (await stat(file)).ino;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+export async function isMountPoint(path: string): Promise<boolean> {
+  const info = await readFile("/proc/self/mountinfo", "utf8");
+  return info.split("\n").some((l) => l.split(" ")[4] === path);
+}
+
+/** Pids of processes whose network or mount namespace inode is in `inodes`. */
+export async function processesIn(inodes: ReadonlySet<number>): Promise<number[]> {
+  if (inodes.size === 0) return [];
+  const found: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    for (const kind of ["net", "mnt"]) {
+      try {
+        const link = await readlink(`/proc/${pid}/ns/${kind}`);
+        const m = /\[(\d+)\]/.exec(link);
+        if (m && inodes.has(Number(m[1]))) {
+          found.push(pid);
+          break;
+        }
+      } catch {
+        // gone, a zombie, or not ours to look at
+      }
+    }
+  }
+  return found;
+}
+
+/** SIGKILL every process in these namespaces until none is left (or `timeoutMs` passes). */
+export async function killProcessesIn(
+  inodes: ReadonlySet<number>,
+  timeoutMs = 5000,
+): Promise<number[]> {
+  const killed = new Set<number>();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = await processesIn(inodes);
+    if (pids.length === 0) return [...killed];
+    if (Date.now() > deadline) {
+      throw new Error(`hosts: processes ${pids.join(", ")} survive SIGKILL in a host namespace`);
+    }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+        killed.add(pid);
+      } catch {
+        // already gone
+      }
+    }
+    await sleep(20);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Whether `pid` is gone (or a zombie: a dead process that only waits to be reaped). */
+export async function processGoneOrZombie(pid: number): Promise<"gone" | "zombie" | "alive"> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z") ? "zombie" : "alive";
+  } catch {
+    return "gone";
+  }
+}
