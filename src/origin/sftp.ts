@@ -185,7 +185,7 @@ export class SftpOrigin implements Origin {
           });
         });
       });
-      client.once("error", (err: Error & { level?: string }) => {
+      client.on("error", (err: Error & { level?: string }) => {
         if (verdict !== undefined && verdict !== "known" && !newKey && seenKey) {
           const fp = fingerprint(seenKey);
           const why =

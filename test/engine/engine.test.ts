@@ -4,53 +4,17 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { UserError } from "../../src/common/errors.js";
 import { Engine, resolvePolicy } from "../../src/fetch/index.js";
-import { LocalOrigin, type Origin, ScrubOrigin, seededBytes } from "../../src/origin/index.js";
-import { concurrentRandomReads, metaOf, randomFile, sha256, tempDir } from "./helpers.js";
+import { LocalOrigin, ScrubOrigin, seededBytes } from "../../src/origin/index.js";
+import {
+  concurrentRandomReads,
+  metaOf,
+  RecordingOrigin,
+  randomFile,
+  sha256,
+  tempDir,
+} from "./helpers.js";
 
 const BS = 64 * 1024;
-
-/** Wraps an origin and records every range it served. */
-class RecordingOrigin implements Origin {
-  readonly reads: { path: string; offset: number; length: number }[] = [];
-  readonly name: string;
-  readonly mtimePrecisionMs: number;
-  constructor(private readonly inner: Origin) {
-    this.name = inner.name;
-    this.mtimePrecisionMs = inner.mtimePrecisionMs;
-  }
-  stat(p: string) {
-    return this.inner.stat(p);
-  }
-  async read(path: string, offset: number, length: number) {
-    this.reads.push({ path, offset, length });
-    return this.inner.read(path, offset, length);
-  }
-  readdir(p: string) {
-    return this.inner.readdir(p);
-  }
-  write(p: string, o: number, d: Buffer) {
-    return this.inner.write(p, o, d);
-  }
-  truncate(p: string, s: number) {
-    return this.inner.truncate(p, s);
-  }
-  close() {
-    return this.inner.close();
-  }
-  bytesRead(path?: string) {
-    return this.reads.filter((r) => !path || r.path === path).reduce((n, r) => n + r.length, 0);
-  }
-  /** Throws if any byte of `path` was read twice. */
-  assertNoOverlap(path: string) {
-    const rs = this.reads.filter((r) => r.path === path).sort((a, b) => a.offset - b.offset);
-    for (let i = 1; i < rs.length; i++) {
-      assert.ok(
-        rs[i]!.offset >= rs[i - 1]!.offset + rs[i - 1]!.length,
-        `range @${rs[i]!.offset} read twice`,
-      );
-    }
-  }
-}
 
 describe("engine with a local origin", () => {
   let dir: string;

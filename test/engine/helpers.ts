@@ -1,9 +1,12 @@
 /** Shared fixtures for the engine tests: temp dirs, random origin files, hashes. */
+
+import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FileMeta, Policy } from "../../src/fetch/index.js";
+import type { Origin } from "../../src/origin/index.js";
 
 export async function tempDir(
   prefix: string,
@@ -71,4 +74,47 @@ export async function concurrentRandomReads(
       }
     }),
   );
+}
+
+/** Wraps an origin and records every range it served. */
+export class RecordingOrigin implements Origin {
+  readonly reads: { path: string; offset: number; length: number }[] = [];
+  readonly name: string;
+  readonly mtimePrecisionMs: number;
+  constructor(private readonly inner: Origin) {
+    this.name = inner.name;
+    this.mtimePrecisionMs = inner.mtimePrecisionMs;
+  }
+  stat(p: string) {
+    return this.inner.stat(p);
+  }
+  async read(path: string, offset: number, length: number) {
+    this.reads.push({ path, offset, length });
+    return this.inner.read(path, offset, length);
+  }
+  readdir(p: string) {
+    return this.inner.readdir(p);
+  }
+  write(p: string, o: number, d: Buffer) {
+    return this.inner.write(p, o, d);
+  }
+  truncate(p: string, s: number) {
+    return this.inner.truncate(p, s);
+  }
+  close() {
+    return this.inner.close();
+  }
+  bytesRead(path?: string) {
+    return this.reads.filter((r) => !path || r.path === path).reduce((n, r) => n + r.length, 0);
+  }
+  /** Throws if any byte of `path` was read twice. */
+  assertNoOverlap(path: string) {
+    const rs = this.reads.filter((r) => r.path === path).sort((a, b) => a.offset - b.offset);
+    for (let i = 1; i < rs.length; i++) {
+      assert.ok(
+        rs[i]!.offset >= rs[i - 1]!.offset + rs[i - 1]!.length,
+        `range @${rs[i]!.offset} read twice`,
+      );
+    }
+  }
 }
