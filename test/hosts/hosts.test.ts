@@ -30,6 +30,15 @@ test("each host sees only its own data dir; B reaches A over the veth; sshd runs
     assert.equal(existsSync(`${DATA_DIR}/only-a`), false, "the root namespace sees A's file");
     const fsA = await a.exec("findmnt", ["-n", "-o", "FSTYPE,SOURCE", DATA_DIR]);
     assert.equal(fsA.stdout.trim().split(/\s+/).join(" "), `tmpfs ${a.name}`);
+    // A mount made later by one process in B (as a FUSE daemon would) is seen by every other
+    // process in B, and not in A.
+    await b.exec("mkdir", [`${DATA_DIR}/later`]);
+    await b.exec("mount", ["-t", "tmpfs", "lazyfs-later", `${DATA_DIR}/later`]);
+    const seen = await b.exec("findmnt", ["-n", "-o", "SOURCE", `${DATA_DIR}/later`]);
+    assert.equal(seen.stdout.trim(), "lazyfs-later");
+    assert.equal((await a.exec("findmnt", [`${DATA_DIR}/later`], { allowFailure: true })).code, 1);
+    await b.exec("umount", [`${DATA_DIR}/later`]);
+    await b.exec("rmdir", [`${DATA_DIR}/later`]);
 
     // 1 MiB of random bytes from B to A's address, through the link.
     const payload = randomBytes(MiB);
