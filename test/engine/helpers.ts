@@ -118,3 +118,12 @@ export class RecordingOrigin implements Origin {
     }
   }
 }
+
+/** Slot writes of the crash test: partial blocks at both ends, deterministic content. */
+export const SLOT = 48 * 1024;
+export function slotWrite(slot: number): { offset: number; data: Buffer } {
+  const data = Buffer.alloc(SLOT - 100);
+  const r = rng(slot * 7919 + 13);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(Math.floor(r() * 2 ** 32), i);
+  return { offset: slot * SLOT + 50, data };
+}
