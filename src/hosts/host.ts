@@ -111,6 +111,7 @@ export class Host {
     return runCommand([...this.commandPrefix({ cwd: opts.cwd }), cmd, ...args], {
       ...opts,
       label: `host ${this.name}`,
+      display: [cmd, ...args],
     });
   }
 

@@ -10,14 +10,15 @@
  *   same mount and net namespaces as the criu that dumps it, so CRIU dumps no namespace and
  *   the restore happens in whatever namespaces criu runs in (the target's).
  * - The dump SIGKILLs the original, and restore gives the task its old pid back; that pid must
- *   be reaped first. This machine's pid 1 never reaps orphans, so the original must be a
- *   child of someone who does (startWorkload makes it a child of this Node process).
- * - For the same reason, `restore -d` would leave the restored task a zombie under pid 1 when
- *   it ends; and `-d` cannot be combined with `--exec-cmd` ("--restore-detached and
- *   --exec-cmd cannot be used together"). So restore runs without -d, with
- *   `--exec-cmd -- <reaper>`: once the tree is restored criu execs the reaper in its own
- *   process, which stays the restored task's parent, prints "restored" (the end of the
- *   restore), reaps it and exits with its exit code. `--pidfile` gives the restored pid.
+ *   be reaped first (waitPidFree). startWorkload makes the original a child of this Node
+ *   process, which reaps it at once; this machine's pid 1 reaps orphans only lazily (about
+ *   1-2 s later), so an orphan's pid stays taken for a while.
+ * - `-d` (restore detached) cannot be combined with `--exec-cmd` ("--restore-detached and
+ *   --exec-cmd cannot be used together"), and with `-d` the restored task becomes an orphan
+ *   nobody here waits for. So restore runs without -d, with `--exec-cmd -- <reaper>`: once
+ *   the tree is restored criu execs the reaper in its own process, which thus stays the
+ *   restored task's parent, prints "restored" (the end of the restore, for restoreMs), reaps
+ *   it and exits with its exit code. `--pidfile` gives the restored pid.
  * - Regular files must exist on the target at the same paths with the same size as at dump
  *   time (CRIU checks the size), so a file being appended to is copied after the dump.
  */

@@ -15,6 +15,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Shown in error messages, e.g. the host name. */
   label?: string;
+  /** The command as shown in error messages (default argv). */
+  display?: readonly string[];
 }
 
 export interface RunResult {
@@ -26,6 +28,7 @@ export interface RunResult {
 
 /** A command that exited non-zero (or by a signal, or timed out). */
 export class CommandError extends Error {
+  /** The command as shown (inside a host: without the nsenter prefix). */
   readonly argv: readonly string[];
   readonly code: number;
   readonly stdout: string;
@@ -47,6 +50,7 @@ const DEFAULT_TIMEOUT_MS = 60_000;
 
 export function runCommand(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const label = opts.label ?? "hosts";
+  const shown = opts.display ?? argv;
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
@@ -82,14 +86,14 @@ export function runCommand(argv: readonly string[], opts: RunOptions = {}): Prom
         reject(
           new CommandError(
             label,
-            argv,
+            shown,
             result,
             `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`,
           ),
         );
       } else if (result.code !== 0 && !opts.allowFailure) {
         reject(
-          new CommandError(label, argv, result, signal ? `was killed by ${signal}` : undefined),
+          new CommandError(label, shown, result, signal ? `was killed by ${signal}` : undefined),
         );
       } else {
         resolve(result);
