@@ -115,6 +115,16 @@ export class Host {
     });
   }
 
+  /** Writes `data` to `path` inside the host (created or truncated). */
+  async writeFile(path: string, data: string | Buffer): Promise<void> {
+    await this.exec("sh", ["-c", 'cat > "$1"', "sh", path], { input: data, timeoutMs: 0 });
+  }
+
+  /** Reads a text file inside the host. */
+  async readFile(path: string): Promise<string> {
+    return (await this.exec("cat", [path], { timeoutMs: 0 })).stdout;
+  }
+
   /** Starts a long-running process (a daemon) inside the host. Killed by the pair's destroy(). */
   spawn(cmd: string, args: readonly string[] = [], opts: HostSpawnOptions = {}): ChildProcess {
     const argv = [...this.commandPrefix({ cwd: opts.cwd }), cmd, ...args];

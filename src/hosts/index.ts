@@ -16,6 +16,7 @@
  *     commandPrefix({ cwd? }): ["nsenter", "--net=/run/netns/<netns>", "--mount=<pin>", "--"],
  *     exec(cmd, args?, { input?, allowFailure?, cwd?, timeoutMs?, env? })
  *       -> { stdout, stderr, code }; throws CommandError on non-zero unless allowFailure,
+ *     writeFile(path, data), readFile(path) -> string   (inside the host),
  *     spawn(cmd, args?, { stdio?, cwd?, env?, detached? }) -> ChildProcess (daemons),
  *     startWorkload(cmd, args, { stdout, stdin?, stderr?, cwd?, append?, env? })
  *       -> { pid, exited }: new session, stdio on files inside the host, no other fd,

@@ -28,6 +28,9 @@ import { CommandError, waitForMarker, watch } from "./run.js";
 import { CRIU_BIN, PYTHON, processGoneOrZombie, sleep } from "./state.js";
 import { sendFiles } from "./transfer.js";
 
+const DUMP_TIMEOUT_MS = 600_000;
+const RESTORE_TIMEOUT_MS = 600_000;
+
 const REAPER = `
 import os, sys
 print("restored", flush=True)
@@ -58,7 +61,9 @@ async function logTail(host: Host, file: string): Promise<string> {
 export async function dumpInHost(host: Host, pid: number, dir: string, criu = CRIU_BIN) {
   await host.exec("mkdir", ["-p", dir]);
   try {
-    await host.exec(criu, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4"]);
+    await host.exec(criu, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4"], {
+      timeoutMs: DUMP_TIMEOUT_MS,
+    });
   } catch (err) {
     if (!(err instanceof CommandError)) throw err;
     throw new Error(
@@ -107,7 +112,7 @@ export async function restoreInHost(
     ]),
   );
   try {
-    await waitForMarker(w, "restored", `criu restore on ${host.name}`);
+    await waitForMarker(w, "restored", `criu restore on ${host.name}`, RESTORE_TIMEOUT_MS);
   } catch (err) {
     throw new Error(`${(err as Error).message}; log: ${await logTail(host, `${dir}/restore.log`)}`);
   }

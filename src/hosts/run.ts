@@ -10,7 +10,7 @@ export interface RunOptions {
   input?: string | Buffer;
   /** Resolve with the non-zero code instead of throwing. */
   allowFailure?: boolean;
-  /** Kill the command (SIGKILL) and fail after this long; default 60 s. */
+  /** Kill the command (SIGKILL) and fail after this long; default 60 s; 0 or Infinity: never. */
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
   /** Shown in error messages, e.g. the host name. */
@@ -51,6 +51,7 @@ const DEFAULT_TIMEOUT_MS = 60_000;
 export function runCommand(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const label = opts.label ?? "hosts";
   const shown = opts.display ?? argv;
+  const limit = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
@@ -61,10 +62,13 @@ export function runCommand(argv: readonly string[], opts: RunOptions = {}): Prom
     child.stdout!.on("data", (c: Buffer) => out.push(c));
     child.stderr!.on("data", (c: Buffer) => err.push(c));
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const timer =
+      limit > 0 && Number.isFinite(limit)
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill("SIGKILL");
+          }, limit)
+        : undefined;
     child.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(
@@ -83,14 +87,7 @@ export function runCommand(argv: readonly string[], opts: RunOptions = {}): Prom
         code: code ?? -1,
       };
       if (timedOut) {
-        reject(
-          new CommandError(
-            label,
-            shown,
-            result,
-            `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`,
-          ),
-        );
+        reject(new CommandError(label, shown, result, `timed out after ${limit} ms`));
       } else if (result.code !== 0 && !opts.allowFailure) {
         reject(
           new CommandError(label, shown, result, signal ? `was killed by ${signal}` : undefined),

@@ -59,13 +59,13 @@ export interface TransferResult {
 
 /**
  * Copies `paths` (absolute files or directories inside `from`) to the same paths inside `to`,
- * through the link. Modes and timestamps are kept.
+ * through the link. Modes and timestamps are kept. No time limit unless `timeoutMs`.
  */
 export async function sendFiles(
   from: Host,
   to: Host,
   paths: readonly string[],
-  opts: { port?: number } = {},
+  opts: { port?: number; timeoutMs?: number } = {},
 ): Promise<TransferResult> {
   for (const p of paths) {
     if (!p.startsWith("/")) throw new UserError(`sendFiles: path must be absolute: ${p}`);
@@ -75,7 +75,9 @@ export async function sendFiles(
   const recv = watch(to.spawn(PYTHON, ["-c", TRANSFER, "recv", to.address, port]));
   try {
     await waitForMarker(recv, "listening", `receiver on ${to.name}`, 10_000);
-    const sent = await from.exec(PYTHON, ["-c", TRANSFER, "send", to.address, port, ...paths]);
+    const sent = await from.exec(PYTHON, ["-c", TRANSFER, "send", to.address, port, ...paths], {
+      timeoutMs: opts.timeoutMs ?? 0, // a shaped link may be slow; no limit unless asked
+    });
     const code = await recv.exit;
     if (code !== 0) {
       throw new Error(`receiver on ${to.name} exited with code ${code}: ${recv.stderr().trim()}`);

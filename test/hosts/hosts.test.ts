@@ -23,8 +23,8 @@ test("each host sees only its own data dir; B reaches A over the veth; sshd runs
   try {
     const { a, b } = pair;
     assert.notEqual(a.address, b.address);
-    await a.exec("sh", ["-c", `echo from-a > ${DATA_DIR}/only-a`]);
-    await b.exec("sh", ["-c", `echo from-b > ${DATA_DIR}/only-b`]);
+    await a.writeFile(`${DATA_DIR}/only-a`, "from-a\n");
+    await b.writeFile(`${DATA_DIR}/only-b`, "from-b\n");
     assert.equal((await a.exec("ls", [DATA_DIR])).stdout, "only-a\n");
     assert.equal((await b.exec("ls", [DATA_DIR])).stdout, "only-b\n");
     assert.equal(existsSync(`${DATA_DIR}/only-a`), false, "the root namespace sees A's file");
@@ -42,7 +42,7 @@ test("each host sees only its own data dir; B reaches A over the veth; sshd runs
 
     // 1 MiB of random bytes from B to A's address, through the link.
     const payload = randomBytes(MiB);
-    await b.exec("sh", ["-c", `cat > ${DATA_DIR}/blob`], { input: payload });
+    await b.writeFile(`${DATA_DIR}/blob`, payload);
     const before = await pair.link.counters();
     const sent = await sendFiles(b, a, [`${DATA_DIR}/blob`]);
     const after = await pair.link.counters();

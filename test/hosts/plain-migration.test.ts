@@ -41,7 +41,7 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
   try {
     const { a, b } = pair;
     const input = Array.from({ length: LINES }, (_, i) => `line ${i + 1} of ${LINES}`).join("\n");
-    await a.exec("sh", ["-c", `cat > ${INPUT}`], { input: `${input}\n` });
+    await a.writeFile(INPUT, `${input}\n`);
     // The baseline has the data file already on the target before the freeze.
     await sendFiles(a, b, [INPUT]);
 
@@ -52,7 +52,7 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     assert.equal(await nsOf(w.pid, "mnt"), `mnt:[${(await stat(a.mountNsPath)).ino}]`);
     assert.equal(await nsOf(w.pid, "net"), `net:[${(await stat(a.netnsPath)).ino}]`);
     const printed = await eventually("50 lines on A", async () => {
-      const out = (await a.exec("cat", [OUTPUT])).stdout;
+      const out = await a.readFile(OUTPUT);
       return out.split("\n").length > 50 ? out : undefined;
     });
     assert.ok(printed.length > 0);
@@ -77,9 +77,9 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     t.diagnostic(JSON.stringify({ dumpMs, transferMs, restoreMs, freezeMs, transferBytes }));
 
     assert.equal(await r.restored.exited, 0);
-    const onB = (await b.exec("cat", [OUTPUT])).stdout;
+    const onB = await b.readFile(OUTPUT);
     assert.equal(onB, `${input}\n`, "output on B is the whole input, exactly once, in order");
-    const leftOnA = (await a.exec("cat", [OUTPUT])).stdout;
+    const leftOnA = await a.readFile(OUTPUT);
     const stoppedAt = leftOnA.split("\n").length - 1;
     assert.ok(stoppedAt > 50 && stoppedAt < LINES, `dumped after line ${stoppedAt}`);
     assert.ok(input.startsWith(leftOnA.slice(0, -1)), "A's output is a prefix of the input");
