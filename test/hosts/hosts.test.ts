@@ -132,6 +132,10 @@ test("teardown is complete after a test that threw midway", async () => {
   }, /midway/);
   assert.ok(trace);
   await assertNothingLeft(trace);
+
+  // A pair whose setup fails halfway (namespaces made, then a bad rate) removes itself.
+  await assert.rejects(createHostPair({ name: "badrate", rateBitsPerSec: 1 }), /at least 8000/);
+  await assertNothingLeft({ name: "lazyfs-badrate", inodes: new Set() });
   assert.notEqual(await processGoneOrZombie(workloadPid), "alive", "workload still running");
 });
 
