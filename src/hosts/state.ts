@@ -8,9 +8,10 @@
  * namespaces are ordinary `ip netns` entries `/run/netns/lazyfs-<id>-a` and `-b`.
  */
 import { existsSync } from "node:fs";
-import { readdir, readFile, readlink, stat } from "node:fs/promises";
+import { readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
+import { runCommand } from "./run.js";
 
 export const STATE_ROOT = "/run/lazyfs/hosts";
 export const NETNS_DIR = "/run/netns";
@@ -110,11 +111,17 @@ export async function killProcessesIn(
   timeoutMs = 5000,
 ): Promise<number[]> {
   const killed = new Set<number>();
-  const deadline = Date.now() + timeoutMs;
+  const start = Date.now();
+  let aborted = false;
   for (;;) {
     const pids = await processesIn(inodes);
     if (pids.length === 0) return [...killed];
-    if (Date.now() > deadline) {
+    if (!aborted && Date.now() - start > 500) {
+      // Stuck in a FUSE request whose daemon lives outside the host: abort the connection.
+      aborted = true;
+      await abortHostFuseConnections(pids);
+    }
+    if (Date.now() - start > timeoutMs) {
       throw new Error(`hosts: processes ${pids.join(", ")} survive SIGKILL in a host namespace`);
     }
     for (const pid of pids) {
@@ -126,6 +133,41 @@ export async function killProcessesIn(
       }
     }
     await sleep(20);
+  }
+}
+
+const FUSECTL = "/sys/fs/fuse/connections";
+
+/**
+ * Aborts the FUSE connections mounted in the mount namespaces of `pids` but not in ours (so
+ * only mounts made inside a host), which frees tasks blocked in a request that no daemon will
+ * answer. Mounts the fusectl file system if needed.
+ */
+export async function abortHostFuseConnections(pids: readonly number[]): Promise<void> {
+  const fuseDevs = (mountinfo: string) =>
+    mountinfo
+      .split("\n")
+      .map((line) => line.split(" "))
+      .filter((f) => {
+        const type = f[f.indexOf("-") + 1] ?? "";
+        return type === "fuse" || type.startsWith("fuse.");
+      })
+      .map((f) => f[2]!);
+  const ours = new Set(fuseDevs(await readFile("/proc/self/mountinfo", "utf8")));
+  const devs = new Set<string>();
+  for (const pid of pids) {
+    const info = await readFile(`/proc/${pid}/mountinfo`, "utf8").catch(() => "");
+    for (const dev of fuseDevs(info)) if (!ours.has(dev)) devs.add(dev);
+  }
+  if (devs.size === 0) return;
+  if (!(await isMountPoint(FUSECTL))) {
+    await runCommand(["mount", "-t", "fusectl", "fusectl", FUSECTL], { allowFailure: true });
+  }
+  for (const dev of devs) {
+    const [major, minor] = dev.split(":").map(Number);
+    // The connection is named after the kernel dev_t: major << 20 | minor.
+    const id = (major! << 20) | minor!;
+    await writeFile(`${FUSECTL}/${id}/abort`, "1").catch(() => {});
   }
 }
 
