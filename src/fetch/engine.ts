@@ -128,6 +128,11 @@ function newCounters(): Counters {
   return { bytesFetched: 0, requests: 0, lastOriginAccessMs: null };
 }
 
+/** Equal mtimes at the origin's precision (sub-millisecond conversions are noise). */
+function sameMtime(a: number, b: number, precisionMs: number): boolean {
+  return Math.abs(a - b) < 1 || Math.floor(a / precisionMs) === Math.floor(b / precisionMs);
+}
+
 function sameCheckpoint(a: FileMeta, b: FileMeta): boolean {
   return (
     a.originPath === b.originPath &&
@@ -243,7 +248,7 @@ export class Engine extends EventEmitter {
         return { source: this.scrubOrigin, path: m.originPath, fromOrigin: false };
       if (m.policy === "local" && m.localPath) {
         const st = await stat(m.localPath).catch(() => undefined);
-        if (st && st.size === m.size && Math.floor(st.mtimeMs) === Math.floor(m.mtimeMs)) {
+        if (st && st.size === m.size && sameMtime(st.mtimeMs, m.mtimeMs, 1)) {
           e.dependsOnOrigin = false;
           return { source: new LocalOrigin("/"), path: m.localPath, fromOrigin: false };
         }
@@ -367,15 +372,8 @@ export class Engine extends EventEmitter {
         data = await source.read(path, off, len);
         this.account(e, source, data.length);
       }
-      const fills: Promise<void>[] = [];
-      for (let k = 0; k < job.count; k++) {
-        const want = Math.min(this.blockSize, blocks.size - (off + k * this.blockSize));
-        if (want <= 0) break;
-        let bytes = data.subarray(k * this.blockSize, k * this.blockSize + want);
-        if (bytes.length < want) bytes = Buffer.concat([bytes, Buffer.alloc(want - bytes.length)]);
-        fills.push(blocks.fill(job.first + k, bytes));
-      }
-      await Promise.all(fills);
+      if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
+      if (len > 0) await blocks.fill(job.first, data);
       job.resolve();
     } catch (err) {
       job.reject(err);

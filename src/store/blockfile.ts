@@ -21,6 +21,7 @@ export type BlockState = typeof ABSENT | typeof PRESENT | typeof DIRTY;
 
 const MAGIC = Buffer.from("LAZYFSB1");
 const HEADER = 16;
+const COMMIT_DELAY_MS = 500;
 
 export function blockCount(size: number, blockSize: number): number {
   return Math.ceil(size / blockSize);
@@ -31,7 +32,7 @@ export class BlockFile {
   private pending = new Map<number, BlockState>();
   private sizeDirty = false;
   private chain: Promise<void> = Promise.resolve();
-  private autoCommitQueued = false;
+  private commitTimer?: NodeJS.Timeout;
   private counts = [0, 0, 0];
 
   private constructor(
@@ -127,13 +128,34 @@ export class BlockFile {
     this.pending.set(index, state);
   }
 
-  /** Stores bytes fetched from the origin for block `index` (only if still absent). */
-  async fill(index: number, bytes: Buffer): Promise<void> {
-    if (this.states[index] !== ABSENT) return;
-    this.set(index, PRESENT);
-    this.pending.delete(index); // persisted only once the data write is synced
-    await this.data.write(bytes, 0, bytes.length, index * this.blockSize);
-    this.pending.set(index, PRESENT);
+  /**
+   * Stores bytes fetched from the origin for blocks `first`, `first + 1`, ... (`bytes` starts
+   * at block `first`). Only blocks still absent are written; each contiguous run of them is
+   * one positional write.
+   */
+  async fill(first: number, bytes: Buffer): Promise<void> {
+    const bs = this.blockSize;
+    const count = Math.ceil(bytes.length / bs);
+    const writes: Promise<unknown>[] = [];
+    const claimed: number[] = [];
+    for (let k = 0; k < count; ) {
+      if (this.states[first + k] !== ABSENT) {
+        k++;
+        continue;
+      }
+      let j = k;
+      while (j < count && this.states[first + j] === ABSENT) {
+        this.set(first + j, PRESENT);
+        this.pending.delete(first + j); // persisted only once the data write is synced
+        claimed.push(first + j);
+        j++;
+      }
+      const part = bytes.subarray(k * bs, j * bs);
+      writes.push(this.data.write(part, 0, part.length, (first + k) * bs));
+      k = j;
+    }
+    await Promise.all(writes);
+    for (const i of claimed) if (this.states[i] === PRESENT) this.pending.set(i, PRESENT);
     this.scheduleCommit();
   }
 
@@ -203,13 +225,17 @@ export class BlockFile {
     return buf;
   }
 
+  /**
+   * Fetched blocks are recorded in batches: at most one data sync per COMMIT_DELAY_MS. A crash
+   * in between costs only re-fetching those blocks, never a wrong byte.
+   */
   private scheduleCommit() {
-    if (this.autoCommitQueued) return;
-    this.autoCommitQueued = true;
-    this.chain = this.chain.then(() => {
-      this.autoCommitQueued = false;
-      return this.commitNow(false);
-    });
+    if (this.commitTimer) return;
+    this.commitTimer = setTimeout(() => {
+      this.commitTimer = undefined;
+      this.flush().catch(() => {});
+    }, COMMIT_DELAY_MS);
+    this.commitTimer.unref();
   }
 
   private async commitNow(syncState: boolean): Promise<void> {
@@ -253,6 +279,8 @@ export class BlockFile {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
     await this.fsync().catch(() => {});
     await this.data.close();
     await this.state.close();

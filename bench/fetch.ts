@@ -1,0 +1,176 @@
+/**
+ * Fetch benchmark: a 1 GiB file behind a real sshd on loopback.
+ *  1. `scp` of the whole file (OpenSSH, SFTP protocol) vs our engine fetching it whole
+ *     (prefetch immediate), in the same run; both verified by sha256.
+ *  2. A sparse reader: random 64 KiB-aligned 64 KiB reads (a database-like page pattern)
+ *     touching 1% of the file; bytes read vs fetched
+ *     (target: fetched <= 1.1 x read + one block per read).
+ * Prints a table; the last line is JSON: { full_fetch_MBps: { lazyfs, scp }, sparse: {...} }.
+ * MB = 10^6 bytes. Size override: LAZYFS_BENCH_MB (default 1024 MiB).
+ */
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Engine } from "../src/fetch/index.js";
+import { startSshd } from "../src/hosts/sshd.js";
+import { SftpOrigin } from "../src/origin/index.js";
+import { metaOf, rng } from "../test/engine/helpers.js";
+
+const run = promisify(execFile);
+const SIZE = Number(process.env.LAZYFS_BENCH_MB ?? 1024) * 1024 * 1024;
+const BLOCK = 256 * 1024;
+
+async function makeFile(path: string, size: number) {
+  const fh = await open(path, "w");
+  const chunk = 16 * 1024 * 1024;
+  for (let off = 0; off < size; off += chunk) {
+    const buf = randomBytes(Math.min(chunk, size - off));
+    await fh.write(buf, 0, buf.length, off);
+  }
+  await fh.close();
+}
+
+function hashFile(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(path, { highWaterMark: 4 << 20 })
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(h.digest("hex")))
+      .on("error", reject);
+  });
+}
+
+async function hashEngine(engine: Engine, id: string, size: number): Promise<string> {
+  const h = createHash("sha256");
+  for (let off = 0; off < size; off += 8 << 20) h.update(await engine.read(id, off, 8 << 20));
+  return h.digest("hex");
+}
+
+const mbps = (bytes: number, ms: number) => Math.round((bytes / 1e6 / (ms / 1000)) * 10) / 10;
+
+async function main() {
+  const dir = await mkdtemp(join(tmpdir(), "lazyfs-bench-fetch-"));
+  const sshd = await startSshd();
+  try {
+    const src = join(dir, "origin.bin");
+    await makeFile(src, SIZE);
+    const srcHash = await hashFile(src);
+    const meta = await metaOf("big", src);
+    const origin = () =>
+      new SftpOrigin({
+        host: sshd.host,
+        port: sshd.port,
+        username: sshd.user,
+        identityFile: sshd.identityFile,
+        knownHostsFile: sshd.knownHostsFile,
+        agent: undefined,
+      });
+
+    // scp
+    const dest = join(dir, "scp.bin");
+    let t0 = performance.now();
+    await run("scp", [
+      "-q",
+      "-i",
+      sshd.identityFile,
+      "-o",
+      `UserKnownHostsFile=${sshd.knownHostsFile}`,
+      "-o",
+      "BatchMode=yes",
+      "-P",
+      String(sshd.port),
+      `${sshd.user}@${sshd.host}:${src}`,
+      dest,
+    ]);
+    const scpMs = performance.now() - t0;
+    if ((await hashFile(dest)) !== srcHash) throw new Error("scp copy differs from the source");
+    await rm(dest);
+
+    // engine, whole file
+    const o1 = origin();
+    await o1.connect();
+    const e1 = await Engine.open({ cacheDir: join(dir, "cache-full"), origin: o1 });
+    await e1.addFile(meta);
+    t0 = performance.now();
+    e1.startPrefetch();
+    await e1.whenIndependent();
+    const engineMs = performance.now() - t0;
+    const full = e1.status().total;
+    if ((await hashEngine(e1, "big", SIZE)) !== srcHash)
+      throw new Error("engine copy differs from the source");
+    await e1.close();
+    await o1.close();
+    await rm(join(dir, "cache-full"), { recursive: true });
+
+    // sparse reader: random 64 KiB reads until 1% of the file was read
+    const o2 = origin();
+    const e2 = await Engine.open({ cacheDir: join(dir, "cache-sparse"), origin: o2 });
+    await e2.addFile(meta);
+    const rand = rng(42);
+    const readLen = 64 * 1024;
+    let bytesRead = 0;
+    let reads = 0;
+    const verify = await open(src, "r");
+    const want = Buffer.alloc(readLen);
+    t0 = performance.now();
+    while (bytesRead < SIZE / 100) {
+      const off = Math.floor((rand() * (SIZE - readLen)) / readLen) * readLen;
+      const got = await e2.read("big", off, readLen);
+      await verify.read(want, 0, readLen, off);
+      if (!got.equals(want)) throw new Error(`sparse read differs at @${off}`);
+      bytesRead += got.length;
+      reads++;
+    }
+    const sparseMs = performance.now() - t0;
+    await verify.close();
+    const sparse = e2.status().total;
+    await e2.close();
+    await o2.close();
+    const allowance = 1.1 * bytesRead + reads * BLOCK;
+
+    const lazyfs = mbps(SIZE, engineMs);
+    const scp = mbps(SIZE, scpMs);
+    const rows: [string, string][] = [
+      ["file size", `${SIZE} bytes`],
+      ["scp whole file", `${Math.round(scpMs)} ms, ${scp} MB/s`],
+      [
+        "lazyfs whole file",
+        `${Math.round(engineMs)} ms, ${lazyfs} MB/s, ${full.requests} origin reads`,
+      ],
+      ["lazyfs / scp", `${(lazyfs / scp).toFixed(2)}x (target >= 0.9x)`],
+      ["sparse reads", `${reads} x ${readLen} bytes in ${Math.round(sparseMs)} ms`],
+      ["sparse bytes read", String(bytesRead)],
+      ["sparse bytes fetched", `${sparse.bytesFetched} (${sparse.requests} origin reads)`],
+      [
+        "allowed (1.1 x read + 1 block/read)",
+        `${Math.round(allowance)} -> ${sparse.bytesFetched <= allowance ? "met" : "MISSED"}`,
+      ],
+    ];
+    const w = Math.max(...rows.map((r) => r[0].length));
+    for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+    console.log(
+      JSON.stringify({
+        full_fetch_MBps: { lazyfs, scp },
+        ratio: Math.round((lazyfs / scp) * 100) / 100,
+        sparse: {
+          bytes_read: bytesRead,
+          bytes_fetched: sparse.bytesFetched,
+          reads,
+          block_size: BLOCK,
+        },
+      }),
+    );
+  } finally {
+    await sshd.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});
