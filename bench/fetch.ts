@@ -1,7 +1,8 @@
 /**
  * Fetch benchmark: a 1 GiB file behind a real sshd on loopback.
  *  1. `scp` of the whole file (OpenSSH, SFTP protocol) vs our engine fetching it whole
- *     (prefetch immediate), in the same run; both verified by sha256.
+ *     (prefetch), interleaved, best of ROUNDS each, connection set-up included on both sides;
+ *     both copies verified by sha256.
  *  2. A sparse reader: random 64 KiB-aligned 64 KiB reads (a database-like page pattern)
  *     touching 1% of the file; bytes read vs fetched
  *     (target: fetched <= 1.1 x read + one block per read).
@@ -17,12 +18,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Engine } from "../src/fetch/index.js";
 import { startSshd } from "../src/hosts/sshd.js";
-import { SftpOrigin } from "../src/origin/index.js";
-import { metaOf, rng } from "../test/engine/helpers.js";
+import { metaOf, rng, sftpOriginFor } from "../test/engine/helpers.js";
 
 const run = promisify(execFile);
 const SIZE = Number(process.env.LAZYFS_BENCH_MB ?? 1024) * 1024 * 1024;
 const BLOCK = 256 * 1024;
+const ROUNDS = 2;
+const fmt = (runs: number[]) => runs.map((ms) => `${Math.round(ms)} ms`).join(", ");
 
 async function makeFile(path: string, size: number) {
   const fh = await open(path, "w");
@@ -60,51 +62,60 @@ async function main() {
     await makeFile(src, SIZE);
     const srcHash = await hashFile(src);
     const meta = await metaOf("big", src);
-    const origin = () =>
-      new SftpOrigin({
-        host: sshd.host,
-        port: sshd.port,
-        username: sshd.user,
-        identityFile: sshd.identityFile,
-        knownHostsFile: sshd.knownHostsFile,
-        agent: undefined,
-      });
+    const origin = () => sftpOriginFor(sshd);
 
-    // scp
-    const dest = join(dir, "scp.bin");
-    let t0 = performance.now();
-    await run("scp", [
-      "-q",
-      "-i",
-      sshd.identityFile,
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHostsFile}`,
-      "-o",
-      "BatchMode=yes",
-      "-P",
-      String(sshd.port),
-      `${sshd.user}@${sshd.host}:${src}`,
-      dest,
-    ]);
-    const scpMs = performance.now() - t0;
-    if ((await hashFile(dest)) !== srcHash) throw new Error("scp copy differs from the source");
-    await rm(dest);
-
-    // engine, whole file
-    const o1 = origin();
-    await o1.connect();
-    const e1 = await Engine.open({ cacheDir: join(dir, "cache-full"), origin: o1 });
-    await e1.addFile(meta);
-    t0 = performance.now();
-    e1.startPrefetch();
-    await e1.whenIndependent();
-    const engineMs = performance.now() - t0;
-    const full = e1.status().total;
-    if ((await hashEngine(e1, "big", SIZE)) !== srcHash)
-      throw new Error("engine copy differs from the source");
-    await e1.close();
-    await o1.close();
-    await rm(join(dir, "cache-full"), { recursive: true });
+    // scp: a fresh ssh connection per copy, timed from process start to exit.
+    const scpOnce = async (): Promise<number> => {
+      const dest = join(dir, "scp.bin");
+      const t0 = performance.now();
+      await run("scp", [
+        "-q",
+        "-i",
+        sshd.identityFile,
+        "-o",
+        `UserKnownHostsFile=${sshd.knownHostsFile}`,
+        "-o",
+        "BatchMode=yes",
+        "-P",
+        String(sshd.port),
+        `${sshd.user}@${sshd.host}:${src}`,
+        dest,
+      ]);
+      const ms = performance.now() - t0;
+      if ((await hashFile(dest)) !== srcHash) throw new Error("scp copy differs from the source");
+      await rm(dest);
+      return ms;
+    };
+    // engine: connection set-up included, then the whole file fetched by prefetch.
+    let requests = 0;
+    const engineOnce = async (): Promise<number> => {
+      const cacheDir = join(dir, "cache-full");
+      const t0 = performance.now();
+      const o = origin();
+      await o.connect();
+      const e = await Engine.open({ cacheDir, origin: o });
+      await e.addFile(meta);
+      e.startPrefetch();
+      await e.whenIndependent();
+      const ms = performance.now() - t0;
+      requests = e.status().total.requests;
+      if ((await hashEngine(e, "big", SIZE)) !== srcHash) {
+        throw new Error("engine copy differs from the source");
+      }
+      await e.close();
+      await o.close();
+      await rm(cacheDir, { recursive: true });
+      return ms;
+    };
+    // Interleaved rounds so that neither side always runs on a colder or busier machine.
+    const scpRuns: number[] = [];
+    const engineRuns: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      scpRuns.push(await scpOnce());
+      engineRuns.push(await engineOnce());
+    }
+    const scpMs = Math.min(...scpRuns);
+    const engineMs = Math.min(...engineRuns);
 
     // sparse reader: random 64 KiB reads until 1% of the file was read
     const o2 = origin();
@@ -116,7 +127,7 @@ async function main() {
     let reads = 0;
     const verify = await open(src, "r");
     const want = Buffer.alloc(readLen);
-    t0 = performance.now();
+    const t0 = performance.now();
     while (bytesRead < SIZE / 100) {
       const off = Math.floor((rand() * (SIZE - readLen)) / readLen) * readLen;
       const got = await e2.read("big", off, readLen);
@@ -136,11 +147,12 @@ async function main() {
     const scp = mbps(SIZE, scpMs);
     const rows: [string, string][] = [
       ["file size", `${SIZE} bytes`],
-      ["scp whole file", `${Math.round(scpMs)} ms, ${scp} MB/s`],
+      ["scp whole file (best)", `${Math.round(scpMs)} ms, ${scp} MB/s; runs ${fmt(scpRuns)}`],
       [
-        "lazyfs whole file",
-        `${Math.round(engineMs)} ms, ${lazyfs} MB/s, ${full.requests} origin reads`,
+        "lazyfs whole file (best)",
+        `${Math.round(engineMs)} ms, ${lazyfs} MB/s; runs ${fmt(engineRuns)}`,
       ],
+      ["lazyfs origin reads", String(requests)],
       ["lazyfs / scp", `${(lazyfs / scp).toFixed(2)}x (target >= 0.9x)`],
       ["sparse reads", `${reads} x ${readLen} bytes in ${Math.round(sparseMs)} ms`],
       ["sparse bytes read", String(bytesRead)],

@@ -45,6 +45,8 @@ export interface SftpOriginOptions {
   maxRetries?: number;
   /** First backoff delay, doubled per attempt; default 200 ms. */
   backoffMs?: number;
+  /** Size of one SFTP read request (all of a range's requests are in flight at once). */
+  readChunkBytes?: number;
 }
 
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
@@ -105,6 +107,7 @@ export class SftpOrigin implements Origin {
       timeoutMs: 30_000,
       maxRetries: 5,
       backoffMs: 200,
+      readChunkBytes: DEFAULT_READ_CHUNK,
       agent: process.env.SSH_AUTH_SOCK,
       ...options,
     };
@@ -299,9 +302,10 @@ export class SftpOrigin implements Origin {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
       const out = Buffer.allocUnsafe(length);
+      const chunk = this.opts.readChunkBytes;
       const parts: Promise<number>[] = [];
-      for (let pos = 0; pos < length; pos += DEFAULT_READ_CHUNK) {
-        const len = Math.min(DEFAULT_READ_CHUNK, length - pos);
+      for (let pos = 0; pos < length; pos += chunk) {
+        const len = Math.min(chunk, length - pos);
         parts.push(
           new Promise<number>((res, rej) =>
             c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) =>
@@ -314,7 +318,7 @@ export class SftpOrigin implements Origin {
       let total = 0;
       for (let i = 0; i < got.length; i++) {
         total += got[i]!;
-        if (got[i]! < Math.min(DEFAULT_READ_CHUNK, length - i * DEFAULT_READ_CHUNK)) break;
+        if (got[i]! < Math.min(chunk, length - i * chunk)) break;
       }
       return out.subarray(0, total);
     });

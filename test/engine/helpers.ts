@@ -6,7 +6,8 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FileMeta, Policy } from "../../src/fetch/index.js";
-import type { Origin } from "../../src/origin/index.js";
+import type { SshdHandle } from "../../src/hosts/sshd.js";
+import { type Origin, SftpOrigin, type SftpOriginOptions } from "../../src/origin/index.js";
 
 export async function tempDir(
   prefix: string,
@@ -126,4 +127,20 @@ export function slotWrite(slot: number): { offset: number; data: Buffer } {
   const r = rng(slot * 7919 + 13);
   for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(Math.floor(r() * 2 ** 32), i);
   return { offset: slot * SLOT + 50, data };
+}
+
+/** An SFTP origin for a test sshd: its client key and known_hosts, no agent. */
+export function sftpOriginFor(
+  sshd: SshdHandle,
+  extra: Partial<SftpOriginOptions> = {},
+): SftpOrigin {
+  return new SftpOrigin({
+    host: sshd.host,
+    port: sshd.port,
+    username: sshd.user,
+    identityFile: sshd.identityFile,
+    knownHostsFile: sshd.knownHostsFile,
+    agent: undefined,
+    ...extra,
+  });
 }

@@ -7,12 +7,13 @@ import { after, before, describe, it } from "node:test";
 import { UserError } from "../../src/common/errors.js";
 import { Engine } from "../../src/fetch/index.js";
 import { type SshdHandle, startSshd } from "../../src/hosts/sshd.js";
-import { SftpOrigin, type SftpOriginOptions } from "../../src/origin/index.js";
+import type { SftpOrigin, SftpOriginOptions } from "../../src/origin/index.js";
 import {
   concurrentRandomReads,
   metaOf,
   RecordingOrigin,
   randomFile,
+  sftpOriginFor,
   sha256,
   tempDir,
 } from "./helpers.js";
@@ -26,16 +27,7 @@ describe("SFTP origin against a real OpenSSH server on loopback", () => {
   const origins: SftpOrigin[] = [];
 
   const sftp = (extra: Partial<SftpOriginOptions> = {}) => {
-    const o = new SftpOrigin({
-      host: sshd.host,
-      port: sshd.port,
-      username: sshd.user,
-      identityFile: sshd.identityFile,
-      knownHostsFile: sshd.knownHostsFile,
-      agent: undefined,
-      timeoutMs: 10_000,
-      ...extra,
-    });
+    const o = sftpOriginFor(sshd, { timeoutMs: 10_000, ...extra });
     origins.push(o);
     return o;
   };
