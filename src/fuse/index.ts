@@ -1,0 +1,19 @@
+/**
+ * A FUSE server library speaking the kernel protocol over /dev/fuse (no libfuse, no native
+ * addon). Mount with `mount()`, implement `FileSystem`, send notifications on `Session`.
+ */
+
+export { MemoryFileSystem, type MemoryOptions } from "./examples/memory.js";
+export { PassthroughFileSystem, type PassthroughOptions } from "./examples/passthrough.js";
+export * from "./filesystem.js";
+export {
+  Mount,
+  type MountOptions,
+  mount,
+  mountInfo,
+  recoverStaleMount,
+  unmountOnSignals,
+} from "./mount.js";
+export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
+export { Session, type SessionOptions } from "./session.js";
+export { ensureThreadPool } from "./threadpool.js";

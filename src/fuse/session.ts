@@ -1,0 +1,662 @@
+/**
+ * The raw layer: reads requests from /dev/fuse, dispatches each opcode to one handler that
+ * calls the `FileSystem`, and writes exactly one reply per request (none for FORGET,
+ * BATCH_FORGET and INTERRUPT, as the protocol says). Also sends notifications.
+ */
+import fs from "node:fs";
+import { errnoCode, errorMessage } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import {
+  type DirEntry,
+  direntType,
+  type Entry,
+  errnoOf,
+  type FileSystem,
+  type OpenReply,
+  type RequestContext,
+} from "./filesystem.js";
+import {
+  decodeInHeader,
+  decodeInitIn,
+  decodeSetAttrIn,
+  direntSize,
+  ENTRY_OUT_SIZE,
+  encodeAttrOut,
+  encodeDirent,
+  encodeEntryOut,
+  encodeInitOut,
+  encodeOpenOut,
+  encodeOutHeader,
+  encodeStatFs,
+  FOpen,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  IN_HEADER_SIZE,
+  type InHeader,
+  Init,
+  notifyInvalEntry,
+  notifyInvalInode,
+  notifyResend,
+  notifyStore,
+  OP_NAMES,
+  OPEN_OUT_SIZE,
+  Op,
+  OUT_HEADER_SIZE,
+  readCString,
+  WRITE_IN_SIZE,
+} from "./protocol.js";
+import { DeviceReader, type ReaderMessage } from "./reader.js";
+
+const log = logger("fuse");
+
+export interface SessionOptions {
+  /** Largest WRITE (and READ) request, bytes; default 1 MiB (max_pages 256). */
+  maxWrite?: number;
+  /** Worker threads blocked in read(2) on the device; default 2. */
+  readers?: number;
+  /** Requests each reader can have in flight; default 16. */
+  slotsPerReader?: number;
+  /** Let the kernel cache writes and send them in big batches; default false. */
+  writebackCache?: boolean;
+  /** Answer READDIRPLUS (readdir + lookup per entry); default true. */
+  readdirplus?: boolean;
+  /** Kernel invalidates cached data when it sees mtime/size change; default false. */
+  autoInvalData?: boolean;
+  /** Default entry/attr cache timeouts, ms; default 1000. */
+  entryTimeoutMs?: number;
+  attrTimeoutMs?: number;
+  /** Max background (readahead/writeback) requests the kernel queues; default 64. */
+  maxBackground?: number;
+}
+
+type Payload = Buffer[] | undefined;
+
+interface Request {
+  h: InHeader;
+  /** Bytes after the in-header, up to `len`. */
+  body: Buffer;
+  ctx: RequestContext;
+  abort: AbortController;
+  replied: boolean;
+  pooled: Buffer[];
+}
+
+type Handler = (s: Session, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
+
+function enosys(): never {
+  throw Object.assign(new Error("not implemented"), { code: "ENOSYS" });
+}
+
+/** `f[k]` bound to `f`, or an ENOSYS error if the file system does not implement it. */
+function need<K extends keyof FileSystem>(f: FileSystem, k: K): NonNullable<FileSystem[K]> {
+  const m = f[k];
+  if (!m) enosys();
+  return (m as (...a: unknown[]) => unknown).bind(f) as NonNullable<FileSystem[K]>;
+}
+
+function u64(b: Buffer, off: number): number {
+  return Number(b.readBigUInt64LE(off));
+}
+
+function openFlags(o: OpenReply): number {
+  return (
+    (o.directIo ? FOpen.DIRECT_IO : 0) |
+    (o.keepCache ? FOpen.KEEP_CACHE : 0) |
+    (o.nonseekable ? FOpen.NONSEEKABLE : 0) |
+    (o.cacheDir ? FOpen.CACHE_DIR : 0) |
+    (o.noFlush ? FOpen.NOFLUSH : 0) |
+    (o.parallelDirectWrites ? FOpen.PARALLEL_DIRECT_WRITES : 0)
+  );
+}
+
+function openOut(o: OpenReply): Buffer {
+  const b = Buffer.alloc(OPEN_OUT_SIZE);
+  encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
+  return b;
+}
+
+function u32Out(n: number, size = 8): Buffer {
+  const b = Buffer.alloc(size);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+
+/** The errno for a thrown value; logs anything that is not a plain errno error. */
+function errnoFor(err: unknown, op: string): number {
+  if (err instanceof DOMException && err.name === "AbortError") return errnoOf("EINTR") ?? 4;
+  const code = errnoCode(err);
+  const n = code === undefined ? undefined : errnoOf(code);
+  if (n !== undefined) return n;
+  const num = (err as { errno?: unknown } | null)?.errno;
+  if (typeof num === "number" && num !== 0) return Math.abs(num);
+  log.error("handler failed", { op, error: errorMessage(err), stack: (err as Error)?.stack });
+  return errnoOf("EIO") ?? 5;
+}
+
+export class Session {
+  readonly fd: number;
+  readonly fs: FileSystem;
+  readonly maxWrite: number;
+  /** Minor protocol version agreed at INIT (0 before). */
+  minor = 0;
+  /** Flags in effect after INIT. */
+  flags = 0n;
+  /** Resolves once INIT was answered; rejects if the session ends first. */
+  readonly ready: Promise<void>;
+  /** Resolves when the kernel side went away (unmount/abort) and every reply was written. */
+  readonly closed: Promise<void>;
+
+  private readonly opts: Required<SessionOptions>;
+  private readonly readers: DeviceReader[] = [];
+  private readonly inflight = new Map<bigint, Request>();
+  private readonly pool: Buffer[] = [];
+  private readyResolve!: () => void;
+  private readyReject!: (e: Error) => void;
+  private running = 0;
+  private destroyed = false;
+  private fatal: string | undefined;
+
+  constructor(fd: number, fileSystem: FileSystem, options: SessionOptions = {}) {
+    this.fd = fd;
+    this.fs = fileSystem;
+    this.opts = {
+      maxWrite: 1 << 20,
+      readers: 2,
+      slotsPerReader: 16,
+      writebackCache: false,
+      readdirplus: true,
+      autoInvalData: false,
+      entryTimeoutMs: 1000,
+      attrTimeoutMs: 1000,
+      maxBackground: 64,
+      ...options,
+    };
+    this.maxWrite = Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
+    this.ready = new Promise((res, rej) => {
+      this.readyResolve = res;
+      this.readyReject = rej;
+    });
+    this.ready.catch(() => {});
+    const slotSize = this.maxWrite + 4096;
+    for (let i = 0; i < this.opts.readers; i++) {
+      this.readers.push(
+        new DeviceReader(fd, this.opts.slotsPerReader, slotSize, (r, m) => this.onMessage(r, m)),
+      );
+    }
+    this.running = this.readers.length;
+    this.closed = Promise.all(this.readers.map((r) => r.exited)).then(() => this.finish());
+  }
+
+  private onMessage(reader: DeviceReader, m: ReaderMessage): void {
+    if (m.slot === undefined || m.len === undefined) {
+      if (m.end) this.fatal = m.end;
+      this.running--;
+      return;
+    }
+    const slot = m.slot;
+    const buf = reader.views[slot].subarray(0, m.len);
+    let done: Promise<void> | undefined;
+    try {
+      done = this.dispatch(buf);
+    } catch (e) {
+      log.error("bad request", { error: errorMessage(e) });
+    }
+    if (done) done.finally(() => reader.release(slot));
+    else reader.release(slot);
+  }
+
+  private async finish(): Promise<void> {
+    if (this.fatal) log.error("device read failed", { error: this.fatal });
+    this.readyReject(new Error("FUSE session ended before INIT"));
+    await this.callDestroy();
+    for (const r of this.inflight.values()) r.abort.abort();
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      /* already closed */
+    }
+  }
+
+  private async callDestroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    try {
+      await this.fs.destroy?.();
+    } catch (e) {
+      log.error("destroy failed", { error: errorMessage(e) });
+    }
+  }
+
+  /** Number of requests received and not yet answered. */
+  get pending(): number {
+    return this.inflight.size;
+  }
+
+  /** Stops the readers without unmounting (tests, or after the mount is gone). */
+  async stop(): Promise<void> {
+    await Promise.all(this.readers.map((r) => r.stop()));
+  }
+
+  private takeBuffer(r: Request, size: number): Buffer {
+    if (size > this.maxWrite)
+      throw new RangeError(`buffer of ${size} bytes exceeds max_write ${this.maxWrite}`);
+    const b = this.pool.pop() ?? Buffer.allocUnsafeSlow(this.maxWrite);
+    r.pooled.push(b);
+    return b.subarray(0, size);
+  }
+
+  private dispatch(buf: Buffer): Promise<void> | undefined {
+    const h = decodeInHeader(buf);
+    const body = buf.subarray(IN_HEADER_SIZE + h.totalExtlen * 8, h.len);
+    if (h.opcode === Op.FORGET) {
+      this.fs.forget?.(h.nodeid, u64(body, 0));
+      return undefined;
+    }
+    if (h.opcode === Op.BATCH_FORGET) {
+      const count = body.readUInt32LE(0);
+      for (let i = 0; i < count; i++)
+        this.fs.forget?.(u64(body, 8 + i * 16), u64(body, 16 + i * 16));
+      return undefined;
+    }
+    if (h.opcode === Op.INTERRUPT) {
+      this.interrupt(body.readBigUInt64LE(0));
+      return undefined;
+    }
+    const abort = new AbortController();
+    const r: Request = {
+      h,
+      body,
+      abort,
+      replied: false,
+      pooled: [],
+      ctx: {
+        uid: h.uid,
+        gid: h.gid,
+        pid: h.pid,
+        signal: abort.signal,
+        buffer: (size: number) => this.takeBuffer(r, size),
+      },
+    };
+    this.inflight.set(h.unique, r);
+    const handler = HANDLERS[h.opcode];
+    const op = OP_NAMES[h.opcode] ?? String(h.opcode);
+    if (log.enabled("debug")) log.debug("request", { op, unique: String(h.unique), ino: h.nodeid });
+    return (async () => {
+      try {
+        const payload = handler ? await handler(this, r, this.fs) : enosys();
+        this.reply(r, 0, payload);
+      } catch (e) {
+        this.reply(r, -errnoFor(e, op));
+      }
+    })();
+  }
+
+  private interrupt(unique: bigint): void {
+    const r = this.inflight.get(unique);
+    if (!r) return;
+    r.abort.abort();
+    this.reply(r, -(errnoOf("EINTR") ?? 4));
+  }
+
+  private reply(r: Request, error: number, payload?: Payload): void {
+    if (r.replied) return;
+    r.replied = true;
+    this.inflight.delete(r.h.unique);
+    const parts = error === 0 && payload ? payload : [];
+    const len = parts.reduce((n, p) => n + p.length, OUT_HEADER_SIZE);
+    const hdr = Buffer.allocUnsafe(OUT_HEADER_SIZE);
+    encodeOutHeader(hdr, len, error, r.h.unique);
+    try {
+      fs.writevSync(this.fd, [hdr, ...parts]);
+    } catch (e) {
+      // ENOENT: the kernel no longer waits for this request (interrupted, resent, aborted).
+      const code = errnoCode(e);
+      if (code !== "ENOENT" && code !== "ENODEV" && code !== "EBADF")
+        log.error("reply failed", { op: OP_NAMES[r.h.opcode], error: errorMessage(e) });
+    }
+    for (const b of r.pooled) this.pool.push(b);
+    r.pooled.length = 0;
+  }
+
+  // ---- notifications (async writes: the kernel may wait on page locks held by requests
+  // that the main thread still has to answer) ----
+
+  private async notify(parts: Buffer[]): Promise<boolean> {
+    try {
+      await new Promise<void>((res, rej) => fs.writev(this.fd, parts, (e) => (e ? rej(e) : res())));
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return false;
+      throw e;
+    }
+  }
+
+  /** Drops cached data of `ino` in [offset, offset+length) (length 0 = to the end; offset -1 = attributes only). Resolves false if the kernel does not know the inode. */
+  invalInode(ino: number, offset = 0, length = 0): Promise<boolean> {
+    return this.notify(notifyInvalInode(ino, offset, length));
+  }
+
+  /** Drops the cached name `name` in directory `parent`. */
+  invalEntry(parent: number, name: string): Promise<boolean> {
+    return this.notify(notifyInvalEntry(parent, name));
+  }
+
+  /** Pushes `data` into the kernel page cache of `ino` at `offset`. */
+  store(ino: number, offset: number, data: Buffer): Promise<boolean> {
+    return this.notify(notifyStore(ino, offset, data));
+  }
+
+  /** Asks the kernel to send again every request it sent and has no reply for. */
+  resend(): Promise<boolean> {
+    return this.notify(notifyResend());
+  }
+
+  // ---- used by handlers ----
+
+  entryOut(e: Entry): Buffer {
+    const b = Buffer.alloc(ENTRY_OUT_SIZE);
+    encodeEntryOut(b, 0, {
+      ...e,
+      entryTimeoutMs: e.entryTimeoutMs ?? this.opts.entryTimeoutMs,
+      attrTimeoutMs: e.attrTimeoutMs ?? this.opts.attrTimeoutMs,
+    });
+    return b;
+  }
+
+  attrOut(reply: { attr: Entry["attr"]; attrTimeoutMs?: number }): Buffer {
+    const b = Buffer.alloc(16 + 88);
+    encodeAttrOut(b, 0, reply.attr, reply.attrTimeoutMs ?? this.opts.attrTimeoutMs);
+    return b;
+  }
+
+  async init(r: Request): Promise<Payload> {
+    const init = decodeInitIn(r.body, 0, r.body.length);
+    if (init.major < FUSE_KERNEL_VERSION)
+      throw Object.assign(new Error("old kernel"), { code: "EPROTO" });
+    if (init.major > FUSE_KERNEL_VERSION) {
+      // The kernel will re-send INIT with our major.
+      return [
+        encodeInitOut({
+          ...zeroInit(),
+          major: FUSE_KERNEL_VERSION,
+          minor: FUSE_KERNEL_MINOR_VERSION,
+        }),
+      ];
+    }
+    const o = this.opts;
+    let want =
+      Init.ASYNC_READ |
+      Init.BIG_WRITES |
+      Init.ATOMIC_O_TRUNC |
+      Init.MAX_PAGES |
+      Init.PARALLEL_DIROPS |
+      Init.ASYNC_DIO |
+      Init.CACHE_SYMLINKS |
+      Init.HAS_EXPIRE_ONLY |
+      Init.HAS_RESEND |
+      Init.INIT_EXT;
+    if (o.writebackCache) want |= Init.WRITEBACK_CACHE;
+    if (o.readdirplus) want |= Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO;
+    if (o.autoInvalData) want |= Init.AUTO_INVAL_DATA;
+    const kernelFlags =
+      init.minor >= 36 && init.flags & Init.INIT_EXT ? init.flags : init.flags & 0xffffffffn;
+    this.flags = want & kernelFlags;
+    this.minor = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
+    await this.fs.init?.({
+      minor: this.minor,
+      kernelFlags,
+      flags: this.flags,
+      maxWrite: this.maxWrite,
+    });
+    const out = encodeInitOut({
+      major: FUSE_KERNEL_VERSION,
+      minor: this.minor,
+      maxReadahead: init.maxReadahead,
+      flags: this.flags,
+      maxBackground: o.maxBackground,
+      congestionThreshold: Math.floor((o.maxBackground * 3) / 4),
+      maxWrite: this.maxWrite,
+      timeGran: 1,
+      maxPages: this.maxWrite / 4096,
+    });
+    log.info("init", {
+      minor: this.minor,
+      flags: `0x${this.flags.toString(16)}`,
+      maxWrite: this.maxWrite,
+    });
+    queueMicrotask(() => this.readyResolve());
+    return [out];
+  }
+
+  async destroy(): Promise<Payload> {
+    await this.callDestroy();
+    return [];
+  }
+
+  async readdir(r: Request, plus: boolean): Promise<Payload> {
+    const ino = r.h.nodeid;
+    const fh = u64(r.body, 0);
+    const offset = u64(r.body, 8);
+    const size = r.body.readUInt32LE(16);
+    const entries: DirEntry[] = await need(this.fs, "readdir")(ino, fh, offset, r.ctx);
+    const out = Buffer.alloc(size);
+    let used = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      const name = Buffer.from(e.name);
+      const need = direntSize(name.length) + (plus ? ENTRY_OUT_SIZE : 0);
+      if (used + need > size) break;
+      if (plus) {
+        let entry: Buffer | undefined;
+        if (e.name !== "." && e.name !== ".." && this.fs.lookup) {
+          try {
+            entry = this.entryOut(await this.fs.lookup(ino, e.name, r.ctx));
+          } catch {
+            entry = undefined;
+          }
+        }
+        if (entry) entry.copy(out, used);
+        else out.fill(0, used, used + ENTRY_OUT_SIZE);
+        used += ENTRY_OUT_SIZE;
+      }
+      used += encodeDirent(out, used, e.ino, offset + i + 1, direntType(e.mode), name);
+    }
+    return [out.subarray(0, used)];
+  }
+}
+
+function zeroInit() {
+  return {
+    major: 0,
+    minor: 0,
+    maxReadahead: 0,
+    flags: 0n,
+    maxBackground: 0,
+    congestionThreshold: 0,
+    maxWrite: 0,
+    timeGran: 0,
+    maxPages: 0,
+  };
+}
+
+function name0(r: Request, off = 0): string {
+  return readCString(r.body, off, r.body.length)[0];
+}
+
+/** One handler per opcode. A missing opcode (or FileSystem method) answers ENOSYS. */
+const HANDLERS: Partial<Record<number, Handler>> = {
+  [Op.INIT]: (s, r) => s.init(r),
+  [Op.DESTROY]: (s) => s.destroy(),
+  [Op.LOOKUP]: async (s, r, f) => [
+    s.entryOut(await need(f, "lookup")(r.h.nodeid, name0(r), r.ctx)),
+  ],
+  [Op.GETATTR]: async (s, r, f) => {
+    const hasFh = r.body.length >= 16 && (r.body.readUInt32LE(0) & 1) !== 0;
+    return [
+      s.attrOut(await need(f, "getattr")(r.h.nodeid, hasFh ? u64(r.body, 8) : undefined, r.ctx)),
+    ];
+  },
+  [Op.SETATTR]: async (s, r, f) => [
+    s.attrOut(await need(f, "setattr")(r.h.nodeid, decodeSetAttrIn(r.body, 0), r.ctx)),
+  ],
+  [Op.READLINK]: async (_s, r, f) => [Buffer.from(await need(f, "readlink")(r.h.nodeid, r.ctx))],
+  [Op.SYMLINK]: async (s, r, f) => {
+    const [name, next] = readCString(r.body, 0, r.body.length);
+    const target = readCString(r.body, next, r.body.length)[0];
+    return [s.entryOut(await need(f, "symlink")(r.h.nodeid, name, target, r.ctx))];
+  },
+  [Op.MKNOD]: async (s, r, f) => {
+    const mode = r.body.readUInt32LE(0);
+    const rdev = r.body.readUInt32LE(4);
+    return [s.entryOut(await need(f, "mknod")(r.h.nodeid, name0(r, 16), mode, rdev, r.ctx))];
+  },
+  [Op.MKDIR]: async (s, r, f) => [
+    s.entryOut(await need(f, "mkdir")(r.h.nodeid, name0(r, 8), r.body.readUInt32LE(0), r.ctx)),
+  ],
+  [Op.UNLINK]: async (_s, r, f) => {
+    await need(f, "unlink")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+  [Op.RMDIR]: async (_s, r, f) => {
+    await need(f, "rmdir")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+  [Op.RENAME]: (_s, r, f) => rename(r, f, 8, 0),
+  [Op.RENAME2]: (_s, r, f) => rename(r, f, 16, r.body.readUInt32LE(8)),
+  [Op.LINK]: async (s, r, f) => [
+    s.entryOut(await need(f, "link")(u64(r.body, 0), r.h.nodeid, name0(r, 8), r.ctx)),
+  ],
+  [Op.OPEN]: async (_s, r, f) => [
+    openOut(f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
+  ],
+  [Op.READ]: async (_s, r, f) => {
+    const data = await need(f, "read")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      r.body.readUInt32LE(16),
+      r.ctx,
+    );
+    const max = r.body.readUInt32LE(16);
+    return [data.length > max ? data.subarray(0, max) : data];
+  },
+  [Op.WRITE]: async (_s, r, f) => {
+    const size = r.body.readUInt32LE(16);
+    const data = r.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size);
+    return [
+      u32Out(await need(f, "write")(r.h.nodeid, u64(r.body, 0), u64(r.body, 8), data, r.ctx)),
+    ];
+  },
+  [Op.STATFS]: async (_s, r, f) => [
+    encodeStatFs(
+      f.statfs
+        ? await f.statfs(r.h.nodeid, r.ctx)
+        : {
+            blocks: 0,
+            bfree: 0,
+            bavail: 0,
+            files: 0,
+            ffree: 0,
+            bsize: 4096,
+            namelen: 255,
+            frsize: 4096,
+          },
+    ),
+  ],
+  [Op.RELEASE]: async (_s, r, f) => {
+    await f.release?.(r.h.nodeid, u64(r.body, 0), r.body.readUInt32LE(8), r.ctx);
+    return [];
+  },
+  [Op.FLUSH]: async (_s, r, f) => {
+    await f.flush?.(r.h.nodeid, u64(r.body, 0), r.ctx);
+    return [];
+  },
+  [Op.FSYNC]: async (_s, r, f) => {
+    await f.fsync?.(r.h.nodeid, u64(r.body, 0), (r.body.readUInt32LE(8) & 1) !== 0, r.ctx);
+    return [];
+  },
+  [Op.OPENDIR]: async (_s, r, f) => [
+    openOut(f.opendir ? await f.opendir(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
+  ],
+  [Op.READDIR]: (s, r) => s.readdir(r, false),
+  [Op.READDIRPLUS]: (s, r) => s.readdir(r, true),
+  [Op.RELEASEDIR]: async (_s, r, f) => {
+    await f.releasedir?.(r.h.nodeid, u64(r.body, 0), r.ctx);
+    return [];
+  },
+  [Op.FSYNCDIR]: async (_s, r, f) => {
+    await f.fsyncdir?.(r.h.nodeid, u64(r.body, 0), (r.body.readUInt32LE(8) & 1) !== 0, r.ctx);
+    return [];
+  },
+  [Op.ACCESS]: async (_s, r, f) => {
+    await f.access?.(r.h.nodeid, r.body.readUInt32LE(0), r.ctx);
+    return [];
+  },
+  [Op.CREATE]: async (s, r, f) => {
+    const flags = r.body.readUInt32LE(0);
+    const mode = r.body.readUInt32LE(4);
+    const res = await need(f, "create")(r.h.nodeid, name0(r, 16), mode, flags, r.ctx);
+    return [s.entryOut(res.entry), openOut(res.open)];
+  },
+  [Op.LSEEK]: async (_s, r, f) => {
+    const off = await need(f, "lseek")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      r.body.readUInt32LE(16),
+      r.ctx,
+    );
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(off));
+    return [b];
+  },
+  [Op.FALLOCATE]: async (_s, r, f) => {
+    await need(f, "fallocate")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      u64(r.body, 16),
+      r.body.readUInt32LE(24),
+      r.ctx,
+    );
+    return [];
+  },
+  [Op.SETXATTR]: async (_s, r, f) => {
+    const size = r.body.readUInt32LE(0);
+    const [name, next] = readCString(r.body, 8, r.body.length);
+    await need(f, "setxattr")(
+      r.h.nodeid,
+      name,
+      r.body.subarray(next, next + size),
+      r.body.readUInt32LE(4),
+      r.ctx,
+    );
+    return [];
+  },
+  [Op.GETXATTR]: async (_s, r, f) =>
+    sized(r, await need(f, "getxattr")(r.h.nodeid, name0(r, 8), r.ctx)),
+  [Op.LISTXATTR]: async (_s, r, f) => {
+    const names = await need(f, "listxattr")(r.h.nodeid, r.ctx);
+    return sized(r, Buffer.from(names.map((n) => `${n}\0`).join("")));
+  },
+  [Op.REMOVEXATTR]: async (_s, r, f) => {
+    await need(f, "removexattr")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+};
+
+/** GETXATTR/LISTXATTR: size 0 asks for the length; a too-small buffer is ERANGE. */
+function sized(r: Request, value: Buffer): Payload {
+  const size = r.body.readUInt32LE(0);
+  if (size === 0) return [u32Out(value.length)];
+  if (value.length > size)
+    throw Object.assign(new Error("xattr buffer too small"), { code: "ERANGE" });
+  return [value];
+}
+
+async function rename(r: Request, f: FileSystem, namesAt: number, flags: number): Promise<Payload> {
+  const [oldName, next] = readCString(r.body, namesAt, r.body.length);
+  const newName = readCString(r.body, next, r.body.length)[0];
+  await need(f, "rename")(r.h.nodeid, oldName, u64(r.body, 0), newName, flags, r.ctx);
+  return [];
+}
