@@ -359,6 +359,50 @@ export class SftpOrigin implements Origin {
     );
   }
 
+  /**
+   * Runs a shell command on the origin host over the same SSH connection (not an SFTP
+   * request, and never retried: a command is not idempotent). Resolves with its exit code and
+   * output; a dropped connection or `timeoutMs` (default 10 minutes) is a UserError.
+   */
+  async exec(
+    command: string,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const conn = await this.request("connect", async (c) => c);
+    const timeoutMs = opts.timeoutMs ?? 600_000;
+    const what = `exec ${command.split("\n")[0]!.slice(0, 60)}`;
+    return new Promise((resolve, reject) => {
+      let stdout = "";
+      let stderr = "";
+      const timer = setTimeout(() => {
+        reject(new UserError(`${this.name}: ${what}: no exit within ${timeoutMs} ms`));
+      }, timeoutMs);
+      conn.client.exec(command, (err, stream) => {
+        if (err) {
+          clearTimeout(timer);
+          reject(new UserError(`${this.name}: ${what}: ${err.message}`, { cause: err }));
+          return;
+        }
+        stream.on("data", (d: Buffer) => {
+          stdout += d.toString();
+        });
+        stream.stderr.on("data", (d: Buffer) => {
+          stderr += d.toString();
+        });
+        stream.on("close", (code: number | null, signal?: string) => {
+          clearTimeout(timer);
+          if (code === null || code === undefined) {
+            reject(
+              new UserError(
+                `${this.name}: ${what}: ended without exit status (${signal ?? "connection lost"})`,
+              ),
+            );
+          } else resolve({ code, stdout, stderr });
+        });
+      });
+    });
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     const p = this.conn;

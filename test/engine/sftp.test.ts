@@ -98,6 +98,13 @@ describe("SFTP origin against a real OpenSSH server on loopback", () => {
     assert.ok((await origin.read(src, 5000, 300_000)).equals(data.subarray(5000, 305_000)));
   });
 
+  it("runs a command on the origin host over the same connection", async () => {
+    const origin = sftp();
+    const r = await origin.exec("echo out; echo err >&2; exit 3");
+    assert.deepEqual(r, { code: 3, stdout: "out\n", stderr: "err\n" });
+    assert.equal((await origin.exec(`wc -c < ${src}`)).stdout.trim(), String(data.length));
+  });
+
   it("times out a host that never answers, naming it", async () => {
     const silent: Server = createServer(() => {});
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
