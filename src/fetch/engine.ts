@@ -362,6 +362,7 @@ export class Engine extends EventEmitter {
     if (background) this.runningBackground++;
     const e = job.entry;
     const blocks = e.blocks!;
+    const fills: Promise<void>[] = [];
     try {
       const { source, path } = await this.prepare(e);
       const off = job.first * this.blockSize;
@@ -369,13 +370,27 @@ export class Engine extends EventEmitter {
       let data: Buffer = Buffer.alloc(0);
       if (len > 0) {
         await this.limiter.acquire(len);
-        data = await source.read(path, off, len);
+        // Store each block as soon as all of its bytes have arrived (while they are hot).
+        const bs = this.blockSize;
+        const missing = Array.from({ length: job.count }, (_, k) => Math.min(bs, len - k * bs));
+        const onPart = (rel: number, length: number, whole: Buffer) => {
+          for (let k = Math.floor(rel / bs); k * bs < rel + length && k < job.count; k++) {
+            missing[k]! -= Math.min((k + 1) * bs, rel + length) - Math.max(k * bs, rel);
+            if (missing[k] === 0) {
+              const bytes = whole.subarray(k * bs, k * bs + Math.min(bs, len - k * bs));
+              fills.push(blocks.fill(job.first + k, bytes));
+            }
+          }
+        };
+        data = await source.read(path, off, len, onPart);
         this.account(e, source, data.length);
       }
       if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
-      if (len > 0) await blocks.fill(job.first, data);
+      await Promise.all(fills);
+      if (len > 0) await blocks.fill(job.first, data); // the blocks not stored part by part
       job.resolve();
     } catch (err) {
+      await Promise.allSettled(fills);
       job.reject(err);
     } finally {
       for (let i = job.first; i < job.first + job.count; i++) {

@@ -23,7 +23,7 @@ import {
   keyType,
   readKnownHosts,
 } from "./knownhosts.js";
-import type { Origin, OriginDirEntry, OriginStat } from "./types.js";
+import type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
 
 const log = logger("origin/sftp");
 
@@ -298,7 +298,7 @@ export class SftpOrigin implements Origin {
     );
   }
 
-  read(path: string, offset: number, length: number): Promise<Buffer> {
+  read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer> {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
       const out = Buffer.allocUnsafe(length);
@@ -308,9 +308,11 @@ export class SftpOrigin implements Origin {
         const len = Math.min(chunk, length - pos);
         parts.push(
           new Promise<number>((res, rej) =>
-            c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) =>
-              err ? rej(err) : res(nb),
-            ),
+            c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) => {
+              if (err) return rej(err);
+              if (nb === len) onPart?.(pos, nb, out);
+              res(nb);
+            }),
           ),
         );
       }

@@ -8,6 +8,8 @@ export interface OriginStat {
   isDirectory: boolean;
 }
 
+export type ReadPartCallback = (rel: number, length: number, whole: Buffer) => void;
+
 export interface OriginDirEntry {
   name: string;
   stat: OriginStat;
@@ -24,7 +26,12 @@ export interface Origin {
   /** Granularity of `mtimeMs` from `stat` (SFTP: whole seconds). */
   readonly mtimePrecisionMs: number;
   stat(path: string): Promise<OriginStat>;
-  read(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * `onPart`, when the origin supports it, is called as pieces of the range arrive: bytes
+   * `rel..rel+length` of `whole` (the buffer `read` will resolve with) are final. Pieces do
+   * not overlap and come in any order; a caller may store them while they are hot.
+   */
+  read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer>;
   readdir(path: string): Promise<OriginDirEntry[]>;
   /** Used only by the `remote` policy. */
   write(path: string, offset: number, data: Buffer): Promise<void>;
