@@ -188,7 +188,7 @@ export async function mount(
   if (options.defaultPermissions) opts.push("default_permissions");
   const r = await run(
     "mount",
-    ["-i", "-t", `fuse.${subtype}`, "-o", opts.join(","), fsName, real],
+    ["-i", "-c", "-t", `fuse.${subtype}`, "-o", opts.join(","), fsName, real],
     fd,
   );
   if (r.code !== 0) {

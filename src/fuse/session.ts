@@ -152,7 +152,6 @@ export class Session {
   private readonly pool: Buffer[] = [];
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
-  private running = 0;
   private destroyed = false;
   private fatal: string | undefined;
 
@@ -183,14 +182,12 @@ export class Session {
         new DeviceReader(fd, this.opts.slotsPerReader, slotSize, (r, m) => this.onMessage(r, m)),
       );
     }
-    this.running = this.readers.length;
     this.closed = Promise.all(this.readers.map((r) => r.exited)).then(() => this.finish());
   }
 
   private onMessage(reader: DeviceReader, m: ReaderMessage): void {
     if (m.slot === undefined || m.len === undefined) {
       if (m.end) this.fatal = m.end;
-      this.running--;
       return;
     }
     const slot = m.slot;

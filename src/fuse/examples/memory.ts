@@ -276,7 +276,13 @@ export class MemoryFileSystem implements FileSystem {
     return { entry, open: await this.open(entry.ino, flags & ~constants.O_TRUNC) };
   }
 
-  async read(ino: number, _fh: number, offset: number, size: number): Promise<Buffer> {
+  async read(
+    ino: number,
+    _fh: number,
+    offset: number,
+    size: number,
+    _ctx?: RequestContext,
+  ): Promise<Buffer> {
     const n = this.node(ino);
     if (offset >= n.attr.size) return Buffer.alloc(0);
     return n.data.subarray(offset, Math.min(n.attr.size, offset + size));
