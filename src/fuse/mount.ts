@@ -75,7 +75,8 @@ export function mountInfo(path: string): { fstype: string; source: string } | un
  */
 export async function recoverStaleMount(mountpoint: string): Promise<boolean> {
   try {
-    fs.statSync(mountpoint);
+    // Listing needs the server (attributes may still be cached by the kernel).
+    fs.opendirSync(mountpoint).closeSync();
     return false;
   } catch (e) {
     if (errnoCode(e) !== "ENOTCONN" && errnoCode(e) !== "ECONNABORTED") return false;

@@ -1,0 +1,186 @@
+/**
+ * The passthrough example, the ENOSYS default, RESEND, and the mount life cycle (signals,
+ * stale mounts of a crashed server), all through real mounts.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import {
+  type FileSystem,
+  FuseError,
+  Init,
+  MemoryFileSystem,
+  mountInfo,
+  type OpenReply,
+  PassthroughFileSystem,
+  type RequestContext,
+} from "../../src/fuse/index.js";
+import { py, run, Scratch, sha256 } from "./helpers.js";
+
+const scratch = new Scratch();
+after(() => scratch.cleanup());
+
+describe("passthrough file system", () => {
+  test("copies in and out byte-exact, namespace operations reach the source", async () => {
+    const src = scratch.sub("pt-src");
+    const data = randomBytes((5 << 20) + 123);
+    fs.writeFileSync(path.join(src, "orig.bin"), data);
+    const m = await scratch.mount("pt", new PassthroughFileSystem(src));
+    const mp = m.mountpoint;
+    const read = await run("sha256sum", [path.join(mp, "orig.bin")]);
+    assert.equal(read.stdout.split(" ")[0], sha256(data));
+    const cp = await run("dd", [
+      `if=${path.join(mp, "orig.bin")}`,
+      `of=${path.join(mp, "copy.bin")}`,
+      "bs=65537",
+      "conv=fsync",
+      "status=none",
+    ]);
+    assert.equal(cp.code, 0, cp.stderr);
+    assert.equal(sha256(fs.readFileSync(path.join(src, "copy.bin"))), sha256(data));
+    const r = await py(
+      `import os,sys
+d=sys.argv[1]
+os.mkdir(d+"/sub")
+os.rename(d+"/copy.bin", d+"/sub/moved.bin")
+os.symlink("moved.bin", d+"/sub/link")
+os.link(d+"/sub/moved.bin", d+"/hard.bin")
+os.truncate(d+"/hard.bin", 1000)
+print(sorted(os.listdir(d)), sorted(os.listdir(d+"/sub")), os.readlink(d+"/sub/link"), os.stat(d+"/sub/moved.bin").st_size, os.stat(d+"/hard.bin").st_nlink)
+os.unlink(d+"/hard.bin")
+st=os.statvfs(d)
+print(st.f_bsize > 0, st.f_blocks > 0)`,
+      mp,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      "['hard.bin', 'orig.bin', 'sub'] ['link', 'moved.bin'] moved.bin 1000 2\nTrue True\n",
+    );
+    assert.deepEqual(fs.readdirSync(src).sort(), ["orig.bin", "sub"]);
+    assert.equal(fs.readlinkSync(path.join(src, "sub/link")), "moved.bin");
+    assert.equal(m.session.flags & Init.HAS_RESEND, Init.HAS_RESEND);
+  });
+
+  test("unimplemented operations answer ENOSYS", async () => {
+    const minimal: FileSystem = {
+      async getattr() {
+        const now = Date.now();
+        return {
+          attr: {
+            ino: 1,
+            size: 0,
+            atimeMs: now,
+            mtimeMs: now,
+            ctimeMs: now,
+            mode: 0o40755,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+          },
+        };
+      },
+      async lookup() {
+        throw new FuseError("ENOENT");
+      },
+    };
+    const m = await scratch.mount("minimal", minimal);
+    const r = await py(
+      `import os,sys,errno
+def e(f):
+    try: f(); return "ok"
+    except OSError as x: return errno.errorcode[x.errno]
+print(e(lambda: os.mkdir(sys.argv[1]+"/d")), e(lambda: os.listdir(sys.argv[1])), e(lambda: os.stat(sys.argv[1]+"/x")))`,
+      m.mountpoint,
+    );
+    assert.equal(r.stdout, "ENOSYS ENOSYS ENOENT\n");
+  });
+});
+
+describe("resend", () => {
+  test("a request lost by the server is answered after FUSE_NOTIFY_RESEND", async () => {
+    let calls = 0;
+    let releaseLost: (() => void) | undefined;
+    class Losing extends MemoryFileSystem {
+      override async open(ino: number, flags: number): Promise<OpenReply> {
+        return { ...(await super.open(ino, flags)), directIo: true };
+      }
+      override async read(
+        ino: number,
+        fh: number,
+        offset: number,
+        size: number,
+        ctx?: RequestContext,
+      ) {
+        if (offset === 0) calls++;
+        // The first READ "gets lost" (as if the server restarted mid-request).
+        if (offset === 0 && calls === 1) await new Promise<void>((res) => (releaseLost = res));
+        return super.read(ino, fh, offset, size, ctx);
+      }
+    }
+    const mem = new Losing();
+    mem.addFile("r.txt", "resent content\n");
+    const m = await scratch.mount("resend", mem);
+    const cat = run("cat", [path.join(m.mountpoint, "r.txt")]);
+    for (let i = 0; i < 500 && calls === 0; i++) await sleep(10);
+    assert.equal(calls, 1);
+    assert.equal(await m.session.resend(), true);
+    const out = await cat;
+    assert.equal(out.stdout, "resent content\n");
+    assert.equal(calls, 2);
+    releaseLost?.(); // its late reply goes to a request the kernel no longer has; ignored
+    for (let i = 0; i < 100 && m.session.pending > 0; i++) await sleep(10);
+    assert.equal(m.session.pending, 0);
+  });
+});
+
+describe("mount life cycle", () => {
+  const child = fileURLToPath(new URL("./server-child.js", import.meta.url));
+
+  function startServer(mp: string) {
+    const p = spawn(process.execPath, [child, mp], { stdio: ["ignore", "pipe", "inherit"] });
+    scratch.track(p);
+    const ready = new Promise<void>((res, rej) => {
+      p.stdout.once("data", () => res());
+      p.once("exit", (code) => rej(new Error(`server exited ${code}`)));
+    });
+    return {
+      p,
+      ready,
+      exited: new Promise((res) => p.once("exit", (code, sig) => res(code ?? sig))),
+    };
+  }
+
+  test("SIGTERM unmounts cleanly; a crashed server's stale mount is recovered", async () => {
+    const mp = scratch.sub("life");
+    const s1 = startServer(mp);
+    await s1.ready;
+    assert.equal((await run("cat", [path.join(mp, "hello")])).stdout, "hello from child\n");
+    s1.p.kill("SIGTERM");
+    assert.equal(await s1.exited, 143);
+    assert.equal(mountInfo(mp), undefined);
+
+    const s2 = startServer(mp);
+    await s2.ready;
+    s2.p.kill("SIGKILL");
+    await s2.exited;
+    const stale = await py(
+      "import os,sys,errno\ntry: os.listdir(sys.argv[1]); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])",
+      mp,
+    );
+    assert.equal(stale.stdout, "ENOTCONN\n");
+
+    // A new server mounts over the stale mount after detaching it.
+    const mem = new MemoryFileSystem();
+    mem.addFile("again", "back\n");
+    const m = await scratch.mount("life", mem);
+    assert.equal((await run("cat", [path.join(mp, "again")])).stdout, "back\n");
+    await m.unmount();
+    assert.equal(mountInfo(mp), undefined);
+  });
+});
