@@ -8,6 +8,12 @@
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
 import { registerInspect } from "./commands/inspect.js";
+import { registerMigrate } from "./commands/migrate.js";
+import { registerMount } from "./commands/mount.js";
+import { registerRestore } from "./commands/restore.js";
+import { registerRewrite } from "./commands/rewrite.js";
+import { registerStatus } from "./commands/status.js";
+import { registerUnmount } from "./commands/unmount.js";
 
 const program = new Command();
 program
@@ -18,6 +24,12 @@ program
   .configureOutput({ outputError: () => {} });
 
 registerInspect(program);
+registerMount(program);
+registerRewrite(program);
+registerRestore(program);
+registerMigrate(program);
+registerStatus(program);
+registerUnmount(program);
 
 try {
   await program.parseAsync(process.argv);

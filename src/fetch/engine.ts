@@ -120,6 +120,8 @@ interface Entry {
   inflight: Map<number, { promise: Promise<void>; job: Job }>;
   stats: Counters;
   seqEnd: number;
+  /** Bytes read in order up to seqEnd (the current sequential run). */
+  seqRun: number;
   raWindow: number;
   prefetching?: Promise<void>;
 }
@@ -196,6 +198,7 @@ export class Engine extends EventEmitter {
       inflight: new Map(),
       stats: newCounters(),
       seqEnd: -1,
+      seqRun: 0,
       raWindow: 0,
     };
     if (meta.policy === "remote" && create)
@@ -448,9 +451,13 @@ export class Engine extends EventEmitter {
   private readahead(e: Entry, offset: number, len: number) {
     const end = offset + len;
     const sequential = e.seqEnd >= 0 && offset <= e.seqEnd && offset >= e.seqEnd - this.blockSize;
-    e.raWindow = sequential
-      ? Math.min(Math.max(e.raWindow * 2, 4 * this.blockSize), this.readaheadMax)
-      : 0;
+    e.seqRun = sequential ? e.seqRun + Math.max(0, end - e.seqEnd) : len;
+    // Read ahead only once a reader has gone through two whole blocks in order: page-sized
+    // requests of a single read(2) are contiguous too, and must not look like a stream.
+    e.raWindow =
+      sequential && e.seqRun >= 2 * this.blockSize
+        ? Math.min(Math.max(e.raWindow * 2, 4 * this.blockSize), this.readaheadMax)
+        : 0;
     e.seqEnd = end;
     if (e.raWindow === 0 || end >= e.blocks!.size) return;
     const first = Math.floor(end / this.blockSize);

@@ -1,0 +1,66 @@
+import type { Command } from "commander";
+import { migrateProcess } from "../../migrate/index.js";
+import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+import { formatTable, printJson } from "../table.js";
+import { formatBytes, formatMs } from "../units.js";
+
+interface MigrateOpts extends CommonOpts {
+  from: string;
+  pid: string;
+  originCriu?: string;
+  keepOriginImages?: boolean;
+  json?: boolean;
+}
+
+export function registerMigrate(program: Command): void {
+  const cmd = program
+    .command("migrate")
+    .description(
+      "run on the target: checkpoint PID on the origin over SSH, pull the images, restore it here with its files following on reference",
+    )
+    .requiredOption("--from <url>", "the origin host: ssh://user@host[:port]")
+    .requiredOption("--pid <pid>", "root of the process tree to migrate (on the origin)")
+    .option(
+      "--origin-criu <path>",
+      "CRIU on the origin (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
+    )
+    .option("--keep-origin-images", "keep the dump directory on the origin")
+    .option("--json", "print the result as JSON");
+  addCommonOptions(cmd).action(async (o: MigrateOpts) => {
+    const r = await migrateProcess({
+      origin: o.from,
+      pid: Number(o.pid),
+      ...commonRequest(o),
+      ...(o.originCriu ? { originCriu: o.originCriu } : {}),
+      ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
+      firstFetchWaitMs: 1000,
+    });
+    const t = r.timeline;
+    if (o.json) {
+      printJson({ id: r.id, pid: r.pid, mountpoint: r.manifest.mountpoint, timeline: t });
+      return;
+    }
+    const first =
+      t.firstFetchMs === null ? "none yet" : `+${formatMs(t.firstFetchMs)} after restore`;
+    process.stdout.write(
+      `${formatTable(
+        ["STEP", "TIME", "DETAIL"],
+        [
+          ["dump", formatMs(t.dumpMs), `criu dump of pid ${o.pid} on ${o.from}`],
+          [
+            "image transfer",
+            formatMs(t.transferMs),
+            `${formatBytes(t.imageBytes)} of images over SFTP`,
+          ],
+          [
+            "restore",
+            formatMs(t.restoreMs),
+            `plan + mount + rewrite + criu restore (${r.rewritten} paths into ${r.manifest.mountpoint})`,
+          ],
+          ["freeze", formatMs(t.freezeMs), "dump start to the process running here"],
+          ["first origin fetch", first, ""],
+        ],
+      )}\nmigrated: pid ${r.pid} runs here as migration ${r.id}\n`,
+    );
+  });
+}

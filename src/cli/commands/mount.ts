@@ -1,0 +1,50 @@
+import type { Command } from "commander";
+import { UserError } from "../../common/errors.js";
+import { prepare, runDaemon, startDaemon } from "../../migrate/index.js";
+import { absoluteDir, addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+
+interface MountOpts extends CommonOpts {
+  id?: string;
+  images?: string;
+  origin?: string;
+  cache?: string;
+  background?: boolean;
+}
+
+export function registerMount(program: Command): void {
+  const cmd = program
+    .command("mount")
+    .description(
+      "serve the files a dump references under a FUSE mount, fetched from the origin on first touch (foreground unless --background)",
+    )
+    .option("--images <dir>", "CRIU images directory")
+    .option("--origin <url>", "where the files are: ssh://user@host[:port]")
+    .option("--cache <dir>", "local block store (default /var/lib/lazyfs/<id>/cache)")
+    .option("--id <id>", "serve an already planned migration again (e.g. after a daemon crash)")
+    .option("--background", "detach; print the migration id and mount point");
+  addCommonOptions(cmd).action(async (o: MountOpts) => {
+    let id = o.id;
+    if (!id) {
+      if (!o.images || !o.origin) {
+        throw new UserError("mount needs --images DIR and --origin ssh://user@host, or --id ID");
+      }
+      const cacheDir = absoluteDir(o.cache, "--cache");
+      const { manifest } = await prepare({
+        imagesDir: o.images,
+        origin: o.origin,
+        ...commonRequest(o),
+        ...(cacheDir ? { cacheDir } : {}),
+      });
+      id = manifest.id;
+      process.stderr.write(
+        `migration ${id}: ${manifest.files.filter((f) => f.served).length} file(s) at ${manifest.mountpoint}\n`,
+      );
+    }
+    if (o.background) {
+      await startDaemon(id);
+      process.stdout.write(`${id}\n`);
+      return;
+    }
+    await runDaemon(id);
+  });
+}

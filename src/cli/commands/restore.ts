@@ -1,0 +1,44 @@
+import type { Command } from "commander";
+import { UserError } from "../../common/errors.js";
+import { restoreLazily } from "../../migrate/index.js";
+import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+import { printJson } from "../table.js";
+
+interface RestoreOpts extends CommonOpts {
+  images: string;
+  origin: string;
+  json?: boolean;
+}
+
+export function registerRestore(program: Command): void {
+  const cmd = program
+    .command("restore")
+    .description(
+      "restore a dump here with its files served lazily from the origin (plan, mount, rewrite, criu restore -d); prints the restored PID",
+    )
+    .requiredOption("--images <dir>", "CRIU images directory (copied from the origin host)")
+    .requiredOption("--origin <url>", "where the files are: ssh://user@host[:port]")
+    .option("--json", "print the result as JSON");
+  addCommonOptions(cmd).action(async (o: RestoreOpts) => {
+    if (!o.images) throw new UserError("--images needs a directory");
+    const r = await restoreLazily({ imagesDir: o.images, origin: o.origin, ...commonRequest(o) });
+    if (o.json) {
+      printJson({
+        id: r.id,
+        pid: r.pid,
+        mountpoint: r.manifest.mountpoint,
+        served: r.manifest.files.filter((f) => f.served).length,
+        rewritten: r.rewritten,
+        planMs: r.planMs,
+        mountMs: r.mountMs,
+        rewriteMs: r.rewriteMs,
+        criuRestoreMs: r.criuRestoreMs,
+      });
+    } else {
+      process.stdout.write(`${r.pid}\n`);
+      process.stderr.write(
+        `restored pid ${r.pid} as migration ${r.id}; ${r.rewritten} path(s) served from ${r.manifest.mountpoint}\n`,
+      );
+    }
+  });
+}

@@ -1,0 +1,116 @@
+/** Options shared by mount, rewrite, restore and migrate, and their conversion. */
+import type { Command } from "commander";
+import { UserError } from "../common/errors.js";
+import type { PolicyRule } from "../fetch/index.js";
+import {
+  type PathMap,
+  parseMaps,
+  parsePolicyRules,
+  parsePrefetch,
+  parseRate,
+  parseScrub,
+  type ServeOptions,
+  type SshOptions,
+} from "../migrate/index.js";
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function addSshOptions(cmd: Command): Command {
+  return cmd
+    .option("-i, --identity <file>", "SSH private key (default: ssh-agent)")
+    .option("--known-hosts <file>", "known_hosts file (default: ~/.ssh/known_hosts)")
+    .option("--accept-new-host-key", "trust and record an unknown origin host key")
+    .option("--ssh-timeout <ms>", "timeout of every SSH request in ms", "30000");
+}
+
+export function addServeOptions(cmd: Command): Command {
+  return cmd
+    .option("--mountpoint <dir>", "where the files are served (default /lazyfs/<id>)")
+    .option(
+      "--policy <glob=policy>",
+      "per-path policy: lazy, eager, remote, scrub, local (repeatable; first match wins)",
+      collect,
+    )
+    .option("--map <old=new>", "remap a path prefix on the target (repeatable)", collect)
+    .option("--prefetch <when>", "none, immediate, idle or delay:<ms>", "none")
+    .option("--bwlimit <rate>", "cap origin traffic, e.g. 10M (bytes/s) or 100mbit")
+    .option(
+      "--scrub <content>",
+      "content of scrub files: zeros, random[:SEED], module:PATH",
+      "zeros",
+    )
+    .option("--allow-changed", "serve files that changed on the origin since the checkpoint")
+    .option(
+      "--criu <path>",
+      "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
+    )
+    .option("--shell-job", "the process tree uses a controlling terminal");
+}
+
+export interface CommonOpts {
+  identity?: string;
+  knownHosts?: string;
+  acceptNewHostKey?: boolean;
+  sshTimeout: string;
+  mountpoint?: string;
+  policy?: string[];
+  map?: string[];
+  prefetch: string;
+  bwlimit?: string;
+  scrub: string;
+  allowChanged?: boolean;
+  criu?: string;
+  shellJob?: boolean;
+}
+
+function positiveInt(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new UserError(`${what} ${text}: expected a positive integer`);
+  return n;
+}
+
+export function sshOptions(o: CommonOpts): SshOptions {
+  return {
+    ...(o.identity ? { identityFile: o.identity } : {}),
+    ...(o.knownHosts ? { knownHostsFile: o.knownHosts } : {}),
+    acceptNewHostKey: o.acceptNewHostKey ?? false,
+    timeoutMs: positiveInt(o.sshTimeout, "--ssh-timeout"),
+  };
+}
+
+export function serveOptions(o: CommonOpts): ServeOptions {
+  return {
+    prefetch: parsePrefetch(o.prefetch),
+    ...(o.bwlimit ? { bwlimitBytesPerSec: parseRate(o.bwlimit) } : {}),
+    allowChanged: o.allowChanged ?? false,
+    scrub: parseScrub(o.scrub),
+  };
+}
+
+export function rules(o: CommonOpts): { policies: PolicyRule[]; maps: PathMap[] } {
+  return { policies: parsePolicyRules(o.policy ?? []), maps: parseMaps(o.map ?? []) };
+}
+
+export function absoluteDir(p: string | undefined, what: string): string | undefined {
+  if (p === undefined) return undefined;
+  if (!p.startsWith("/")) throw new UserError(`${what} ${p}: must be an absolute path`);
+  return p.length > 1 ? p.replace(/\/+$/, "") : p;
+}
+
+export function addCommonOptions(cmd: Command): Command {
+  return addServeOptions(addSshOptions(cmd));
+}
+
+/** The parts of a restore/mount/migrate request that come from the shared options. */
+export function commonRequest(o: CommonOpts) {
+  const mountpoint = absoluteDir(o.mountpoint, "--mountpoint");
+  return {
+    ssh: sshOptions(o),
+    serve: serveOptions(o),
+    ...rules(o),
+    ...(mountpoint ? { mountpoint } : {}),
+    ...(o.criu ? { criuPath: o.criu } : {}),
+    ...(o.shellJob ? { shellJob: true } : {}),
+  };
+}

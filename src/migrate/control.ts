@@ -1,0 +1,86 @@
+/**
+ * The daemon's control socket: one JSON request per connection, one JSON reply.
+ * Requests: {op: "status"} and {op: "unmount", force: boolean}.
+ */
+import { rm } from "node:fs/promises";
+import { createConnection, createServer, type Server } from "node:net";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+
+export type ControlRequest = { op: "status" } | { op: "unmount"; force: boolean };
+export type ControlReply = { ok: true; data: unknown } | { ok: false; error: string };
+
+export async function serveControl(
+  socketPath: string,
+  handle: (req: ControlRequest) => Promise<unknown>,
+): Promise<Server> {
+  await rm(socketPath, { force: true });
+  const server = createServer((sock) => {
+    let buf = "";
+    sock.setEncoding("utf8");
+    sock.on("data", (chunk) => {
+      buf += chunk;
+      const nl = buf.indexOf("\n");
+      if (nl < 0) return;
+      const line = buf.slice(0, nl);
+      let reply: Promise<ControlReply>;
+      try {
+        const req = JSON.parse(line) as ControlRequest;
+        reply = handle(req).then(
+          (data) => ({ ok: true, data }) as ControlReply,
+          (err) => ({ ok: false, error: errorMessage(err) }) as ControlReply,
+        );
+      } catch (err) {
+        reply = Promise.resolve({ ok: false, error: `bad request: ${errorMessage(err)}` });
+      }
+      reply.then((r) => sock.end(`${JSON.stringify(r)}\n`));
+    });
+    sock.on("error", () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socketPath, () => resolve());
+  });
+  return server;
+}
+
+/** Sends one request; UserError when no daemon answers. */
+export function callControl(
+  socketPath: string,
+  req: ControlRequest,
+  timeoutMs = 10_000,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(socketPath);
+    let buf = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new UserError(`daemon at ${socketPath} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.setEncoding("utf8");
+    sock.on("connect", () => sock.write(`${JSON.stringify(req)}\n`));
+    sock.on("data", (c) => {
+      buf += c;
+    });
+    sock.on("end", () => {
+      clearTimeout(timer);
+      try {
+        const r = JSON.parse(buf) as ControlReply;
+        if (r.ok) resolve(r.data);
+        else reject(new UserError(r.error));
+      } catch {
+        reject(new UserError(`daemon at ${socketPath} sent a malformed reply`));
+      }
+    });
+    sock.on("error", (err) => {
+      clearTimeout(timer);
+      const code = errnoCode(err);
+      reject(
+        new UserError(
+          code === "ENOENT" || code === "ECONNREFUSED"
+            ? `no LazyFS daemon is running at ${socketPath}`
+            : `daemon at ${socketPath}: ${errorMessage(err)}`,
+        ),
+      );
+    });
+  });
+}

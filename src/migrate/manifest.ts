@@ -1,0 +1,98 @@
+/**
+ * The manifest: what one migration serves. `plan` writes it from a dump and the origin's
+ * stats; the daemon builds its tree and engine from it; `status`, `rewrite` and `unmount`
+ * read it. Stored as `manifest.json` in the migration's state directory.
+ */
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import type { FileUse } from "../criu/index.js";
+import type { Policy } from "../store/index.js";
+import type { ServeOptions, SshOptions } from "./options.js";
+
+export const MANIFEST_VERSION = 1;
+
+/** A file the restored process references. */
+export interface ManifestFile {
+  /** Path on the origin host, as CRIU recorded it. */
+  originPath: string;
+  /** Path the process expects on the target (originPath after --map rules). */
+  targetPath: string;
+  type: "file" | "dir";
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+  policy: Policy;
+  /**
+   * Where the restored process finds it: inside the mount (`<mountpoint><targetPath>`) when
+   * LazyFS serves it, or `targetPath` itself when the target's own copy is identical.
+   */
+  restorePath: string;
+  served: boolean;
+  /** Why it is (not) served, for `inspect`-like output. */
+  reason: string;
+  uses: FileUse[];
+}
+
+/** A directory of the mounted tree (ancestors of served files), with the origin's attributes. */
+export interface ManifestDir {
+  path: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+}
+
+export interface PathMap {
+  from: string;
+  to: string;
+}
+
+export interface Manifest {
+  version: number;
+  id: string;
+  createdMs: number;
+  /** ssh://user@host:port */
+  origin: string;
+  imagesDir: string;
+  mountpoint: string;
+  cacheDir: string;
+  maps: PathMap[];
+  /** How the daemon reaches the origin and serves the files. */
+  ssh: SshOptions;
+  serve: ServeOptions;
+  files: ManifestFile[];
+  dirs: ManifestDir[];
+}
+
+export async function writeManifest(path: string, m: Manifest): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(m, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+export async function readManifest(path: string): Promise<Manifest> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") throw new UserError(`${path}: no such manifest`);
+    throw new UserError(`${path}: ${errorMessage(err)}`);
+  }
+  let m: Manifest;
+  try {
+    m = JSON.parse(text) as Manifest;
+  } catch (err) {
+    throw new UserError(`${path}: not a LazyFS manifest (${errorMessage(err)})`);
+  }
+  if (
+    typeof m !== "object" ||
+    m === null ||
+    m.version !== MANIFEST_VERSION ||
+    !Array.isArray(m.files)
+  ) {
+    throw new UserError(`${path}: not a LazyFS manifest of version ${MANIFEST_VERSION}`);
+  }
+  return m;
+}

@@ -1,0 +1,199 @@
+/**
+ * `lazyfs migrate`, run on the target: over SSH, `criu dump` on the origin (which needs only
+ * CRIU and sshd), pull the images, restore here lazily. If the restore here fails, the
+ * process is restored back on the origin from the same images, so it is never lost.
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { errorMessage, UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { loadDump } from "../criu/index.js";
+import type { OriginStat, SftpOrigin } from "../origin/index.js";
+import { openOrigin } from "./connect.js";
+import { callControl } from "./control.js";
+import { type RestoreRequest, type RestoreResult, restoreLazily } from "./restore.js";
+import { migrationPaths, newMigrationId } from "./state.js";
+
+const log = logger("migrate");
+
+export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "checkpointStats"> {
+  pid: number;
+  /** CRIU on the origin; default: $LAZYFS_CRIU there, /opt/lazyfs/criu/bin/criu, criu. */
+  originCriu?: string;
+  /** Keep the dump directory on the origin after a successful migration. */
+  keepOriginImages?: boolean;
+  /** How long to wait for the first origin fetch to report it in the timeline (ms). */
+  firstFetchWaitMs?: number;
+}
+
+export interface Timeline {
+  /** Dump start to the restored process running on the target. */
+  freezeMs: number;
+  dumpMs: number;
+  transferMs: number;
+  imageBytes: number;
+  restoreMs: number;
+  /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
+  firstFetchMs: number | null;
+}
+
+export interface MigrateResult extends RestoreResult {
+  timeline: Timeline;
+  originImagesDir: string;
+}
+
+/** Quotes one word for a POSIX shell. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+async function run(origin: SftpOrigin, command: string, what: string): Promise<string> {
+  const r = await origin.exec(command);
+  if (r.code !== 0) {
+    const detail = (r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ");
+    throw new UserError(`${origin.name}: ${what} failed (exit ${r.code}): ${detail}`);
+  }
+  return r.stdout;
+}
+
+async function locateRemoteCriu(origin: SftpOrigin, explicit?: string): Promise<string> {
+  const candidates = explicit ? [explicit] : ["$LAZYFS_CRIU", "/opt/lazyfs/criu/bin/criu", "criu"];
+  const script = candidates
+    .map(
+      (c) =>
+        `c=${c.startsWith("$") ? `"${c}"` : shq(c)}; [ -n "$c" ] && "$c" --version >/dev/null 2>&1 && { command -v "$c" || echo "$c"; exit 0; }`,
+    )
+    .join("\n");
+  const r = await origin.exec(`${script}\nexit 1`);
+  const path = r.stdout.trim().split("\n").pop();
+  if (r.code !== 0 || !path) {
+    throw new UserError(
+      `${origin.name}: no usable CRIU on the origin (tried ${explicit ?? "$LAZYFS_CRIU, /opt/lazyfs/criu/bin/criu, criu on PATH"}); install CRIU >= 4 there or pass --origin-criu`,
+    );
+  }
+  return path;
+}
+
+async function criuErrorsRemote(origin: SftpOrigin, logFile: string): Promise<string> {
+  const r = await origin.exec(`grep -E 'Error \\(' ${shq(logFile)} | tail -5`);
+  return r.stdout
+    .trim()
+    .split("\n")
+    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, ""))
+    .filter(Boolean)
+    .join(" | ");
+}
+
+/** Copies every file of the remote dump directory into `dir`; returns the bytes. */
+async function pullImages(origin: SftpOrigin, remoteDir: string, dir: string): Promise<number> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const entries = await origin.readdir(remoteDir);
+  let bytes = 0;
+  await Promise.all(
+    entries
+      .filter((e) => !e.stat.isDirectory)
+      .map(async (e) => {
+        const data = await origin.read(`${remoteDir}/${e.name}`, 0, e.stat.size);
+        await writeFile(join(dir, e.name), data, { mode: 0o600 });
+        bytes += data.length;
+      }),
+  );
+  return bytes;
+}
+
+export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult> {
+  if (!Number.isInteger(req.pid) || req.pid <= 0) {
+    throw new UserError(`--pid ${req.pid}: not a process id`);
+  }
+  const id = req.id ?? newMigrationId();
+  const paths = migrationPaths(id);
+  const origin = openOrigin(req.origin, req.ssh);
+  try {
+    await origin.connect();
+    const criu = await locateRemoteCriu(origin, req.originCriu);
+    const remoteDir = (await run(origin, "mktemp -d /tmp/lazyfs-dump.XXXXXX", "mktemp")).trim();
+    const tDump = Date.now();
+    const dumpArgs = ["dump", "-t", String(req.pid), "-D", remoteDir, "-o", "dump.log", "-v4"];
+    if (req.shellJob) dumpArgs.push("--shell-job");
+    const dump = await origin.exec([criu, ...dumpArgs].map(shq).join(" "));
+    if (dump.code !== 0) {
+      const errors = await criuErrorsRemote(origin, `${remoteDir}/dump.log`);
+      await origin.exec(`rm -rf ${shq(remoteDir)}`);
+      throw new UserError(
+        `${origin.name}: criu dump of pid ${req.pid} failed: ${errors || dump.stderr.trim() || `exit ${dump.code}`}`,
+      );
+    }
+    const tPull = Date.now();
+    const imageBytes = await pullImages(origin, remoteDir, paths.images);
+    const tPulled = Date.now();
+    // The checkpoint's view of every referenced file, while nothing has touched them yet.
+    const model = await loadDump(paths.images);
+    const checkpointStats: Record<string, OriginStat> = {};
+    await Promise.all(
+      model.files
+        .filter((f) => (f.type === "file" || f.type === "dir") && f.path.startsWith("/"))
+        .map(async (f) => {
+          try {
+            checkpointStats[f.path] = await origin.stat(f.path);
+          } catch {
+            // Not on the origin's file system (deleted, or kernel fs): the plan skips or reports it.
+          }
+        }),
+    );
+    let restored: RestoreResult;
+    try {
+      restored = await restoreLazily({ ...req, id, imagesDir: paths.images, checkpointStats });
+    } catch (err) {
+      log.warn("restore on the target failed; restoring the process back on the origin", {
+        error: errorMessage(err),
+      });
+      // The dumped pid must be free there again (a just-killed task may still be unreaped).
+      const wait = `i=0; while [ -e /proc/${req.pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
+      const back = await origin.exec(
+        wait +
+          [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"]
+            .map(shq)
+            .join(" "),
+      );
+      const fate =
+        back.code === 0
+          ? `the process runs again on ${origin.name} (images kept in ${remoteDir})`
+          : `restoring it back on ${origin.name} failed too; its images are kept in ${remoteDir} there and in ${paths.images} here`;
+      throw new UserError(`${errorMessage(err)}; ${fate}`);
+    }
+    const tRestored = Date.now();
+    if (!req.keepOriginImages) await origin.exec(`rm -rf ${shq(remoteDir)}`);
+    const firstFetchMs = await waitFirstFetch(paths.socket, tRestored, req.firstFetchWaitMs ?? 0);
+    return {
+      ...restored,
+      originImagesDir: remoteDir,
+      timeline: {
+        freezeMs: tRestored - tDump,
+        dumpMs: tPull - tDump,
+        transferMs: tPulled - tPull,
+        imageBytes,
+        restoreMs: tRestored - tPulled,
+        firstFetchMs,
+      },
+    };
+  } finally {
+    await origin.close();
+  }
+}
+
+/** Polls the daemon until it reports a first origin fetch, or the wait is over. */
+async function waitFirstFetch(
+  socket: string,
+  since: number,
+  waitMs: number,
+): Promise<number | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const st = (await callControl(socket, { op: "status" }).catch(() => undefined)) as
+      | { firstFetchAtMs?: number | null }
+      | undefined;
+    if (st?.firstFetchAtMs) return Math.max(0, st.firstFetchAtMs - since);
+    if (Date.now() >= deadline) return null;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * `lazyfs restore`: plan, start the daemon (mount), rewrite the images to point into the
+ * mount, and `criu restore -d`. The daemon keeps serving after this returns.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, open, readFile, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { criuRestore, loadDump, rewriteImages } from "../criu/index.js";
+import type { PolicyRule } from "../fetch/index.js";
+import type { OriginStat } from "../origin/index.js";
+import { openOrigin } from "./connect.js";
+import { callControl } from "./control.js";
+import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
+import type { ServeOptions, SshOptions } from "./options.js";
+import { planMigration } from "./plan.js";
+import { migrationPaths, newMigrationId } from "./state.js";
+
+const log = logger("restore");
+
+export interface RestoreRequest {
+  imagesDir: string;
+  origin: string;
+  ssh: SshOptions;
+  serve: ServeOptions;
+  policies: PolicyRule[];
+  maps: PathMap[];
+  mountpoint?: string;
+  /** Local block store; default <state>/<id>/cache. */
+  cacheDir?: string;
+  id?: string;
+  criuPath?: string;
+  shellJob?: boolean;
+  /** How long to wait for the dump's pids to become free here (ms, default 10000). */
+  pidWaitMs?: number;
+  /** Origin stats taken right after the dump (by migrate); otherwise stat now. */
+  checkpointStats?: Record<string, OriginStat>;
+}
+
+export interface RestoreResult {
+  id: string;
+  pid: number;
+  manifest: Manifest;
+  planMs: number;
+  mountMs: number;
+  rewriteMs: number;
+  criuRestoreMs: number;
+  /** Paths rewritten into the mount. */
+  rewritten: number;
+}
+
+const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+
+/** Plans the migration and writes its manifest. */
+export async function prepare(
+  req: RestoreRequest,
+): Promise<{ manifest: Manifest; pids: number[]; ms: number }> {
+  const t0 = Date.now();
+  const id = req.id ?? newMigrationId();
+  const paths = migrationPaths(id);
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const dump = await loadDump(req.imagesDir);
+  const origin = openOrigin(req.origin, req.ssh);
+  try {
+    const manifest = await planMigration({
+      id,
+      dump,
+      originUrl: req.origin,
+      statOrigin: (p) => origin.stat(p),
+      ...(req.checkpointStats ? { checkpointStats: req.checkpointStats } : {}),
+      mtimePrecisionMs: origin.mtimePrecisionMs,
+      mountpoint: req.mountpoint ?? paths.defaultMountpoint,
+      cacheDir: req.cacheDir ?? paths.cache,
+      imagesDir: req.imagesDir,
+      policies: req.policies,
+      maps: req.maps,
+      ssh: req.ssh,
+      serve: req.serve,
+    });
+    await writeManifest(paths.manifest, manifest);
+    const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
+    return { manifest, pids: [...new Set(pids)], ms: Date.now() - t0 };
+  } finally {
+    await origin.close();
+  }
+}
+
+/**
+ * Starts `lazyfs mount --id ID` as a detached daemon and waits until its control socket
+ * answers; if it dies first, its last log lines become the error.
+ */
+export async function startDaemon(id: string, timeoutMs = 30_000): Promise<void> {
+  const paths = migrationPaths(id);
+  const logFh = await open(paths.log, "a", 0o600);
+  const child = spawn(process.execPath, [CLI_MAIN, "mount", "--id", id], {
+    detached: true,
+    stdio: ["ignore", logFh.fd, logFh.fd],
+    // Disk I/O of the block store runs on libuv's pool; FUSE device reads do not.
+    env: {
+      ...process.env,
+      LAZYFS_LOG: process.env.LAZYFS_LOG ?? "info",
+      UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
+    },
+  });
+  await logFh.close();
+  let exited: string | undefined;
+  child.on("exit", (code, signal) => {
+    exited = signal ? `killed by ${signal}` : `exit code ${code}`;
+  });
+  child.unref();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      const tail = (await readFile(paths.log, "utf8").catch(() => "")).trim().split("\n");
+      const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
+      throw new UserError(`LazyFS daemon for ${id} failed to start (${exited}): ${last}`);
+    }
+    try {
+      await callControl(paths.socket, { op: "status" }, 2000);
+      return;
+    } catch {
+      // not yet listening
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGTERM");
+      throw new UserError(
+        `LazyFS daemon for ${id} did not start within ${timeoutMs} ms (log: ${paths.log})`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * CRIU restores every task with its original pid (no pid namespace), so they must be free
+ * here. A pid whose process just died may stay taken until its parent reaps it: wait a bit.
+ */
+export async function waitPidsFree(pids: number[], waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const taken = pids.filter((p) => existsSync(`/proc/${p}`));
+    if (taken.length === 0) return;
+    if (Date.now() >= deadline) {
+      const who = await Promise.all(
+        taken.slice(0, 3).map(async (p) => {
+          const comm = (await readFile(`/proc/${p}/comm`, "utf8").catch(() => "?")).trim();
+          return `${p} (${comm})`;
+        }),
+      );
+      throw new UserError(
+        `pid(s) ${who.join(", ")} in use on this host; CRIU restores the process tree with its original pids, so they must be free`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Rewrites the images so that every served path points into the mount. */
+export async function rewriteForMount(manifest: Manifest, outDir: string): Promise<number> {
+  const byOrigin = new Map(manifest.files.map((f) => [f.originPath, f]));
+  const changes = await rewriteImages(manifest.imagesDir, outDir, (path) => {
+    const f = byOrigin.get(path);
+    return f && f.restorePath !== path ? f.restorePath : undefined;
+  });
+  return changes.length;
+}
+
+export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult> {
+  const { manifest, pids, ms: planMs } = await prepare(req);
+  const paths = migrationPaths(manifest.id);
+  await waitPidsFree(pids, req.pidWaitMs ?? 10_000);
+  let t = Date.now();
+  await startDaemon(manifest.id);
+  const mountMs = Date.now() - t;
+  t = Date.now();
+  const rewritten = await rewriteForMount(manifest, paths.lazyImages);
+  const rewriteMs = Date.now() - t;
+  t = Date.now();
+  let pid: number;
+  try {
+    ({ pid } = await criuRestore({
+      imagesDir: paths.lazyImages,
+      logFile: `${paths.dir}/restore.log`,
+      ...(req.criuPath ? { criuPath: req.criuPath } : {}),
+      ...(req.shellJob ? { shellJob: true } : {}),
+    }));
+  } catch (err) {
+    log.warn("restore failed; stopping the daemon", { id: manifest.id });
+    await callControl(paths.socket, { op: "unmount", force: true }).catch(() => {});
+    throw err;
+  }
+  const criuRestoreMs = Date.now() - t;
+  await writeFile(paths.restored, `${JSON.stringify({ pid, restoredMs: Date.now() })}\n`);
+  return { id: manifest.id, pid, manifest, planMs, mountMs, rewriteMs, criuRestoreMs, rewritten };
+}

@@ -1,0 +1,73 @@
+/**
+ * Where a migration keeps its things on the target. One directory per migration under the
+ * state root (default /var/lib/lazyfs, or $LAZYFS_STATE_DIR):
+ *
+ *   <root>/<id>/manifest.json   what is served (plan)
+ *   <root>/<id>/images/         the dump as pulled from the origin
+ *   <root>/<id>/images.lazy/    the rewritten copy CRIU restores from
+ *   <root>/<id>/cache/          the block store (mode 0700)
+ *   <root>/<id>/daemon.log      the daemon's stderr
+ *   <root>/<id>/control.sock    the daemon's control socket (status, unmount)
+ *   <root>/<id>/restored.json   pids restored by CRIU, timeline
+ *
+ * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
+ */
+import { randomBytes } from "node:crypto";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { errnoCode } from "../common/errors.js";
+
+export const STATE_ENV = "LAZYFS_STATE_DIR";
+export const DEFAULT_STATE_ROOT = "/var/lib/lazyfs";
+export const DEFAULT_MOUNT_ROOT = "/lazyfs";
+
+export function stateRoot(): string {
+  return process.env[STATE_ENV] || DEFAULT_STATE_ROOT;
+}
+
+export function newMigrationId(): string {
+  return `m${randomBytes(3).toString("hex")}`;
+}
+
+export interface MigrationPaths {
+  id: string;
+  dir: string;
+  manifest: string;
+  images: string;
+  lazyImages: string;
+  cache: string;
+  log: string;
+  socket: string;
+  restored: string;
+  defaultMountpoint: string;
+}
+
+export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
+  const dir = join(root, id);
+  return {
+    id,
+    dir,
+    manifest: join(dir, "manifest.json"),
+    images: join(dir, "images"),
+    lazyImages: join(dir, "images.lazy"),
+    cache: join(dir, "cache"),
+    log: join(dir, "daemon.log"),
+    socket: join(dir, "control.sock"),
+    restored: join(dir, "restored.json"),
+    defaultMountpoint: join(DEFAULT_MOUNT_ROOT, id),
+  };
+}
+
+/** Ids of every migration with a state directory, oldest first by name. */
+export async function listMigrations(root = stateRoot()): Promise<string[]> {
+  try {
+    const names = await readdir(root, { withFileTypes: true });
+    return names
+      .filter((d) => d.isDirectory() && /^[A-Za-z0-9_.-]+$/.test(d.name))
+      .map((d) => d.name)
+      .sort();
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
+    throw err;
+  }
+}
