@@ -7,6 +7,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
+import { registerDemo } from "./commands/demo.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMount } from "./commands/mount.js";
@@ -30,6 +31,7 @@ registerRestore(program);
 registerMigrate(program);
 registerStatus(program);
 registerUnmount(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);

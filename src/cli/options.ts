@@ -40,6 +40,7 @@ export function addServeOptions(cmd: Command): Command {
       "zeros",
     )
     .option("--allow-changed", "serve files that changed on the origin since the checkpoint")
+    .option("--whole-file", "fetch a whole file on its first reference (the paper's scp behaviour)")
     .option(
       "--criu <path>",
       "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
@@ -59,6 +60,7 @@ export interface CommonOpts {
   bwlimit?: string;
   scrub: string;
   allowChanged?: boolean;
+  wholeFile?: boolean;
   criu?: string;
   shellJob?: boolean;
 }
@@ -84,6 +86,7 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     prefetch: parsePrefetch(o.prefetch),
     ...(o.bwlimit ? { bwlimitBytesPerSec: parseRate(o.bwlimit) } : {}),
     allowChanged: o.allowChanged ?? false,
+    ...(o.wholeFile ? { wholeFile: true } : {}),
     scrub: parseScrub(o.scrub),
   };
 }

@@ -95,6 +95,7 @@ export async function runDaemon(id: string): Promise<void> {
     origin,
     prefetch: manifest.serve.prefetch,
     allowChanged: manifest.serve.allowChanged,
+    wholeFile: manifest.serve.wholeFile ?? false,
     scrub: manifest.serve.scrub,
     ...(manifest.serve.bwlimitBytesPerSec
       ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }

@@ -14,6 +14,8 @@ export interface ServeOptions {
   prefetch: { mode: PrefetchMode; delayMs?: number };
   bwlimitBytesPerSec?: number;
   allowChanged: boolean;
+  /** Fetch whole files on first reference (the paper's behaviour) instead of blocks. */
+  wholeFile?: boolean;
   /** Content of `scrub` files (never the real bytes). */
   scrub: ScrubContent;
 }
