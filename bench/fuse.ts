@@ -1,0 +1,206 @@
+/**
+ * FUSE throughput on one 1 GiB file on the local disk, side by side: native access, the
+ * passthrough example over src/fuse, and the same passthrough on @cocalc/fuse-native (libfuse
+ * 2). Clients are separate processes (dd, python3). Cold runs drop the page cache first.
+ * Last line: one JSON object of figures.
+ */
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { ensureThreadPool, mount, PassthroughFileSystem } from "../src/fuse/index.js";
+
+if (ensureThreadPool(16)) process.exit();
+
+const SIZE = 1 << 30;
+const RAND_READS = 20_000;
+const ROOT = "/var/tmp/lazyfs-bench-fuse";
+const SRC = path.join(ROOT, "src");
+
+function sh(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+      err
+        ? reject(new Error(`${cmd} ${args.join(" ")}: ${stderr || err.message}`))
+        : resolve(stdout),
+    ),
+  );
+}
+
+function dropCaches(): void {
+  fs.writeFileSync("/proc/sys/vm/drop_caches", "1");
+}
+
+/** Runs a python timing script that prints seconds; returns them. */
+async function timed(script: string, ...args: string[]): Promise<number> {
+  return Number((await sh("python3", ["-c", script, ...args])).trim());
+}
+
+const SEQ_READ = `
+import os,sys,time
+fd=os.open(sys.argv[1],os.O_RDONLY); b=bytearray(1<<20); t=time.monotonic(); n=0
+while True:
+    k=os.readv(fd,[b])
+    if k==0: break
+    n+=k
+print(time.monotonic()-t)`;
+
+const SEQ_WRITE = `
+import os,sys,time
+fd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o644); b=os.urandom(1<<20); t=time.monotonic()
+for i in range(int(sys.argv[2])): os.write(fd,b)
+os.fsync(fd); os.close(fd)
+print(time.monotonic()-t)`;
+
+const RAND_READ = `
+import os,sys,time,random
+fd=os.open(sys.argv[1],os.O_RDONLY); size=os.fstat(fd).st_size; r=random.Random(42); n=int(sys.argv[2])
+offs=[r.randrange(0,size//4096)*4096 for _ in range(n)]; t=time.monotonic()
+for o in offs: os.pread(fd,4096,o)
+print(time.monotonic()-t)`;
+
+interface Figures {
+  seq_read_MBps: number;
+  seq_write_MBps: number;
+  rand_read_iops: number;
+  warm_read_MBps: number;
+}
+
+async function measure(dir: string): Promise<Figures> {
+  const file = path.join(dir, "big.bin");
+  const wfile = path.join(dir, "write.bin");
+  dropCaches();
+  const seqRead = await timed(SEQ_READ, file);
+  await timed(SEQ_READ, file); // make sure it is all cached
+  const warm = Math.min(await timed(SEQ_READ, file), await timed(SEQ_READ, file));
+  dropCaches();
+  const rand = await timed(RAND_READ, file, String(RAND_READS));
+  const write = await timed(SEQ_WRITE, wfile, String(SIZE >> 20));
+  fs.rmSync(path.join(SRC, "write.bin"), { force: true });
+  const mb = SIZE / 1e6;
+  return {
+    seq_read_MBps: Math.round(mb / seqRead),
+    seq_write_MBps: Math.round(mb / write),
+    rand_read_iops: Math.round(RAND_READS / rand),
+    warm_read_MBps: Math.round(mb / warm),
+  };
+}
+
+// ---- the peer: the same passthrough on fuse-native (libfuse 2, callback API) ----
+
+interface FuseNative {
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+}
+type Cb = (err: number, ...rest: unknown[]) => void;
+
+function errno(e: NodeJS.ErrnoException | null): number {
+  return e ? -(e.errno !== undefined ? Math.abs(e.errno) : 5) : 0;
+}
+
+function fuseNativePassthrough(mnt: string): FuseNative {
+  const require = createRequire(import.meta.url);
+  const Fuse = require("@cocalc/fuse-native") as new (
+    m: string,
+    ops: object,
+    o: object,
+  ) => FuseNative;
+  const p = (x: string) => path.join(SRC, x);
+  const ops = {
+    getattr: (f: string, cb: Cb) => fs.lstat(p(f), (e, st) => cb(errno(e), st)),
+    fgetattr: (_f: string, fd: number, cb: Cb) => fs.fstat(fd, (e, st) => cb(errno(e), st)),
+    readdir: (f: string, cb: Cb) => fs.readdir(p(f), (e, names) => cb(errno(e), names)),
+    open: (f: string, flags: number, cb: Cb) => fs.open(p(f), flags, (e, fd) => cb(errno(e), fd)),
+    create: (f: string, mode: number, cb: Cb) =>
+      fs.open(p(f), "w+", mode, (e, fd) => cb(errno(e), fd)),
+    read: (
+      _f: string,
+      fd: number,
+      buf: Buffer,
+      len: number,
+      pos: number,
+      cb: (n: number) => void,
+    ) => fs.read(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
+    write: (
+      _f: string,
+      fd: number,
+      buf: Buffer,
+      len: number,
+      pos: number,
+      cb: (n: number) => void,
+    ) => fs.write(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
+    release: (_f: string, fd: number, cb: Cb) => fs.close(fd, (e) => cb(errno(e))),
+    fsync: (_f: string, _d: boolean, fd: number, cb: Cb) => fs.fsync(fd, (e) => cb(errno(e))),
+    flush: (_f: string, _fd: number, cb: Cb) => cb(0),
+    truncate: (f: string, size: number, cb: Cb) => fs.truncate(p(f), size, (e) => cb(errno(e))),
+    ftruncate: (_f: string, fd: number, size: number, cb: Cb) =>
+      fs.ftruncate(fd, size, (e) => cb(errno(e))),
+    unlink: (f: string, cb: Cb) => fs.unlink(p(f), (e) => cb(errno(e))),
+    utimens: (f: string, a: number, m: number, cb: Cb) =>
+      fs.utimes(p(f), a / 1000, m / 1000, (e) => cb(errno(e))),
+    chmod: (f: string, mode: number, cb: Cb) => fs.chmod(p(f), mode, (e) => cb(errno(e))),
+  };
+  return new Fuse(mnt, ops, { force: true, mkdir: true, kernelCache: true, maxRead: 1 << 20 });
+}
+
+const call = (fn: (cb: (e: Error | null) => void) => void) =>
+  new Promise<void>((res, rej) => fn((e) => (e ? rej(e) : res())));
+
+async function main(): Promise<void> {
+  fs.mkdirSync(SRC, { recursive: true });
+  const big = path.join(SRC, "big.bin");
+  if (!fs.existsSync(big) || fs.statSync(big).size !== SIZE) {
+    process.stderr.write("creating the 1 GiB test file...\n");
+    await sh("dd", [
+      "if=/dev/urandom",
+      `of=${big}`,
+      "bs=1M",
+      `count=${SIZE >> 20}`,
+      "conv=fsync",
+      "status=none",
+    ]);
+  }
+  const results: Record<string, Figures> = {};
+
+  results.native = await measure(SRC);
+
+  const ours = path.join(ROOT, "lazyfs-fuse");
+  fs.mkdirSync(ours, { recursive: true });
+  const m = await mount(ours, new PassthroughFileSystem(SRC), {
+    subtype: "bench",
+    writebackCache: true,
+    readaheadKb: 4096,
+    attrTimeoutMs: 60_000,
+    entryTimeoutMs: 60_000,
+  });
+  try {
+    results.lazyfs_fuse = await measure(ours);
+  } finally {
+    await m.unmount();
+  }
+
+  const peerDir = path.join(ROOT, "fuse-native");
+  const peer = fuseNativePassthrough(peerDir);
+  await call((cb) => peer.mount(cb));
+  try {
+    results.fuse_native = await measure(peerDir);
+  } finally {
+    await call((cb) => peer.unmount(cb));
+  }
+
+  const keys: (keyof Figures)[] = [
+    "seq_read_MBps",
+    "seq_write_MBps",
+    "rand_read_iops",
+    "warm_read_MBps",
+  ];
+  const cols = ["native", "lazyfs_fuse", "fuse_native"];
+  console.log(`${"metric".padEnd(16)}${cols.map((c) => c.padStart(14)).join("")}`);
+  for (const k of keys)
+    console.log(`${k.padEnd(16)}${cols.map((c) => String(results[c][k]).padStart(14)).join("")}`);
+  const json: Record<string, Record<string, number>> = {};
+  for (const k of keys) json[k] = Object.fromEntries(cols.map((c) => [c, results[c][k]]));
+  console.log(JSON.stringify(json));
+}
+
+await main();
