@@ -98,6 +98,27 @@ function errno(e: NodeJS.ErrnoException | null): number {
   return e ? -(e.errno !== undefined ? Math.abs(e.errno) : 5) : 0;
 }
 
+type IoFn = (
+  fd: number,
+  buf: Buffer,
+  off: number,
+  len: number,
+  pos: number,
+  cb: (e: NodeJS.ErrnoException | null, n: number) => void,
+) => void;
+
+/** fuse-native's read/write callback wants bytes or a negative errno. */
+function io(
+  fn: IoFn,
+  fd: number,
+  buf: Buffer,
+  len: number,
+  pos: number,
+  cb: (n: number) => void,
+): void {
+  fn(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n));
+}
+
 function fuseNativePassthrough(mnt: string): FuseNative {
   const require = createRequire(import.meta.url);
   const Fuse = require("@cocalc/fuse-native") as new (
@@ -120,7 +141,7 @@ function fuseNativePassthrough(mnt: string): FuseNative {
       len: number,
       pos: number,
       cb: (n: number) => void,
-    ) => fs.read(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
+    ) => io(fs.read, fd, buf, len, pos, cb),
     write: (
       _f: string,
       fd: number,
@@ -128,7 +149,7 @@ function fuseNativePassthrough(mnt: string): FuseNative {
       len: number,
       pos: number,
       cb: (n: number) => void,
-    ) => fs.write(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
+    ) => io(fs.write, fd, buf, len, pos, cb),
     release: (_f: string, fd: number, cb: Cb) => fs.close(fd, (e) => cb(errno(e))),
     fsync: (_f: string, _d: boolean, fd: number, cb: Cb) => fs.fsync(fd, (e) => cb(errno(e))),
     flush: (_f: string, _fd: number, cb: Cb) => cb(0),
