@@ -50,4 +50,4 @@ export {
   type RunCriuOptions,
   runCriu,
 } from "./runner.js";
-export { decodeMessage, encodeMessage } from "./schema.js";
+export { decodeMessage, encodeMessage, warmUpCodec } from "./schema.js";

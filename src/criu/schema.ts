@@ -247,3 +247,17 @@ export function encodeMessage(name: string, value: Record<string, unknown>): Uin
   const type = messageType(name);
   return type.encode(type.fromObject(value)).finish();
 }
+
+/**
+ * Parses the schema and generates every message's codec now rather than on first use
+ * (protobufjs compiles them lazily): `migrate` calls it before the process is frozen.
+ */
+export function warmUpCodec(): void {
+  messageType("inventory_entry");
+  for (const t of Object.values(root!.nested ?? {})) {
+    if (t instanceof protobuf.Type) {
+      t.setup();
+      t.toObject(t.create(), { longs: Number, bytes: Buffer, defaults: false });
+    }
+  }
+}

@@ -36,6 +36,11 @@ export class LazyFileSystem implements FileSystem {
     this.tree = new Tree(spec);
   }
 
+  /** Adds placeholders (the plan of a migration whose mount already exists). */
+  add(spec: { files: readonly TreeFile[]; dirs: readonly TreeDir[] }): void {
+    this.tree.add(spec);
+  }
+
   private node(ino: number): Node {
     const n = this.tree.get(ino);
     if (!n) throw new FuseError("ENOENT");

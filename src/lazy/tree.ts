@@ -86,6 +86,14 @@ export class Tree {
     now = Date.now(),
   ) {
     this.nodes.set(ROOT_INO, plainDir(ROOT_INO, ROOT_INO, "", now));
+    this.add(manifest, now);
+  }
+
+  /**
+   * Adds files and directories (a migration's plan arrives after the mount exists). A path
+   * already in the tree keeps its inode; its attributes are updated.
+   */
+  add(manifest: { files: readonly TreeFile[]; dirs: readonly TreeDir[] }, now = Date.now()) {
     for (const d of manifest.dirs) {
       setAttrs(this.ensureDir(d.path, now), S_IFDIR, d);
     }
@@ -98,6 +106,16 @@ export class Tree {
       const slash = f.targetPath.lastIndexOf("/");
       const parent = this.ensureDir(f.targetPath.slice(0, slash) || "/", now);
       const name = f.targetPath.slice(slash + 1);
+      const existing = parent.children!.get(name);
+      if (existing !== undefined) {
+        const n = this.nodes.get(existing)!;
+        if (n.fileId !== f.targetPath) {
+          throw new Error(`manifest: ${f.targetPath} is a directory and a file`);
+        }
+        setAttrs(n, S_IFREG, f);
+        n.uncached = f.policy === "remote";
+        continue;
+      }
       const ino = this.nextIno++;
       this.nodes.set(ino, {
         ino,

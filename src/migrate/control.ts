@@ -1,12 +1,13 @@
 /**
  * The daemon's control socket: one JSON request per connection, one JSON reply.
- * Requests: {op: "status"} and {op: "unmount", force: boolean}.
+ * Requests: {op: "status"}, {op: "serve"} (mount now, for a daemon started with
+ * --await-plan) and {op: "unmount", force: boolean}.
  */
 import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server } from "node:net";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 
-export type ControlRequest = { op: "status" } | { op: "unmount"; force: boolean };
+export type ControlRequest = { op: "status" } | { op: "serve" } | { op: "unmount"; force: boolean };
 export type ControlReply = { ok: true; data: unknown } | { ok: false; error: string };
 
 export async function serveControl(

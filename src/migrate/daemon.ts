@@ -2,6 +2,9 @@
  * The LazyFS daemon of one migration (`lazyfs mount --id ID`): engine + FUSE mount + control
  * socket. It resumes from the cache when restarted, and releases the SSH connection to the
  * origin as soon as nothing the process may need is left there.
+ *
+ * `migrate` starts it before the dump with an empty plan, so that Node's start-up and the
+ * mount stay out of the process's freeze; the `serve` request adds the plan's files later.
  */
 import { readFile, rm } from "node:fs/promises";
 import type { Server } from "node:net";
@@ -9,7 +12,7 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
 import { type LazyMount, mountLazyFs } from "../lazy/index.js";
-import type { Origin } from "../origin/index.js";
+import type { Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
 import { findHolders, type Holder } from "./holders.js";
@@ -79,75 +82,137 @@ function holdersText(holders: Holder[]): string {
     .join("; ");
 }
 
-export async function runDaemon(id: string): Promise<void> {
-  const paths = migrationPaths(id);
-  const manifest: Manifest = await readManifest(paths.manifest);
-  const startedMs = Date.now();
-  let firstFetchAtMs: number | null = null;
-  let independentAtMs: number | null = null;
-  let originState: OriginState = "connected";
-  const sftp = openOrigin(manifest.origin, manifest.ssh);
-  const origin = watchOrigin(sftp, () => {
-    firstFetchAtMs ??= Date.now();
-  });
-  const engine = await Engine.open({
-    cacheDir: manifest.cacheDir,
-    origin,
-    prefetch: manifest.serve.prefetch,
-    allowChanged: manifest.serve.allowChanged,
-    wholeFile: manifest.serve.wholeFile ?? false,
-    scrub: manifest.serve.scrub,
-    ...(manifest.serve.bwlimitBytesPerSec
-      ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }
-      : {}),
-  });
-  for (const f of manifest.files) {
-    if (!f.served || f.type !== "file") continue;
-    await engine.addFile({
-      id: f.targetPath,
-      originPath: f.originPath,
-      size: f.size,
-      mtimeMs: f.mtimeMs,
-      mode: f.mode,
-      uid: f.uid,
-      gid: f.gid,
-      policy: f.policy,
-      ...(f.policy === "local" ? { localPath: f.targetPath } : {}),
-    });
-  }
-  let mount: LazyMount;
-  try {
-    mount = await mountLazyFs(manifest, engine);
-  } catch (err) {
-    await engine.close();
-    await sftp.close();
-    throw err;
-  }
-  log.info("serving", { id, mountpoint: manifest.mountpoint, files: manifest.files.length });
+/** What a serving daemon holds. */
+interface Serving {
+  manifest: Manifest;
+  sftp: SftpOrigin;
+  engine: Engine;
+  mount: LazyMount;
+}
 
-  const release = async () => {
-    if (originState === "released") return;
-    independentAtMs ??= Date.now();
-    originState = "released";
+class Daemon {
+  private readonly paths;
+  private readonly startedMs = Date.now();
+  private firstFetchAtMs: number | null = null;
+  private independentAtMs: number | null = null;
+  private originState: OriginState = "connected";
+  private serving?: Promise<Serving>;
+  private server?: Server;
+  private stopping?: Promise<void>;
+  private readonly samples: { t: number; bytes: number }[] = [];
+  private sampler?: NodeJS.Timeout;
+
+  constructor(readonly id: string) {
+    this.paths = migrationPaths(id);
+  }
+
+  /** Reads the manifest, opens the engine and mounts; later calls add what the manifest added. */
+  serve(): Promise<Serving> {
+    const first = !this.serving;
+    this.serving ??= this.doServe();
+    return first ? this.serving : this.serving.then((s) => this.reload(s));
+  }
+
+  private async addFiles(engine: Engine, manifest: Manifest) {
+    for (const f of manifest.files) {
+      if (!f.served || f.type !== "file") continue;
+      await engine.addFile({
+        id: f.targetPath,
+        originPath: f.originPath,
+        size: f.size,
+        mtimeMs: f.mtimeMs,
+        mode: f.mode,
+        uid: f.uid,
+        gid: f.gid,
+        policy: f.policy,
+        ...(f.policy === "local" ? { localPath: f.targetPath } : {}),
+      });
+    }
+  }
+
+  /** The plan arrived (migrate mounts before the dump): serve its files too. */
+  private async reload(s: Serving): Promise<Serving> {
+    const manifest = await readManifest(this.paths.manifest);
+    await this.addFiles(s.engine, manifest);
+    s.mount.fileSystem.add(manifest);
+    s.manifest = manifest;
+    void s.sftp.connect().catch(() => {});
+    this.originState = "connected";
+    this.independentAtMs = null;
+    if (s.engine.status().independent) await this.release(s);
+    log.info("plan loaded", { id: this.id, files: manifest.files.length });
+    return s;
+  }
+
+  private async doServe(): Promise<Serving> {
+    const manifest = await readManifest(this.paths.manifest);
+    const sftp = openOrigin(manifest.origin, manifest.ssh);
+    const origin = watchOrigin(sftp, () => {
+      this.firstFetchAtMs ??= Date.now();
+    });
+    const engine = await Engine.open({
+      cacheDir: manifest.cacheDir,
+      origin,
+      prefetch: manifest.serve.prefetch,
+      allowChanged: manifest.serve.allowChanged,
+      wholeFile: manifest.serve.wholeFile ?? false,
+      scrub: manifest.serve.scrub,
+      ...(manifest.serve.bwlimitBytesPerSec
+        ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }
+        : {}),
+    });
+    let mount: LazyMount;
+    try {
+      await this.addFiles(engine, manifest);
+      mount = await mountLazyFs(manifest, engine);
+    } catch (err) {
+      await engine.close();
+      await sftp.close();
+      throw err;
+    }
+    log.info("serving", {
+      id: this.id,
+      mountpoint: manifest.mountpoint,
+      files: manifest.files.length,
+    });
+    const serving = { manifest, sftp, engine, mount };
+    engine.on("independent", () => void this.release(serving));
+    if (manifest.files.length > 0 && engine.status().independent) await this.release(serving);
+    // Connect now so that the first fetch does not pay for the SSH handshake.
+    if (manifest.files.length > 0) void sftp.connect().catch(() => {});
+    // Fetch rate over the last few seconds, for the prefetch ETA.
+    this.sampler = setInterval(() => {
+      this.samples.push({ t: Date.now(), bytes: engine.status().total.bytesFetched });
+      while (this.samples.length > 6) this.samples.shift();
+    }, 1000);
+    this.sampler.unref();
+    void mount.closed.then(() => {
+      if (!this.stopping) {
+        log.warn("the mount went away from outside; stopping", {
+          mountpoint: manifest.mountpoint,
+        });
+        void this.shutdown("mount gone").then(() => process.exit(1));
+      }
+    });
+    return serving;
+  }
+
+  private async release(s: Serving) {
+    // An empty plan (mounted before the dump) needs nothing yet; keep the origin.
+    if (this.originState === "released" || s.manifest.files.length === 0) return;
+    this.independentAtMs ??= Date.now();
+    this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
-      origin: manifest.origin,
+      origin: s.manifest.origin,
     });
-    await sftp.close().catch(() => {});
-  };
-  engine.on("independent", () => void release());
-  if (engine.status().independent) await release();
+    await s.sftp.close().catch(() => {});
+  }
 
-  // Fetch rate over the last few seconds, for the prefetch ETA.
-  const samples: { t: number; bytes: number }[] = [];
-  const sampler = setInterval(() => {
-    samples.push({ t: Date.now(), bytes: engine.status().total.bytesFetched });
-    while (samples.length > 6) samples.shift();
-  }, 1000);
-  sampler.unref();
-
-  const status = async (): Promise<DaemonStatus> => {
+  private async status(): Promise<DaemonStatus> {
+    if (!this.serving) throw new UserError(`migration ${this.id} is still starting`);
+    const { manifest, engine, sftp } = await this.serving;
     const st = engine.status();
-    if (originState !== "released") {
+    if (this.originState !== "released") {
       const probe = await Promise.race([
         sftp.stat("/").then(
           () => "connected" as const,
@@ -155,22 +220,22 @@ export async function runDaemon(id: string): Promise<void> {
         ),
         new Promise<"unreachable">((r) => setTimeout(() => r("unreachable"), 2000).unref()),
       ]);
-      if ((originState as OriginState) !== "released") originState = probe;
+      if ((this.originState as OriginState) !== "released") this.originState = probe;
     }
-    const first = samples[0];
-    const last = samples[samples.length - 1];
+    const first = this.samples[0];
+    const last = this.samples[this.samples.length - 1];
     const rate =
       first && last && last.t > first.t
         ? ((last.bytes - first.bytes) * 1000) / (last.t - first.t)
         : 0;
-    const pid = await restoredPid(paths.restored);
+    const pid = await restoredPid(this.paths.restored);
     return {
-      id,
+      id: this.id,
       origin: manifest.origin,
-      originState,
+      originState: this.originState,
       mountpoint: manifest.mountpoint,
       daemonPid: process.pid,
-      startedMs,
+      startedMs: this.startedMs,
       restoredPid: pid,
       restoredAlive: alive(pid),
       files: manifest.files.filter((f) => f.served).length,
@@ -183,50 +248,70 @@ export async function runDaemon(id: string): Promise<void> {
             ? Math.round((st.total.bytesOnOrigin / rate) * 1000)
             : null,
       },
-      firstFetchAtMs,
-      independentAtMs,
+      firstFetchAtMs: this.firstFetchAtMs,
+      independentAtMs: this.independentAtMs,
       perFile: st.files,
     };
-  };
+  }
 
-  let server: Server | undefined;
-  let stopping: Promise<void> | undefined;
-  const shutdown = (reason: string): Promise<void> => {
-    stopping ??= (async () => {
-      log.info("stopping", { id, reason });
-      clearInterval(sampler);
-      server?.close();
-      await rm(paths.socket, { force: true });
-      await mount
+  shutdown(reason: string): Promise<void> {
+    this.stopping ??= (async () => {
+      log.info("stopping", { id: this.id, reason });
+      clearInterval(this.sampler);
+      this.server?.close();
+      await rm(this.paths.socket, { force: true });
+      const s = await this.serving?.catch(() => undefined);
+      if (!s) return;
+      await s.mount
         .unmount()
         .catch((err) => log.warn("unmount failed", { error: errorMessage(err) }));
-      await engine
+      await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
-      await sftp.close().catch(() => {});
+      await s.sftp.close().catch(() => {});
     })();
-    return stopping;
-  };
-
-  server = await serveControl(paths.socket, async (req: ControlRequest) => {
-    if (req.op === "status") return status();
-    if (req.op === "unmount") {
-      const holders = await findHolders(manifest.mountpoint, [process.pid]);
-      if (holders.length > 0 && !req.force) {
-        throw new UserError(
-          `${manifest.mountpoint} is still in use by ${holders.length} process(es): ${holdersText(holders)} (use --force to unmount anyway)`,
-        );
-      }
-      // Reply first; the shutdown happens right after.
-      setImmediate(
-        () => void shutdown(req.force ? "forced unmount" : "unmount").then(() => process.exit(0)),
-      );
-      return { unmounted: manifest.mountpoint, holders: holders.length };
-    }
-    throw new UserError(`unknown control request ${JSON.stringify(req)}`);
-  });
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => void shutdown(sig).then(() => process.exit(0)));
+    return this.stopping;
   }
+
+  private async unmount(force: boolean) {
+    if (!this.serving) {
+      setImmediate(() => void this.shutdown("unmount before serving").then(() => process.exit(0)));
+      return { unmounted: null, holders: 0 };
+    }
+    const { manifest } = await this.serving;
+    const holders = await findHolders(manifest.mountpoint, [process.pid]);
+    if (holders.length > 0 && !force) {
+      throw new UserError(
+        `${manifest.mountpoint} is still in use by ${holders.length} process(es): ${holdersText(holders)} (use --force to unmount anyway)`,
+      );
+    }
+    // Reply first; the shutdown happens right after.
+    setImmediate(
+      () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
+    );
+    return { unmounted: manifest.mountpoint, holders: holders.length };
+  }
+
+  async listen(): Promise<void> {
+    this.server = await serveControl(this.paths.socket, async (req: ControlRequest) => {
+      if (req.op === "status") return this.status();
+      if (req.op === "serve") {
+        const s = await this.serve();
+        return { mountpoint: s.manifest.mountpoint };
+      }
+      if (req.op === "unmount") return this.unmount(req.force);
+      throw new UserError(`unknown control request ${JSON.stringify(req)}`);
+    });
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      process.once(sig, () => void this.shutdown(sig).then(() => process.exit(0)));
+    }
+  }
+}
+
+/** Runs the daemon of migration `id` (mounted at once) until unmounted or signalled. */
+export async function runDaemon(id: string): Promise<void> {
+  const daemon = new Daemon(id);
+  await daemon.serve();
+  await daemon.listen();
   await new Promise<void>(() => {}); // serve until shutdown exits the process
 }

@@ -7,11 +7,13 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { loadDump } from "../criu/index.js";
+import { loadFileTable, warmUpCodec } from "../criu/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl } from "./control.js";
-import { type RestoreRequest, type RestoreResult, restoreLazily } from "./restore.js";
+import { writeManifest } from "./manifest.js";
+import { emptyManifest } from "./plan.js";
+import { type RestoreRequest, type RestoreResult, restoreLazily, startDaemon } from "./restore.js";
 import { migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("migrate");
@@ -33,6 +35,11 @@ export interface Timeline {
   transferMs: number;
   imageBytes: number;
   restoreMs: number;
+  /** Parts of restoreMs: plan (stats, manifest), daemon start and mount, rewrite, CRIU. */
+  planMs: number;
+  mountMs: number;
+  rewriteMs: number;
+  criuRestoreMs: number;
   /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
   firstFetchMs: number | null;
 }
@@ -84,21 +91,83 @@ async function criuErrorsRemote(origin: SftpOrigin, logFile: string): Promise<st
     .join(" | ");
 }
 
-/** Copies every file of the remote dump directory into `dir`; returns the bytes. */
-async function pullImages(origin: SftpOrigin, remoteDir: string, dir: string): Promise<number> {
+/**
+ * Copies every file of the remote dump directory into `dir`, and, as soon as the file table
+ * has arrived, stats every referenced file on the origin (the checkpoint's view of them,
+ * while nothing has touched them yet) in parallel with the rest of the transfer.
+ */
+async function pullImages(
+  origin: SftpOrigin,
+  remoteDir: string,
+  dir: string,
+): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const entries = await origin.readdir(remoteDir);
+  const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
+  const tableNames = new Set(["files.img", "reg-files.img"]);
   let bytes = 0;
-  await Promise.all(
-    entries
-      .filter((e) => !e.stat.isDirectory)
-      .map(async (e) => {
-        const data = await origin.read(`${remoteDir}/${e.name}`, 0, e.stat.size);
-        await writeFile(join(dir, e.name), data, { mode: 0o600 });
-        bytes += data.length;
+  const pull = async (name: string, size: number) => {
+    const data = await origin.read(`${remoteDir}/${name}`, 0, size);
+    await writeFile(join(dir, name), data, { mode: 0o600 });
+    bytes += data.length;
+  };
+  const stats: Record<string, OriginStat> = {};
+  const tables = entries.filter((e) => tableNames.has(e.name));
+  const statting = Promise.all(tables.map((e) => pull(e.name, e.stat.size))).then(async () => {
+    const table = await loadFileTable(dir);
+    const paths = new Set<string>();
+    for (const e of table.values()) {
+      const name = e.reg?.name;
+      if (typeof name === "string" && name.startsWith("/")) paths.add(name);
+    }
+    await Promise.all(
+      [...paths].map(async (path) => {
+        try {
+          stats[path] = await origin.stat(path);
+        } catch {
+          // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
+        }
       }),
+    );
+  });
+  await Promise.all([
+    statting,
+    ...entries.filter((e) => !tableNames.has(e.name)).map((e) => pull(e.name, e.stat.size)),
+  ]);
+  return { bytes, stats };
+}
+
+/**
+ * Starts `criu dump` on the origin in a shell that waits for a word on stdin: the SSH
+ * session set-up (tens of ms with OpenSSH) happens before the process is frozen.
+ */
+async function armDump(
+  origin: SftpOrigin,
+  argv: string[],
+): Promise<{ go: () => void; done: Promise<{ code: number; stdout: string; stderr: string }> }> {
+  let resolveReady!: (go: () => void) => void;
+  let rejectReady!: (err: unknown) => void;
+  const ready = new Promise<() => void>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
+  });
+  const done = origin.exec(`echo armed; read go && exec ${argv.map(shq).join(" ")}`, {
+    onChannel: (ch) => {
+      let out = "";
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (out.includes("armed\n")) {
+          ch.off("data", onData);
+          resolveReady(() => ch.write("go\n"));
+        }
+      };
+      ch.on("data", onData);
+    },
+  });
+  done.then(
+    () => rejectReady(new UserError(`${origin.name}: the dump shell ended before it was armed`)),
+    rejectReady,
   );
-  return bytes;
+  return { go: await ready, done };
 }
 
 export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult> {
@@ -108,14 +177,57 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
   const origin = openOrigin(req.origin, req.ssh);
+  let done = false;
   try {
     await origin.connect();
+    // Mount an empty tree before the dump; the plan is added to it once the images are here.
+    const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    await writeManifest(
+      paths.manifest,
+      emptyManifest({
+        id,
+        originUrl: req.origin,
+        mountpoint,
+        cacheDir: req.cacheDir ?? paths.cache,
+        imagesDir: paths.images,
+        maps: req.maps,
+        ssh: req.ssh,
+        serve: req.serve,
+      }),
+    );
+    const daemonStarting = startDaemon(id).then(async (d) => {
+      await d.serve();
+      return d;
+    });
+    daemonStarting.catch(() => {});
     const criu = await locateRemoteCriu(origin, req.originCriu);
-    const remoteDir = (await run(origin, "mktemp -d /tmp/lazyfs-dump.XXXXXX", "mktemp")).trim();
+    // On tmpfs when the origin has one: CRIU writes the images faster there.
+    const remoteDir = (
+      await run(
+        origin,
+        "mktemp -d -p /dev/shm lazyfs-dump.XXXXXX 2>/dev/null || mktemp -d /tmp/lazyfs-dump.XXXXXX",
+        "mktemp",
+      )
+    ).trim();
+    const dumpArgv = [
+      criu,
+      "dump",
+      "-t",
+      String(req.pid),
+      "-D",
+      remoteDir,
+      "-o",
+      "dump.log",
+      "-v4",
+    ];
+    if (req.shellJob) dumpArgv.push("--shell-job");
+    warmUpCodec(); // protobufjs compiles codecs lazily: do it before the freeze
+    const armed = await armDump(origin, dumpArgv);
+    const daemon = await daemonStarting;
     const tDump = Date.now();
-    const dumpArgs = ["dump", "-t", String(req.pid), "-D", remoteDir, "-o", "dump.log", "-v4"];
-    if (req.shellJob) dumpArgs.push("--shell-job");
-    const dump = await origin.exec([criu, ...dumpArgs].map(shq).join(" "));
+    armed.go();
+    const dump = await armed.done;
     if (dump.code !== 0) {
       const errors = await criuErrorsRemote(origin, `${remoteDir}/dump.log`);
       await origin.exec(`rm -rf ${shq(remoteDir)}`);
@@ -124,25 +236,22 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       );
     }
     const tPull = Date.now();
-    const imageBytes = await pullImages(origin, remoteDir, paths.images);
-    const tPulled = Date.now();
-    // The checkpoint's view of every referenced file, while nothing has touched them yet.
-    const model = await loadDump(paths.images);
-    const checkpointStats: Record<string, OriginStat> = {};
-    await Promise.all(
-      model.files
-        .filter((f) => (f.type === "file" || f.type === "dir") && f.path.startsWith("/"))
-        .map(async (f) => {
-          try {
-            checkpointStats[f.path] = await origin.stat(f.path);
-          } catch {
-            // Not on the origin's file system (deleted, or kernel fs): the plan skips or reports it.
-          }
-        }),
+    const { bytes: imageBytes, stats: checkpointStats } = await pullImages(
+      origin,
+      remoteDir,
+      paths.images,
     );
+    const tPulled = Date.now();
     let restored: RestoreResult;
     try {
-      restored = await restoreLazily({ ...req, id, imagesDir: paths.images, checkpointStats });
+      restored = await restoreLazily({
+        ...req,
+        id,
+        imagesDir: paths.images,
+        checkpointStats,
+        originConnection: origin,
+        daemon,
+      });
     } catch (err) {
       log.warn("restore on the target failed; restoring the process back on the origin", {
         error: errorMessage(err),
@@ -162,6 +271,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       throw new UserError(`${errorMessage(err)}; ${fate}`);
     }
     const tRestored = Date.now();
+    done = true;
     if (!req.keepOriginImages) await origin.exec(`rm -rf ${shq(remoteDir)}`);
     const firstFetchMs = await waitFirstFetch(paths.socket, tRestored, req.firstFetchWaitMs ?? 0);
     return {
@@ -173,10 +283,15 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         transferMs: tPulled - tPull,
         imageBytes,
         restoreMs: tRestored - tPulled,
+        planMs: restored.planMs,
+        mountMs: restored.mountMs,
+        rewriteMs: restored.rewriteMs,
+        criuRestoreMs: restored.criuRestoreMs,
         firstFetchMs,
       },
     };
   } finally {
+    if (!done) await callControl(paths.socket, { op: "unmount", force: true }).catch(() => {});
     await origin.close();
   }
 }

@@ -178,9 +178,13 @@ async function planDirs(files: ManifestFile[], input: PlanInput): Promise<Manife
   return dirs.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-export async function planMigration(input: PlanInput): Promise<Manifest> {
-  const planned = await Promise.all(input.dump.files.map((f) => planFile(f, input)));
-  const files = planned.filter((f): f is ManifestFile => f !== undefined);
+/** A manifest with no files yet: enough for the daemon to mount before the dump exists. */
+export function emptyManifest(
+  input: Omit<
+    PlanInput,
+    "dump" | "statOrigin" | "checkpointStats" | "mtimePrecisionMs" | "policies"
+  >,
+): Manifest {
   return {
     version: MANIFEST_VERSION,
     id: input.id,
@@ -192,7 +196,13 @@ export async function planMigration(input: PlanInput): Promise<Manifest> {
     maps: [...input.maps],
     ssh: input.ssh,
     serve: input.serve,
-    files,
-    dirs: await planDirs(files, input),
+    files: [],
+    dirs: [],
   };
+}
+
+export async function planMigration(input: PlanInput): Promise<Manifest> {
+  const planned = await Promise.all(input.dump.files.map((f) => planFile(f, input)));
+  const files = planned.filter((f): f is ManifestFile => f !== undefined);
+  return { ...emptyManifest(input), files, dirs: await planDirs(files, input) };
 }

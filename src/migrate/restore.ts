@@ -10,7 +10,7 @@ import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { criuRestore, loadDump, rewriteImages } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
-import type { OriginStat } from "../origin/index.js";
+import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl } from "./control.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
@@ -35,6 +35,10 @@ export interface RestoreRequest {
   shellJob?: boolean;
   /** How long to wait for the dump's pids to become free here (ms, default 10000). */
   pidWaitMs?: number;
+  /** An open connection to the origin to reuse for planning (migrate has one). */
+  originConnection?: SftpOrigin;
+  /** A daemon already serving an empty plan (migrate mounts before the dump). */
+  daemon?: DaemonHandle;
   /** Origin stats taken right after the dump (by migrate); otherwise stat now. */
   checkpointStats?: Record<string, OriginStat>;
 }
@@ -62,7 +66,7 @@ export async function prepare(
   const paths = migrationPaths(id);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const dump = await loadDump(req.imagesDir);
-  const origin = openOrigin(req.origin, req.ssh);
+  const origin = req.originConnection ?? openOrigin(req.origin, req.ssh);
   try {
     const manifest = await planMigration({
       id,
@@ -83,18 +87,31 @@ export async function prepare(
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
     return { manifest, pids: [...new Set(pids)], ms: Date.now() - t0 };
   } finally {
-    await origin.close();
+    if (!req.originConnection) await origin.close();
   }
 }
 
+/** A daemon process started for a migration, listening on its control socket. */
+export interface DaemonHandle {
+  id: string;
+  /** Serves what the manifest holds now (files added since the daemon started). */
+  serve(): Promise<void>;
+}
+
 /**
- * Starts `lazyfs mount --id ID` as a detached daemon and waits until its control socket
- * answers; if it dies first, its last log lines become the error.
+ * Starts `lazyfs mount --id ID` as a detached daemon (it mounts what the manifest holds) and
+ * waits until its control socket answers; if it dies first, its last log line is the error.
  */
-export async function startDaemon(id: string, timeoutMs = 30_000): Promise<void> {
+export async function startDaemon(
+  id: string,
+  opts: { timeoutMs?: number } = {},
+): Promise<DaemonHandle> {
   const paths = migrationPaths(id);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const logFh = await open(paths.log, "a", 0o600);
-  const child = spawn(process.execPath, [CLI_MAIN, "mount", "--id", id], {
+  const args = [CLI_MAIN, "mount", "--id", id];
+  const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ["ignore", logFh.fd, logFh.fd],
     // Disk I/O of the block store runs on libuv's pool; FUSE device reads do not.
@@ -110,16 +127,17 @@ export async function startDaemon(id: string, timeoutMs = 30_000): Promise<void>
     exited = signal ? `killed by ${signal}` : `exit code ${code}`;
   });
   child.unref();
+  const failure = async () => {
+    const tail = (await readFile(paths.log, "utf8").catch(() => "")).trim().split("\n");
+    const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
+    return new UserError(`LazyFS daemon for ${id} failed (${exited}): ${last}`);
+  };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (exited) {
-      const tail = (await readFile(paths.log, "utf8").catch(() => "")).trim().split("\n");
-      const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
-      throw new UserError(`LazyFS daemon for ${id} failed to start (${exited}): ${last}`);
-    }
+    if (exited) throw await failure();
     try {
       await callControl(paths.socket, { op: "status" }, 2000);
-      return;
+      break;
     } catch {
       // not yet listening
     }
@@ -129,8 +147,19 @@ export async function startDaemon(id: string, timeoutMs = 30_000): Promise<void>
         `LazyFS daemon for ${id} did not start within ${timeoutMs} ms (log: ${paths.log})`,
       );
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 20));
   }
+  return {
+    id,
+    serve: async () => {
+      try {
+        await callControl(paths.socket, { op: "serve" }, timeoutMs);
+      } catch (err) {
+        if (exited) throw await failure();
+        throw err;
+      }
+    },
+  };
 }
 
 /**
@@ -171,12 +200,18 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
   const { manifest, pids, ms: planMs } = await prepare(req);
   const paths = migrationPaths(manifest.id);
   await waitPidsFree(pids, req.pidWaitMs ?? 10_000);
+  // The daemon loads the plan while the images are rewritten: both only need the manifest.
   let t = Date.now();
-  await startDaemon(manifest.id);
-  const mountMs = Date.now() - t;
-  t = Date.now();
+  let mountMs = 0;
+  const mounting = (req.daemon ? req.daemon.serve() : startDaemon(manifest.id).then(() => {})).then(
+    () => {
+      mountMs = Date.now() - t;
+    },
+  );
+  mounting.catch(() => {}); // awaited below; a rewrite error must not leave it unhandled
   const rewritten = await rewriteForMount(manifest, paths.lazyImages);
   const rewriteMs = Date.now() - t;
+  await mounting;
   t = Date.now();
   let pid: number;
   try {

@@ -12,7 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { Client, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
+import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import {
@@ -368,7 +368,11 @@ export class SftpOrigin implements Origin {
    */
   async exec(
     command: string,
-    opts: { timeoutMs?: number } = {},
+    opts: {
+      timeoutMs?: number;
+      /** Gets the channel once the command runs: write its stdin, watch its stdout. */
+      onChannel?: (channel: ClientChannel) => void;
+    } = {},
   ): Promise<{ code: number; stdout: string; stderr: string }> {
     const conn = await this.request("connect", async (c) => c);
     const timeoutMs = opts.timeoutMs ?? 600_000;
@@ -388,6 +392,7 @@ export class SftpOrigin implements Origin {
         stream.on("data", (d: Buffer) => {
           stdout += d.toString();
         });
+        opts.onChannel?.(stream);
         stream.stderr.on("data", (d: Buffer) => {
           stderr += d.toString();
         });
