@@ -3,7 +3,7 @@
  * CRIU and sshd), pull the images, restore here lazily. If the restore here fails, the
  * process is restored back on the origin from the same images, so it is never lost.
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -178,6 +178,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   const paths = migrationPaths(id);
   const origin = openOrigin(req.origin, req.ssh);
   let done = false;
+  let dumped = false;
   try {
     await origin.connect();
     // Mount an empty tree before the dump; the plan is added to it once the images are here.
@@ -235,6 +236,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         `${origin.name}: criu dump of pid ${req.pid} failed: ${errors || dump.stderr.trim() || `exit ${dump.code}`}`,
       );
     }
+    dumped = true;
     const tPull = Date.now();
     const { bytes: imageBytes, stats: checkpointStats } = await pullImages(
       origin,
@@ -292,6 +294,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     };
   } finally {
     if (!done) await callControl(paths.socket, { op: "unmount", force: true }).catch(() => {});
+    // Nothing was checkpointed: leave no trace of this migration here.
+    if (!dumped) await rm(paths.dir, { recursive: true, force: true });
     await origin.close();
   }
 }

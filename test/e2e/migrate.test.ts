@@ -516,4 +516,167 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const after = await lazyfs(["status", m.id, "--json"]);
     assert.match(after.stdout, /no LazyFS daemon is running/);
   });
+
+  /** Starts the line reader on A, dumps it there with stock CRIU into a directory B can read. */
+  async function dumpReader(name: string, lines: number) {
+    const input = `${DATA_DIR}/${name}.in`;
+    const output = `${DATA_DIR}/${name}.out`;
+    await makeLines(input, lines);
+    const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, "0.003"], {
+      stdout: output,
+    });
+    await waitFor("progress on A", async () =>
+      (await linesIn("a", output)).length >= 20 ? true : undefined,
+    );
+    const images = `/tmp/lazyfs-e2e-${name}-${process.pid}`;
+    await pair.a.exec("rm", ["-rf", images]);
+    await pair.a.exec("mkdir", ["-p", images]);
+    await pair.a.exec("/opt/lazyfs/criu/bin/criu", [
+      "dump",
+      "-t",
+      String(wl.pid),
+      "-D",
+      images,
+      "-o",
+      "dump.log",
+    ]);
+    return { pid: wl.pid, output, images };
+  }
+
+  const numbered = (n: number) =>
+    Array.from({ length: n }, (_, i) => `line ${String(i).padStart(6, "0")}`);
+
+  test("lazyfs restore: a dump copied by hand, restored with its files served lazily", async () => {
+    const d = await dumpReader("restore-cmd", 1500);
+    const r = await lazyfs([
+      "restore",
+      "--images",
+      d.images,
+      "--origin",
+      `ssh://root@${pair.a.address}`,
+      ...ssh(),
+      "--json",
+    ]);
+    const res = JSON.parse(r.stdout) as {
+      id: string;
+      pid: number;
+      mountpoint: string;
+      rewritten: number;
+    };
+    const m = { ...res, timeline: { freezeMs: 0, imageBytes: 0, firstFetchMs: null } };
+    try {
+      assert.equal(res.pid, d.pid);
+      assert.ok(res.rewritten >= 2, "input and output point into the mount");
+      const lines = await waitFor(
+        "the reader to finish on B",
+        async () => {
+          const l = await linesIn("b", `${res.mountpoint}${d.output}`);
+          return l.length === 1500 ? l : undefined;
+        },
+        60_000,
+      );
+      assert.deepEqual(lines, numbered(1500));
+    } finally {
+      await stop(m);
+      await pair.a.exec("rm", ["-rf", d.images]);
+    }
+  });
+
+  test("the steps by hand: mount --background, rewrite, stock criu restore, status, unmount", async () => {
+    const d = await dumpReader("by-hand", 1200);
+    const mounted = await lazyfs([
+      "mount",
+      "--images",
+      d.images,
+      "--origin",
+      `ssh://root@${pair.a.address}`,
+      ...ssh(),
+      "--background",
+    ]);
+    const id = mounted.stdout.trim();
+    assert.match(id, /^m[0-9a-f]{6}$/);
+    const out = `${d.images}.lazy`;
+    try {
+      const rw = await lazyfs(["rewrite", "--id", id, "--out", out]);
+      assert.ok(rw.stdout.includes(`${d.output} -> /lazyfs/${id}${d.output}`), rw.stdout);
+      await pair.b.exec("/opt/lazyfs/criu/bin/criu", [
+        "restore",
+        "-D",
+        out,
+        "-d",
+        "-o",
+        "restore.log",
+      ]);
+      const lines = await waitFor(
+        "the reader to finish on B",
+        async () => {
+          const l = await linesIn("b", `/lazyfs/${id}${d.output}`);
+          return l.length === 1200 ? l : undefined;
+        },
+        60_000,
+      );
+      assert.deepEqual(lines, numbered(1200));
+      const table = (await lazyfs(["status"])).stdout;
+      assert.match(table, /^ID\s+ORIGIN\s+ORIGIN STATE/m);
+      assert.ok(table.includes(id));
+    } finally {
+      await stop({
+        id,
+        pid: d.pid,
+        mountpoint: `/lazyfs/${id}`,
+        timeline: { freezeMs: 0, imageBytes: 0, firstFetchMs: null },
+      });
+      await pair.a.exec("rm", ["-rf", d.images, out]);
+    }
+  });
+
+  test("bad input: one line naming what is wrong, non-zero exit", async () => {
+    const cases: [string[], RegExp][] = [
+      [
+        ["migrate", "--from", "ftp://x", "--pid", "1"],
+        /^lazyfs: origin "ftp:\/\/x" is not of the form ssh:\/\/user@host\[:port\]/,
+      ],
+      [
+        ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "999999", ...ssh()],
+        /^lazyfs: root@.*: criu dump of pid 999999 failed/,
+      ],
+      [
+        [
+          "migrate",
+          "--from",
+          `ssh://root@${pair.a.address}`,
+          "--pid",
+          "1",
+          "--known-hosts",
+          "/dev/null",
+          "-i",
+          sshd.identityFile,
+        ],
+        /^lazyfs: root@10\.213\.\d+\.1:22: unknown host key/,
+      ],
+      [
+        ["restore", "--images", "/nonexistent", "--origin", `ssh://root@${pair.a.address}`],
+        /^lazyfs: \/nonexistent: no such directory/,
+      ],
+      [
+        ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "1", "--prefetch", "soon"],
+        /^lazyfs: --prefetch "soon": expected none, immediate, idle or delay:<ms>/,
+      ],
+      [
+        ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "1", "--policy", "*.x=fast"],
+        /^lazyfs: policy rule \*\.x: unknown policy fast/,
+      ],
+      [["unmount", "nosuch"], /^lazyfs: no migration nosuch on this host/],
+    ];
+    for (const [args, want] of cases) {
+      const r = await lazyfs(args, true);
+      assert.notEqual(r.code, 0, args.join(" "));
+      const lines = r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => !/^(warn|info|debug) /.test(l));
+      assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(lines[0]!, want);
+    }
+  });
 });
