@@ -6,7 +6,7 @@
  * `migrate` starts it before the dump with an empty plan, so that Node's start-up and the
  * mount stay out of the process's freeze; the `serve` request adds the plan's files later.
  */
-import { readFile, rm } from "node:fs/promises";
+import { readFile, rm, rmdir } from "node:fs/promises";
 import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -265,6 +265,7 @@ class Daemon {
       await s.mount
         .unmount()
         .catch((err) => log.warn("unmount failed", { error: errorMessage(err) }));
+      await rmdir(s.manifest.mountpoint).catch(() => {}); // only if empty: ours, not the user's
       await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
