@@ -201,6 +201,11 @@ class Daemon {
     // An empty plan (mounted before the dump) needs nothing yet; keep the origin.
     if (this.originState === "released" || s.manifest.files.length === 0) return;
     this.independentAtMs ??= Date.now();
+    // Independence must survive a crash: make every block's state durable before letting go.
+    for (const f of s.manifest.files) {
+      if (f.served && f.type === "file") await s.engine.fsync(f.targetPath);
+    }
+    if ((this.originState as OriginState) === "released") return;
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,

@@ -679,4 +679,45 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       assert.match(lines[0]!, want);
     }
   });
+
+  test("a killed daemon: its stale mount is cleared and a new daemon serves the same cache", async () => {
+    const data = `${DATA_DIR}/resume.bin`;
+    await pair.a.exec("sh", ["-c", `head -c 5000000 /dev/urandom > '${data}'`]);
+    const want = await originSha(data);
+    const { m, hashes } = await hashAfterMigration([data]);
+    assert.deepEqual(hashes, [want]);
+    const before = await waitFor("independence", async () => {
+      const st = await status(m.id);
+      return st.originState === "released" ? st : undefined;
+    });
+    assert.equal(before.total.bytesLocal, before.total.size);
+    process.kill(m.pid, "SIGKILL");
+    process.kill(before.daemonPid, "SIGKILL");
+    await waitFor("the daemon to die", async () => {
+      try {
+        process.kill(before.daemonPid, 0);
+        return undefined;
+      } catch {
+        return true;
+      }
+    });
+    const un = await lazyfs(["unmount", m.id]);
+    assert.match(
+      un.stdout,
+      new RegExp(`${m.id}: no daemon was running; detached the stale mount ${m.mountpoint}`),
+    );
+    await pair.a.exec("rm", ["-f", data]); // everything needed is in the cache
+    await lazyfs(["mount", "--id", m.id, "--background"]);
+    try {
+      const onB = (
+        await pair.b.exec("sh", ["-c", 'sha256sum < "$1"', "sh", `${m.mountpoint}${data}`])
+      ).stdout.split(" ")[0];
+      assert.equal(onB, want);
+      const after = await status(m.id);
+      assert.equal(after.total.bytesFetched, 0, "nothing fetched again");
+      assert.equal(after.originState, "released");
+    } finally {
+      await lazyfs(["unmount", m.id, "--force", "--purge"], true);
+    }
+  });
 });
