@@ -53,6 +53,13 @@ export interface OpenReply {
   noFlush?: boolean;
   /** With directIo: allow parallel writes to the same file. */
   parallelDirectWrites?: boolean;
+  /**
+   * Fast path: an fd whose bytes are this file's bytes at the same offsets. The session then
+   * serves READ and WRITE on this handle itself, in its device reader threads, with
+   * pread/pwrite on this fd (`read` and `write` are not called for it). The fd must stay open
+   * until `release` of the handle, and `fh` must be unique among open handles.
+   */
+  backingFd?: number;
 }
 
 export interface DirEntry {

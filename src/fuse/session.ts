@@ -45,7 +45,7 @@ import {
   readCString,
   WRITE_IN_SIZE,
 } from "./protocol.js";
-import { DeviceReader, type ReaderMessage } from "./reader.js";
+import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
 
 const log = logger("fuse");
 
@@ -67,6 +67,17 @@ export interface SessionOptions {
   attrTimeoutMs?: number;
   /** Max background (readahead/writeback) requests the kernel queues; default 64. */
   maxBackground?: number;
+  /**
+   * Open handles with a `backingFd` that the reader threads serve directly; default 4096.
+   * Handles beyond that are still served from their backing fd, by the main thread.
+   */
+  backingHandles?: number;
+}
+
+/** Requests served by the reader threads from backing fds (`OpenReply.backingFd`). */
+export interface FastPathStats {
+  reads: number;
+  writes: number;
 }
 
 type Payload = Buffer[] | undefined;
@@ -150,6 +161,9 @@ export class Session {
   private readonly readers: DeviceReader[] = [];
   private readonly inflight = new Map<bigint, Request>();
   private readonly pool: Buffer[] = [];
+  private readonly table: BackingTable;
+  /** Backing fds of handles the table had no room for (served by the main thread). */
+  private readonly overflow = new Map<number, number>();
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private destroyed = false;
@@ -168,6 +182,7 @@ export class Session {
       entryTimeoutMs: 1000,
       attrTimeoutMs: 1000,
       maxBackground: 64,
+      backingHandles: 4096,
       ...options,
     };
     this.maxWrite = Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
@@ -177,9 +192,12 @@ export class Session {
     });
     this.ready.catch(() => {});
     const slotSize = this.maxWrite + 4096;
+    this.table = new BackingTable(this.opts.backingHandles);
     for (let i = 0; i < this.opts.readers; i++) {
       this.readers.push(
-        new DeviceReader(fd, this.opts.slotsPerReader, slotSize, (r, m) => this.onMessage(r, m)),
+        new DeviceReader(fd, this.opts.slotsPerReader, slotSize, this.table, (r, m) =>
+          this.onMessage(r, m),
+        ),
       );
     }
     this.closed = Promise.all(this.readers.map((r) => r.exited)).then(() => this.finish());
@@ -222,6 +240,30 @@ export class Session {
     } catch (e) {
       log.error("destroy failed", { error: errorMessage(e) });
     }
+  }
+
+  /** How many READ/WRITE requests the reader threads served from backing fds. */
+  get fastPath(): FastPathStats {
+    return { reads: this.table.fastReads, writes: this.table.fastWrites };
+  }
+
+  /** An OPEN/CREATE reply is about to go out: register its backing fd, if any. */
+  opened(o: OpenReply): OpenReply {
+    const fh = o.fh ?? 0;
+    if (o.backingFd === undefined) return o;
+    if (!Number.isSafeInteger(fh) || fh < 0 || !this.table.add(fh, o.backingFd))
+      this.overflow.set(fh, o.backingFd);
+    return o;
+  }
+
+  /** RELEASE of `fh`: forget its backing fd before the file system may close it. */
+  released(fh: number): void {
+    if (!this.overflow.delete(fh)) this.table.remove(fh);
+  }
+
+  /** The backing fd of a handle the reader threads did not serve (table full), if any. */
+  backingOf(fh: number): number | undefined {
+    return this.overflow.size ? this.overflow.get(fh) : undefined;
   }
 
   /** Number of requests received and not yet answered. */
@@ -523,10 +565,18 @@ const HANDLERS: Partial<Record<number, Handler>> = {
   [Op.LINK]: async (s, r, f) => [
     s.entryOut(await need(f, "link")(u64(r.body, 0), r.h.nodeid, name0(r, 8), r.ctx)),
   ],
-  [Op.OPEN]: async (_s, r, f) => [
-    openOut(f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
+  [Op.OPEN]: async (s, r, f) => [
+    openOut(s.opened(f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {})),
   ],
-  [Op.READ]: async (_s, r, f) => {
+  [Op.READ]: async (s, r, f) => {
+    const bfd = s.backingOf(u64(r.body, 0));
+    if (bfd !== undefined) {
+      const buf = r.ctx.buffer(r.body.readUInt32LE(16));
+      const n = await new Promise<number>((res, rej) =>
+        fs.read(bfd, buf, 0, buf.length, u64(r.body, 8), (e, k) => (e ? rej(e) : res(k))),
+      );
+      return [buf.subarray(0, n)];
+    }
     const data = await need(f, "read")(
       r.h.nodeid,
       u64(r.body, 0),
@@ -537,9 +587,16 @@ const HANDLERS: Partial<Record<number, Handler>> = {
     const max = r.body.readUInt32LE(16);
     return [data.length > max ? data.subarray(0, max) : data];
   },
-  [Op.WRITE]: async (_s, r, f) => {
+  [Op.WRITE]: async (s, r, f) => {
     const size = r.body.readUInt32LE(16);
     const data = r.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size);
+    const bfd = s.backingOf(u64(r.body, 0));
+    if (bfd !== undefined) {
+      const n = await new Promise<number>((res, rej) =>
+        fs.write(bfd, data, 0, data.length, u64(r.body, 8), (e, k) => (e ? rej(e) : res(k))),
+      );
+      return [u32Out(n)];
+    }
     return [
       u32Out(await need(f, "write")(r.h.nodeid, u64(r.body, 0), u64(r.body, 8), data, r.ctx)),
     ];
@@ -560,7 +617,8 @@ const HANDLERS: Partial<Record<number, Handler>> = {
           },
     ),
   ],
-  [Op.RELEASE]: async (_s, r, f) => {
+  [Op.RELEASE]: async (s, r, f) => {
+    s.released(u64(r.body, 0));
     await f.release?.(r.h.nodeid, u64(r.body, 0), r.body.readUInt32LE(8), r.ctx);
     return [];
   },
@@ -593,7 +651,7 @@ const HANDLERS: Partial<Record<number, Handler>> = {
     const flags = r.body.readUInt32LE(0);
     const mode = r.body.readUInt32LE(4);
     const res = await need(f, "create")(r.h.nodeid, name0(r, 16), mode, flags, r.ctx);
-    return [s.entryOut(res.entry), openOut(res.open)];
+    return [s.entryOut(res.entry), openOut(s.opened(res.open))];
   },
   [Op.LSEEK]: async (_s, r, f) => {
     const off = await need(f, "lseek")(

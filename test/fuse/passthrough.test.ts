@@ -102,6 +102,110 @@ print(e(lambda: os.mkdir(sys.argv[1]+"/d")), e(lambda: os.listdir(sys.argv[1])),
   });
 });
 
+describe("backing fd fast path", () => {
+  /** A passthrough that counts calls of its own read/write (the fast path bypasses them). */
+  class Counting extends PassthroughFileSystem {
+    calls = 0;
+    override async read(ino: number, fh: number, off: number, size: number, ctx: RequestContext) {
+      this.calls++;
+      return super.read(ino, fh, off, size, ctx);
+    }
+    override async write(ino: number, fh: number, off: number, data: Buffer) {
+      this.calls++;
+      return super.write(ino, fh, off, data);
+    }
+  }
+
+  test("reader threads serve READ/WRITE from the backing fd, unaligned and past EOF", async () => {
+    const src = scratch.sub("fast-src");
+    const data = randomBytes((3 << 20) + 4097);
+    fs.writeFileSync(path.join(src, "a.bin"), data);
+    for (const directIo of [false, true]) {
+      const pt = new Counting(src, { openReply: { directIo } });
+      const m = await scratch.mount(`fast-${directIo}`, pt, { writebackCache: !directIo });
+      const f = path.join(m.mountpoint, "a.bin");
+      assert.equal((await run("sha256sum", [f])).stdout.split(" ")[0], sha256(data));
+      const r = await py(
+        `import os,sys
+fd=os.open(sys.argv[1],os.O_RDWR)
+print(os.pread(fd,10,4095).hex(), len(os.pread(fd,100,${data.length - 7})), len(os.pread(fd,10,${data.length + 5})))
+os.pwrite(fd,b"hello",12345); os.pwrite(fd,b"tail",${data.length + 10})
+os.fsync(fd); os.close(fd)
+fd=os.open(sys.argv[2],os.O_WRONLY|os.O_CREAT,0o644)
+for i in range(40): os.write(fd, bytes([i])*65537)
+os.close(fd)`,
+        f,
+        path.join(m.mountpoint, "new.bin"),
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${data.subarray(4095, 4105).toString("hex")} 7 0\n`);
+      await m.unmount();
+      const now = fs.readFileSync(path.join(src, "a.bin"));
+      assert.equal(now.length, data.length + 14);
+      assert.equal(now.subarray(12345, 12350).toString(), "hello");
+      assert.equal(now.subarray(data.length + 10).toString(), "tail");
+      const made = fs.readFileSync(path.join(src, "new.bin"));
+      assert.equal(made.length, 40 * 65537);
+      assert.equal(made[39 * 65537], 39);
+      fs.writeFileSync(path.join(src, "a.bin"), data);
+      fs.rmSync(path.join(src, "new.bin"));
+      assert.equal(pt.calls, 0, `directIo=${directIo}: read/write of the file system were called`);
+      assert.ok(m.session.fastPath.reads > 0 && m.session.fastPath.writes > 0);
+    }
+  });
+
+  test("errors of the backing fd reach the caller", async () => {
+    const src = scratch.sub("fast-err-src");
+    fs.writeFileSync(path.join(src, "ro.bin"), "read only\n");
+    class ReadOnlyBacking extends PassthroughFileSystem {
+      override async open(ino: number, flags: number): Promise<OpenReply> {
+        const o = await super.open(ino, flags);
+        const ro = fs.openSync(path.join(src, "ro.bin"), "r");
+        fs.closeSync(o.fh ?? -1);
+        return { ...o, fh: ro, backingFd: ro, directIo: true };
+      }
+    }
+    const m = await scratch.mount("fast-err", new ReadOnlyBacking(src));
+    const r = await py(
+      `import os,sys,errno
+fd=os.open(sys.argv[1],os.O_RDWR)
+print(os.pread(fd,100,0))
+try: os.pwrite(fd,b"x",0); print("ok")
+except OSError as e: print(errno.errorcode[e.errno])`,
+      path.join(m.mountpoint, "ro.bin"),
+    );
+    assert.equal(r.stdout, "b'read only\\n'\nEBADF\n", r.stderr);
+  });
+
+  test("handles beyond the table's capacity are served from their fd by the main thread", async () => {
+    const src = scratch.sub("fast-many-src");
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(src, `f${i}`), `file ${i}\n`);
+    const pt = new Counting(src, { openReply: { directIo: true } });
+    const m = await scratch.mount("fast-many", pt, { backingHandles: 16 });
+    const script = `import os,sys
+fds=[os.open(os.path.join(sys.argv[1],"f%d"%i),os.O_RDWR) for i in range(40)]
+for i,fd in enumerate(fds): os.pwrite(fd,b"FILE",0)
+print("".join(os.pread(fd,100,0).decode() for fd in fds) == "".join("FILE %d\\n"%i for i in range(40)))
+for fd in fds: os.close(fd)`;
+    const r = await py(script, m.mountpoint);
+    assert.equal(r.stdout, "True\n", r.stderr);
+    const first = m.session.fastPath;
+    assert.ok(first.reads >= 16 && first.reads < 40, JSON.stringify(first));
+    assert.ok(first.writes >= 16 && first.writes < 40, JSON.stringify(first));
+    // Closing every file frees the table: all 40 fit in turn when opened one at a time.
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(src, `f${i}`), `file ${i}\n`);
+    const one = await py(
+      `import os,sys
+print(sum(len(open(os.path.join(sys.argv[1],"f%d"%i),"rb").read()) for i in range(40)))`,
+      m.mountpoint,
+    );
+    assert.equal(one.stdout, `${40 * 7 + 30 * 1}\n`, one.stderr);
+    // Two READs per file with direct I/O: the data, then the empty one at EOF.
+    assert.equal(m.session.fastPath.reads - first.reads, 80);
+    assert.equal(pt.calls, 0);
+  });
+});
+
 describe("resend", () => {
   test("a request lost by the server is answered after FUSE_NOTIFY_RESEND", async () => {
     let calls = 0;

@@ -26,6 +26,11 @@ export interface PassthroughOptions {
   openReply?: OpenReply;
   entryTimeoutMs?: number;
   attrTimeoutMs?: number;
+  /**
+   * Give every open file's fd to the session as its `backingFd`, so READ and WRITE are served
+   * in the reader threads without calling `read`/`write`; default true.
+   */
+  fastPath?: boolean;
 }
 
 function toAttr(st: fs.Stats, ino: number): Attr {
@@ -179,7 +184,12 @@ export class PassthroughFileSystem implements FileSystem {
 
   async open(ino: number, flags: number): Promise<OpenReply> {
     const fd = await promisify(fs.open)(this.path(ino), flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
-    return { keepCache: true, ...this.opts.openReply, fh: fd };
+    return this.openReply(fd);
+  }
+
+  private openReply(fd: number): OpenReply {
+    const backingFd = this.opts.fastPath === false ? undefined : fd;
+    return { keepCache: true, ...this.opts.openReply, fh: fd, backingFd };
   }
 
   async create(
@@ -193,7 +203,7 @@ export class PassthroughFileSystem implements FileSystem {
     try {
       return {
         entry: await this.entryFor(p),
-        open: { keepCache: true, ...this.opts.openReply, fh: fd },
+        open: this.openReply(fd),
       };
     } catch (e) {
       fs.close(fd, () => {});
