@@ -7,6 +7,7 @@ export { MemoryFileSystem, type MemoryOptions } from "./examples/memory.js";
 export { PassthroughFileSystem, type PassthroughOptions } from "./examples/passthrough.js";
 export * from "./filesystem.js";
 export {
+  abortConnection,
   Mount,
   type MountOptions,
   mount,

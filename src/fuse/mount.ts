@@ -3,7 +3,7 @@
  * `Session` on it; unmount with umount(8), lazily detaching and aborting the connection when
  * files are still open; recover a stale mount left by a crashed server.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -88,8 +88,24 @@ export async function recoverStaleMount(mountpoint: string): Promise<boolean> {
   return true;
 }
 
-function connectionDir(dev: number): string {
-  return `/sys/fs/fuse/connections/${dev}`;
+const FUSECTL = "/sys/fs/fuse/connections";
+
+/**
+ * Aborts kernel FUSE connection `id` (the st_dev of its mount's root): every waiting and
+ * future request fails with ENOTCONN. Mounts the fusectl file system first when nothing has
+ * (a machine without systemd has no unit doing it). Returns whether the abort was written.
+ */
+export function abortConnection(id: number): boolean {
+  if (!mountInfo(FUSECTL)) {
+    spawnSync("mount", ["-t", "fusectl", "fusectl", FUSECTL], { stdio: "ignore" });
+  }
+  try {
+    fs.writeFileSync(`${FUSECTL}/${id}/abort`, "1");
+    return true;
+  } catch (e) {
+    log.debug("abort failed", { connection: id, error: errorMessage(e) });
+    return false;
+  }
 }
 
 export class Mount {
@@ -112,11 +128,7 @@ export class Mount {
 
   /** Aborts the kernel connection: every waiting and future request fails with ENOTCONN. */
   abort(): void {
-    try {
-      fs.writeFileSync(`${connectionDir(this.dev)}/abort`, "1");
-    } catch (e) {
-      log.debug("abort failed", { error: errorMessage(e) });
-    }
+    abortConnection(this.dev);
   }
 
   /**

@@ -8,10 +8,10 @@
  * namespaces are ordinary `ip netns` entries `/run/netns/lazyfs-<id>-a` and `-b`.
  */
 import { existsSync } from "node:fs";
-import { readdir, readFile, readlink, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, readlink, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
-import { runCommand } from "./run.js";
+import { abortConnection } from "../fuse/index.js";
 
 export const STATE_ROOT = "/run/lazyfs/hosts";
 export const NETNS_DIR = "/run/netns";
@@ -136,8 +136,6 @@ export async function killProcessesIn(
   }
 }
 
-const FUSECTL = "/sys/fs/fuse/connections";
-
 /**
  * Aborts the FUSE connections mounted in the mount namespaces of `pids` but not in ours (so
  * only mounts made inside a host), which frees tasks blocked in a request that no daemon will
@@ -159,15 +157,10 @@ export async function abortHostFuseConnections(pids: readonly number[]): Promise
     const info = await readFile(`/proc/${pid}/mountinfo`, "utf8").catch(() => "");
     for (const dev of fuseDevs(info)) if (!ours.has(dev)) devs.add(dev);
   }
-  if (devs.size === 0) return;
-  if (!(await isMountPoint(FUSECTL))) {
-    await runCommand(["mount", "-t", "fusectl", "fusectl", FUSECTL], { allowFailure: true });
-  }
   for (const dev of devs) {
     const [major, minor] = dev.split(":").map(Number);
     // The connection is named after the kernel dev_t: major << 20 | minor.
-    const id = (major! << 20) | minor!;
-    await writeFile(`${FUSECTL}/${id}/abort`, "1").catch(() => {});
+    abortConnection((major! << 20) | minor!);
   }
 }
 
