@@ -187,12 +187,43 @@ class Pair implements HostPair {
       "netns",
       this.b.netns,
     ]);
+    const macs = new Map<Host, string>();
     for (const host of [this.a, this.b]) {
       const ip = (...args: string[]) =>
         runCommand(["ip", "-n", host.netns, ...args], { label: `host ${host.name}` });
+      // The link carries only the hosts' own traffic: no IPv6 (router solicitations, MLD)...
+      await runCommand(
+        ["ip", "netns", "exec", host.netns, "sysctl", "-qw", `net.ipv6.conf.all.disable_ipv6=1`],
+        { label: `host ${host.name}` },
+      );
       await ip("addr", "add", `${host.address}/24`, "dev", host.iface);
       await ip("link", "set", "lo", "up");
       await ip("link", "set", host.iface, "up");
+      const { stdout } = await ip("-j", "link", "show", "dev", host.iface);
+      macs.set(host, (JSON.parse(stdout) as { address: string }[])[0]!.address);
+    }
+    // ...and no ARP (permanent neighbours), so that an idle link counts zero bytes.
+    for (const [host, peer] of [
+      [this.a, this.b],
+      [this.b, this.a],
+    ] as const) {
+      await runCommand(
+        [
+          "ip",
+          "-n",
+          host.netns,
+          "neigh",
+          "replace",
+          peer.address,
+          "lladdr",
+          macs.get(peer)!,
+          "dev",
+          host.iface,
+          "nud",
+          "permanent",
+        ],
+        { label: `host ${host.name}` },
+      );
     }
     if (rateBitsPerSec !== null) await this.link.shape(rateBitsPerSec);
   }

@@ -40,6 +40,12 @@ test("each host sees only its own data dir; B reaches A over the veth; sshd runs
     await b.exec("umount", [`${DATA_DIR}/later`]);
     await b.exec("rmdir", [`${DATA_DIR}/later`]);
 
+    // An idle link counts nothing: no ARP (permanent neighbours), no IPv6 chatter.
+    const idleBefore = await pair.link.counters();
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(await pair.link.counters(), idleBefore);
+    assert.match((await b.exec("ip", ["neigh", "show", a.address])).stdout, /PERMANENT/);
+
     // 1 MiB of random bytes from B to A's address, through the link.
     const payload = randomBytes(MiB);
     await b.writeFile(`${DATA_DIR}/blob`, payload);
