@@ -171,8 +171,13 @@ interface Independence {
   lastOriginAccessAfterRestoreMs: number | null;
   /** End of the last 100 ms sample with link traffic, ms after the restore. */
   lastTrafficAfterRestoreMs: number | null;
-  /** Link bytes (both directions) from the independence instant to the end of the run. */
+  /**
+   * Link bytes (both directions) from independence to the end of the run. For LazyFS, counted
+   * from the moment its connection to A was closed (the close itself is part of letting go).
+   */
   bytesAfter: number | null;
+  /** LazyFS: when its connection to A was closed, ms after the restore. */
+  releasedAfterRestoreMs?: number | null;
 }
 
 interface RunResult {
@@ -194,7 +199,10 @@ interface RunResult {
   fileBytesOverLink?: number;
   independence?: Independence;
   progress?: ProgressFigures;
-  lazyfs?: Pick<DaemonStatus, "originState" | "total" | "firstFetchAtMs" | "independentAtMs">;
+  lazyfs?: Pick<
+    DaemonStatus,
+    "originState" | "total" | "firstFetchAtMs" | "independentAtMs" | "releasedAtMs"
+  >;
   /** [ms since dump, cumulative A->B, cumulative B->A] every 100 ms. */
   timeline?: [number, number, number][];
 }
@@ -306,13 +314,15 @@ async function runOne(
     let independence: Independence;
     if (status) {
       const at = rel(status.independentAtMs);
-      const from = at === null ? null : bytesFrom(tl, at + freezeMs);
+      const released = rel(status.releasedAtMs);
+      const from = released === null ? null : bytesFrom(tl, released + freezeMs);
       independence = {
         reached: status.independentAtMs !== null,
         atAfterRestoreMs: at,
+        releasedAfterRestoreMs: released,
         lastOriginAccessAfterRestoreMs: rel(status.total.lastOriginAccessMs),
         lastTrafficAfterRestoreMs: lt === null ? null : lt - freezeMs,
-        bytesAfter: from === null ? (at === null ? null : 0) : link.total - from,
+        bytesAfter: from === null ? (released === null ? null : 0) : link.total - from,
       };
     } else if (system === "sshfs") {
       independence = {
@@ -354,6 +364,7 @@ async function runOne(
               total: status.total,
               firstFetchAtMs: status.firstFetchAtMs,
               independentAtMs: status.independentAtMs,
+              releasedAtMs: status.releasedAtMs,
             },
           }
         : {}),

@@ -37,6 +37,8 @@ export interface DaemonStatus {
   prefetch: EngineStatus["prefetch"] & { rateBytesPerSec: number; etaMs: number | null };
   firstFetchAtMs: number | null;
   independentAtMs: number | null;
+  /** When the connection to the origin was closed after independence (its goodbye sent). */
+  releasedAtMs: number | null;
   perFile: FileStatus[];
 }
 
@@ -95,6 +97,7 @@ class Daemon {
   private readonly startedMs = Date.now();
   private firstFetchAtMs: number | null = null;
   private independentAtMs: number | null = null;
+  private releasedAtMs: number | null = null;
   private originState: OriginState = "connected";
   private serving?: Promise<Serving>;
   private server?: Server;
@@ -139,6 +142,7 @@ class Daemon {
     void s.sftp.connect().catch(() => {});
     this.originState = "connected";
     this.independentAtMs = null;
+    this.releasedAtMs = null;
     if (s.engine.status().independent) await this.release(s);
     log.info("plan loaded", { id: this.id, files: manifest.files.length });
     return s;
@@ -211,6 +215,7 @@ class Daemon {
       origin: s.manifest.origin,
     });
     await s.sftp.close().catch(() => {});
+    this.releasedAtMs = Date.now();
   }
 
   private async status(): Promise<DaemonStatus> {
@@ -255,6 +260,7 @@ class Daemon {
       },
       firstFetchAtMs: this.firstFetchAtMs,
       independentAtMs: this.independentAtMs,
+      releasedAtMs: this.releasedAtMs,
       perFile: st.files,
     };
   }
