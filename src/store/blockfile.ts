@@ -27,6 +27,15 @@ export function blockCount(size: number, blockSize: number): number {
   return Math.ceil(size / blockSize);
 }
 
+/** One positional write of all of `bytes` (a regular file may take fewer bytes at once). */
+async function writeAll(fh: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error(`short write at ${position + done}`);
+    done += bytesWritten;
+  }
+}
+
 export class BlockFile {
   private states: Uint8Array;
   private pending = new Map<number, BlockState>();
@@ -150,13 +159,23 @@ export class BlockFile {
         claimed.push(first + j);
         j++;
       }
-      const part = bytes.subarray(k * bs, j * bs);
-      writes.push(this.data.write(part, 0, part.length, (first + k) * bs));
+      writes.push(writeAll(this.data, bytes.subarray(k * bs, j * bs), (first + k) * bs));
       k = j;
     }
-    await Promise.all(writes);
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      // Nothing of this fill may be served: its bytes may be missing or partial.
+      for (const i of claimed) if (this.states[i] === PRESENT) this.setAbsent(i);
+      throw failed.reason;
+    }
     for (const i of claimed) if (this.states[i] === PRESENT) this.pending.set(i, PRESENT);
     this.scheduleCommit();
+  }
+
+  private setAbsent(index: number) {
+    this.set(index, ABSENT);
+    this.pending.delete(index); // the state file never recorded it otherwise
   }
 
   /** Writes `bytes` at `offset`, marking every touched block dirty and extending the size. */
@@ -167,7 +186,7 @@ export class BlockFile {
     const last = Math.floor((end - 1) / this.blockSize);
     for (let i = first; i <= last; i++) this.set(i, DIRTY);
     for (let i = first; i <= last; i++) this.pending.delete(i);
-    await this.data.write(bytes, 0, bytes.length, offset);
+    await writeAll(this.data, bytes, offset);
     for (let i = first; i <= last; i++) this.pending.set(i, DIRTY);
   }
 
