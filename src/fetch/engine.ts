@@ -94,6 +94,9 @@ export interface EngineStatus {
   independent: boolean;
 }
 
+/** Smallest run of arrived blocks written to the store in one go (the rest at the end). */
+const STORE_BATCH_BYTES = 1 << 20;
+
 const DEMAND = 0;
 const READAHEAD = 1;
 const PREFETCH = 2;
@@ -153,6 +156,9 @@ export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly queue: Job[] = [];
   private running = 0;
+  /** Bytes read from the origin whose store writes are still running. */
+  private storingBytes = 0;
+  private readonly storeBacklogBytes: number;
   private runningBackground = 0;
   private seq = 0;
   private readonly limiter: RateLimiter;
@@ -184,6 +190,7 @@ export class Engine extends EventEmitter {
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
     this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 4));
     this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
+    this.storeBacklogBytes = this.concurrency * this.maxRunBlocks * this.blockSize;
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
@@ -363,50 +370,82 @@ export class Engine extends EventEmitter {
     }
   }
 
+  /**
+   * Runs one origin read and stores it. Blocks go to the store in large contiguous writes as
+   * soon as a run of at least STORE_BATCH_BYTES has arrived in full (fewer writes, fewer
+   * thread-pool hand-offs than one per block). The origin slot is given back as soon as the
+   * read is complete, while the last writes finish, unless too many bytes wait to be stored;
+   * the blocks stay in flight (readers wait) until their bytes are in the data file.
+   */
   private async runJob(job: Job) {
     job.started = true;
     const background = job.prio > DEMAND;
     this.running++;
     if (background) this.runningBackground++;
-    const e = job.entry;
-    const blocks = e.blocks!;
-    const fills: Promise<void>[] = [];
-    try {
-      const { source, path } = await this.prepare(e);
-      const off = job.first * this.blockSize;
-      const len = Math.min(job.count * this.blockSize, blocks.size - off);
-      let data: Buffer = Buffer.alloc(0);
-      if (len > 0) {
-        await this.limiter.acquire(len);
-        // Store each block as soon as all of its bytes have arrived (while they are hot).
-        const bs = this.blockSize;
-        const missing = Array.from({ length: job.count }, (_, k) => Math.min(bs, len - k * bs));
-        const onPart = (rel: number, length: number, whole: Buffer) => {
-          for (let k = Math.floor(rel / bs); k * bs < rel + length && k < job.count; k++) {
-            missing[k]! -= Math.min((k + 1) * bs, rel + length) - Math.max(k * bs, rel);
-            if (missing[k] === 0) {
-              const bytes = whole.subarray(k * bs, k * bs + Math.min(bs, len - k * bs));
-              fills.push(blocks.fill(job.first + k, bytes));
-            }
-          }
-        };
-        data = await source.read(path, off, len, onPart);
-        this.account(e, source, data.length);
-      }
-      if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
-      await Promise.all(fills);
-      if (len > 0) await blocks.fill(job.first, data); // the blocks not stored part by part
-      job.resolve();
-    } catch (err) {
-      await Promise.allSettled(fills);
-      job.reject(err);
-    } finally {
-      for (let i = job.first; i < job.first + job.count; i++) {
-        if (e.inflight.get(i)?.job === job) e.inflight.delete(i);
-      }
+    let holdsSlot = true;
+    const releaseSlot = () => {
+      if (!holdsSlot) return;
+      holdsSlot = false;
       this.running--;
       if (background) this.runningBackground--;
       this.pump();
+    };
+    const e = job.entry;
+    const blocks = e.blocks!;
+    const bs = this.blockSize;
+    const stores: Promise<void>[] = [];
+    let storing = 0;
+    try {
+      const { source, path } = await this.prepare(e);
+      const off = job.first * bs;
+      const len = Math.min(job.count * bs, blocks.size - off);
+      if (len > 0) {
+        await this.limiter.acquire(len);
+        // Per block, bytes still to arrive; `stored` blocks from the start are handed over.
+        const missing = Array.from({ length: job.count }, (_, k) => Math.min(bs, len - k * bs));
+        let stored = 0;
+        let complete = 0;
+        const store = (whole: Buffer, from: number, to: number) => {
+          const bytes = whole.subarray(from * bs, Math.min(to * bs, len));
+          stores.push(blocks.fill(job.first + from, bytes));
+        };
+        let current: Buffer | undefined;
+        const onPart = (rel: number, length: number, whole: Buffer) => {
+          if (whole !== current) {
+            // A retried read starts over in a new buffer: count the unstored blocks afresh.
+            current = whole;
+            for (let k = stored; k < job.count; k++) missing[k] = Math.min(bs, len - k * bs);
+            complete = stored;
+          }
+          for (let k = Math.floor(rel / bs); k * bs < rel + length && k < job.count; k++) {
+            missing[k]! -= Math.min((k + 1) * bs, rel + length) - Math.max(k * bs, rel);
+          }
+          while (complete < job.count && missing[complete] === 0) complete++;
+          if ((complete - stored) * bs >= STORE_BATCH_BYTES || complete === job.count) {
+            store(whole, stored, complete);
+            stored = complete;
+          }
+        };
+        let data = await source.read(path, off, len, onPart);
+        this.account(e, source, data.length);
+        if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
+        if (stored < job.count) store(data, stored, job.count);
+        storing = len;
+        this.storingBytes += storing;
+        if (this.storingBytes <= this.storeBacklogBytes) releaseSlot();
+      }
+      await Promise.all(stores);
+      job.resolve();
+    } catch (err) {
+      await Promise.allSettled(stores);
+      job.reject(err);
+    } finally {
+      this.storingBytes -= storing;
+      for (let i = job.first; i < job.first + job.count; i++) {
+        if (e.inflight.get(i)?.job === job) e.inflight.delete(i);
+      }
+      if (holdsSlot) releaseSlot();
+      else this.pump();
       this.checkIndependent();
     }
   }
