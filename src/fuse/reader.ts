@@ -98,7 +98,8 @@ export class BackingTable {
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const fs = require("node:fs");
-const { fd, sab, stateSab, slots, slotSize, tableSab, capacity } = workerData;
+const { fd, sab, stateSab, slots, slotSize, tableSab, capacity, writeBehind } = workerData;
+const unflushed = new Map();
 const state = new Int32Array(stateSab);
 const table = new Int32Array(tableSab);
 const mask = capacity - 1;
@@ -182,7 +183,13 @@ function fast(req, n) {
   if (op === 15) return reply(req, 16 + k, 0);
   out.writeUInt32LE(k, 16);
   out.writeUInt32LE(0, 20);
-  return reply(req, 24, 0);
+  reply(req, 24, 0);
+  if (writeBehind > 0) {
+    const w = (unflushed.get(bfd) || 0) + k;
+    unflushed.set(bfd, w >= writeBehind ? 0 : w);
+    if (w >= writeBehind) parentPort.postMessage({ flush: bfd });
+  }
+  return true;
 }
 let slot = -1;
 for (;;) {
@@ -206,6 +213,8 @@ for (;;) {
 `;
 
 export interface ReaderMessage {
+  /** A backing fd that had `writeBehind` bytes written since its last flush message. */
+  flush?: number;
   slot?: number;
   len?: number;
   end?: string | null;
@@ -222,6 +231,7 @@ export class DeviceReader {
     slots: number,
     slotSize: number,
     table: BackingTable,
+    writeBehind: number,
     onMessage: (r: DeviceReader, m: ReaderMessage) => void,
   ) {
     const sab = new SharedArrayBuffer(slots * slotSize);
@@ -238,6 +248,7 @@ export class DeviceReader {
         slotSize,
         tableSab: table.sab,
         capacity: table.capacity,
+        writeBehind,
       },
       stdout: false,
       stderr: false,

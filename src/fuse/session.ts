@@ -72,12 +72,21 @@ export interface SessionOptions {
    * Handles beyond that are still served from their backing fd, by the main thread.
    */
   backingHandles?: number;
+  /**
+   * Write-behind for backing fds: after this many bytes written through the fast path to one
+   * backing fd, start flushing it to disk (fdatasync in the libuv pool, one at a time per fd)
+   * while writing goes on, so that a later fsync has little left to do and dirty data stays
+   * bounded. 0 (default) leaves flushing to the kernel and to FSYNC.
+   */
+  writeBehindBytes?: number;
 }
 
 /** Requests served by the reader threads from backing fds (`OpenReply.backingFd`). */
 export interface FastPathStats {
   reads: number;
   writes: number;
+  /** Write-behind flushes started (`writeBehindBytes`). */
+  flushes: number;
 }
 
 type Payload = Buffer[] | undefined;
@@ -164,6 +173,7 @@ export class Session {
   private readonly table: BackingTable;
   /** Backing fds of handles the table had no room for (served by the main thread). */
   private readonly overflow = new Map<number, number>();
+  private flushes = 0;
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private destroyed = false;
@@ -183,6 +193,7 @@ export class Session {
       attrTimeoutMs: 1000,
       maxBackground: 64,
       backingHandles: 4096,
+      writeBehindBytes: 0,
       ...options,
     };
     this.maxWrite = Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
@@ -195,8 +206,13 @@ export class Session {
     this.table = new BackingTable(this.opts.backingHandles);
     for (let i = 0; i < this.opts.readers; i++) {
       this.readers.push(
-        new DeviceReader(fd, this.opts.slotsPerReader, slotSize, this.table, (r, m) =>
-          this.onMessage(r, m),
+        new DeviceReader(
+          fd,
+          this.opts.slotsPerReader,
+          slotSize,
+          this.table,
+          this.opts.writeBehindBytes,
+          (r, m) => this.onMessage(r, m),
         ),
       );
     }
@@ -204,6 +220,10 @@ export class Session {
   }
 
   private onMessage(reader: DeviceReader, m: ReaderMessage): void {
+    if (m.flush !== undefined) {
+      this.flushBehind(m.flush);
+      return;
+    }
     if (m.slot === undefined || m.len === undefined) {
       if (m.end) this.fatal = m.end;
       return;
@@ -218,6 +238,18 @@ export class Session {
     }
     if (done) done.finally(() => reader.release(slot));
     else reader.release(slot);
+  }
+
+  /** Backing fds with a write-behind flush under way. */
+  private readonly flushing = new Set<number>();
+
+  private flushBehind(fd: number): void {
+    if (this.flushing.has(fd)) return;
+    this.flushing.add(fd);
+    this.flushes++;
+    // The handle may be released (its fd closed, even reused) meanwhile: harmless, an error or
+    // an early flush of another file.
+    fs.fdatasync(fd, () => this.flushing.delete(fd));
   }
 
   private async finish(): Promise<void> {
@@ -244,7 +276,7 @@ export class Session {
 
   /** How many READ/WRITE requests the reader threads served from backing fds. */
   get fastPath(): FastPathStats {
-    return { reads: this.table.fastReads, writes: this.table.fastWrites };
+    return { reads: this.table.fastReads, writes: this.table.fastWrites, flushes: this.flushes };
   }
 
   /** An OPEN/CREATE reply is about to go out: register its backing fd, if any. */
