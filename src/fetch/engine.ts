@@ -52,7 +52,11 @@ export interface EngineOptions {
   scrub?: ScrubContent | Origin;
   /** Largest coalesced origin read, default 4 MiB. */
   maxRunBytes?: number;
-  /** Origin reads in flight, default 8; background work gets at most backgroundConcurrency. */
+  /**
+   * Origin reads in flight, default 8; background work gets at most backgroundConcurrency,
+   * default 2 (2 x 4 MiB keeps a link busy; more in flight made whole-file fetch over loopback
+   * SSH slower, not faster).
+   */
   concurrency?: number;
   backgroundConcurrency?: number;
   /** Largest readahead window for sequential readers, default 8 MiB. */
@@ -188,7 +192,7 @@ export class Engine extends EventEmitter {
       scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
     this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
-    this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 4));
+    this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 2));
     this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
     this.storeBacklogBytes = this.concurrency * this.maxRunBlocks * this.blockSize;
   }

@@ -48,8 +48,9 @@ export interface SftpOriginOptions {
   /** Size of one SFTP read request (all of a range's requests are in flight at once). */
   readChunkBytes?: number;
   /**
-   * Receive window of the SFTP channel, default 16 MiB (ssh2's own is 2 MiB, refilled only
-   * below 1 MiB: on a fast link the server then waits for our window updates).
+   * Receive window of the SFTP channel, default 4 MiB (ssh2's own is 2 MiB, refilled only
+   * below 1 MiB: on a fast link the server then waits for our window updates). Larger windows
+   * measured slower over loopback (bench:fetch): the server only queues more.
    */
   windowBytes?: number;
 }
@@ -57,7 +58,7 @@ export interface SftpOriginOptions {
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
 const DEFAULT_READ_CHUNK = 254 * 1024;
 const WRITE_CHUNK = 32 * 1024;
-const DEFAULT_WINDOW = 16 * 1024 * 1024;
+const DEFAULT_WINDOW = 4 * 1024 * 1024;
 
 /** The parts of ssh2's channel internals that widening the receive window needs. */
 interface ChannelInternals {
