@@ -4,6 +4,7 @@ import { UserError } from "../common/errors.js";
 import type { PolicyRule } from "../fetch/index.js";
 import {
   type PathMap,
+  parseBlockSize,
   parseMaps,
   parsePolicyRules,
   parsePrefetch,
@@ -42,6 +43,10 @@ export function addServeOptions(cmd: Command): Command {
     .option("--allow-changed", "serve files that changed on the origin since the checkpoint")
     .option("--whole-file", "fetch a whole file on its first reference (the paper's scp behaviour)")
     .option(
+      "--block-size <size>",
+      "fetch granularity, a multiple of 4K up to 16M, e.g. 64K for small random reads (default 256K)",
+    )
+    .option(
       "--criu <path>",
       "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
     )
@@ -61,6 +66,7 @@ export interface CommonOpts {
   scrub: string;
   allowChanged?: boolean;
   wholeFile?: boolean;
+  blockSize?: string;
   criu?: string;
   shellJob?: boolean;
 }
@@ -87,6 +93,7 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     ...(o.bwlimit ? { bwlimitBytesPerSec: parseRate(o.bwlimit) } : {}),
     allowChanged: o.allowChanged ?? false,
     ...(o.wholeFile ? { wholeFile: true } : {}),
+    ...(o.blockSize ? { blockSize: parseBlockSize(o.blockSize) } : {}),
     scrub: parseScrub(o.scrub),
   };
 }

@@ -161,6 +161,7 @@ class Daemon {
       allowChanged: manifest.serve.allowChanged,
       wholeFile: manifest.serve.wholeFile ?? false,
       scrub: manifest.serve.scrub,
+      ...(manifest.serve.blockSize ? { blockSize: manifest.serve.blockSize } : {}),
       ...(manifest.serve.bwlimitBytesPerSec
         ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }
         : {}),

@@ -20,6 +20,7 @@ export {
   type Timeline,
 } from "./migrate.js";
 export {
+  parseBlockSize,
   parsePrefetch,
   parseRate,
   parseScrub,

@@ -18,6 +18,23 @@ export interface ServeOptions {
   wholeFile?: boolean;
   /** Content of `scrub` files (never the real bytes). */
   scrub: ScrubContent;
+  /** Fetch granularity of a new cache, bytes (a cache keeps the size it was made with). */
+  blockSize?: number;
+}
+
+const MAX_BLOCK = 16 * 1024 * 1024;
+
+/** `64K`, `256K`, `1M` or bytes: a multiple of 4 KiB from 4 KiB to 16 MiB. */
+export function parseBlockSize(text: string): number {
+  const m = /^(\d+)\s*(k|ki|kib|m|mi|mib)?$/i.exec(text.trim());
+  const unit = !m?.[2] ? 1 : m[2][0]!.toLowerCase() === "k" ? 1024 : 1024 * 1024;
+  const bytes = m ? Number(m[1]) * unit : Number.NaN;
+  if (!(bytes >= 4096 && bytes <= MAX_BLOCK && bytes % 4096 === 0)) {
+    throw new UserError(
+      `--block-size ${JSON.stringify(text)}: expected a multiple of 4K from 4K to 16M (e.g. 64K, 1M)`,
+    );
+  }
+  return bytes;
 }
 
 /** `none`, `immediate`, `idle`, or `delay:<ms>` / a bare number of ms. */

@@ -591,10 +591,14 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       "--origin",
       `ssh://root@${pair.a.address}`,
       ...ssh(),
+      "--block-size",
+      "64K",
       "--background",
     ]);
     const id = mounted.stdout.trim();
     assert.match(id, /^m[0-9a-f]{6}$/);
+    const cacheConfig = await pair.b.readFile(`${STATE}/${id}/cache/store.json`);
+    assert.equal(JSON.parse(cacheConfig).blockSize, 65536);
     const out = `${d.images}.lazy`;
     try {
       const rw = await lazyfs(["rewrite", "--id", id, "--out", out]);
@@ -665,6 +669,10 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       [
         ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "1", "--policy", "*.x=fast"],
         /^lazyfs: policy rule \*\.x: unknown policy fast/,
+      ],
+      [
+        ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "1", "--block-size", "3K"],
+        /^lazyfs: --block-size "3K": expected a multiple of 4K from 4K to 16M/,
       ],
       [["unmount", "nosuch"], /^lazyfs: no migration nosuch on this host/],
     ];

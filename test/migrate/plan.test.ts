@@ -9,6 +9,7 @@ import type { DumpModel } from "../../src/criu/index.js";
 import { Tree } from "../../src/lazy/index.js";
 import {
   mapPath,
+  parseBlockSize,
   parseMaps,
   parseOriginUrl,
   parsePolicyRules,
@@ -75,6 +76,16 @@ describe("command-line values", () => {
     ]);
     assert.throws(() => parsePolicyRules(["*.log"]), /GLOB=POLICY/);
     assert.throws(() => parsePolicyRules(["*.log=sometimes"]), /unknown policy sometimes/);
+  });
+
+  test("block sizes", () => {
+    assert.equal(parseBlockSize("64K"), 65536);
+    assert.equal(parseBlockSize("1M"), 1 << 20);
+    assert.equal(parseBlockSize("4KiB"), 4096);
+    assert.equal(parseBlockSize("8192"), 8192);
+    for (const bad of ["1000", "2K", "32M", "0", "big", "64KB"]) {
+      assert.throws(() => parseBlockSize(bad), /--block-size .*multiple of 4K from 4K to 16M/, bad);
+    }
   });
 });
 
