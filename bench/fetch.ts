@@ -5,7 +5,8 @@
  *     both copies verified by sha256.
  *  2. A sparse reader: random 64 KiB-aligned 64 KiB reads (a database-like page pattern)
  *     touching 1% of the file; bytes read vs fetched
- *     (target: fetched <= 1.1 x read + one block per read).
+ *     (target: fetched <= 1.1 x read + one block per read); then the same reads with 64 KiB
+ *     blocks (--block-size 64K).
  * Prints a table; the last line is JSON: { full_fetch_MBps: { lazyfs, scp }, sparse: {...} }.
  * MB = 10^6 bytes. Size override: LAZYFS_BENCH_MB (default 1024 MiB).
  */
@@ -23,6 +24,7 @@ import { metaOf, rng, sftpOriginFor } from "../test/engine/helpers.js";
 const run = promisify(execFile);
 const SIZE = Number(process.env.LAZYFS_BENCH_MB ?? 1024) * 1024 * 1024;
 const BLOCK = 256 * 1024;
+const SMALL_BLOCK = 64 * 1024;
 const ROUNDS = 2;
 const fmt = (runs: number[]) => runs.map((ms) => `${Math.round(ms)} ms`).join(", ");
 
@@ -117,30 +119,41 @@ async function main() {
     const scpMs = Math.min(...scpRuns);
     const engineMs = Math.min(...engineRuns);
 
-    // sparse reader: random 64 KiB reads until 1% of the file was read
-    const o2 = origin();
-    const e2 = await Engine.open({ cacheDir: join(dir, "cache-sparse"), origin: o2 });
-    await e2.addFile(meta);
-    const rand = rng(42);
+    // sparse reader: random 64 KiB reads until 1% of the file was read, at the default block
+    // size and at 64 KiB blocks (--block-size 64K), the same reads both times.
     const readLen = 64 * 1024;
-    let bytesRead = 0;
-    let reads = 0;
-    const verify = await open(src, "r");
-    const want = Buffer.alloc(readLen);
-    const t0 = performance.now();
-    while (bytesRead < SIZE / 100) {
-      const off = Math.floor((rand() * (SIZE - readLen)) / readLen) * readLen;
-      const got = await e2.read("big", off, readLen);
-      await verify.read(want, 0, readLen, off);
-      if (!got.equals(want)) throw new Error(`sparse read differs at @${off}`);
-      bytesRead += got.length;
-      reads++;
-    }
-    const sparseMs = performance.now() - t0;
-    await verify.close();
-    const sparse = e2.status().total;
-    await e2.close();
-    await o2.close();
+    const sparseRun = async (blockSize: number) => {
+      const o2 = origin();
+      const e2 = await Engine.open({
+        cacheDir: join(dir, `cache-sparse-${blockSize}`),
+        origin: o2,
+        blockSize,
+      });
+      await e2.addFile(meta);
+      const rand = rng(42);
+      let bytesRead = 0;
+      let reads = 0;
+      const verify = await open(src, "r");
+      const want = Buffer.alloc(readLen);
+      const t0 = performance.now();
+      while (bytesRead < SIZE / 100) {
+        const off = Math.floor((rand() * (SIZE - readLen)) / readLen) * readLen;
+        const got = await e2.read("big", off, readLen);
+        await verify.read(want, 0, readLen, off);
+        if (!got.equals(want)) throw new Error(`sparse read differs at @${off}`);
+        bytesRead += got.length;
+        reads++;
+      }
+      const ms = performance.now() - t0;
+      await verify.close();
+      const { bytesFetched, requests: originReads } = e2.status().total;
+      await e2.close();
+      await o2.close();
+      return { blockSize, ms, bytesRead, reads, bytesFetched, originReads };
+    };
+    const sparse = await sparseRun(BLOCK);
+    const sparseSmall = await sparseRun(SMALL_BLOCK);
+    const { bytesRead, reads } = sparse;
     const allowance = 1.1 * bytesRead + reads * BLOCK;
 
     const lazyfs = mbps(SIZE, engineMs);
@@ -154,12 +167,20 @@ async function main() {
       ],
       ["lazyfs origin reads", String(requests)],
       ["lazyfs / scp", `${(lazyfs / scp).toFixed(2)}x (target >= 0.9x)`],
-      ["sparse reads", `${reads} x ${readLen} bytes in ${Math.round(sparseMs)} ms`],
+      ["sparse reads", `${reads} x ${readLen} bytes in ${Math.round(sparse.ms)} ms`],
       ["sparse bytes read", String(bytesRead)],
-      ["sparse bytes fetched", `${sparse.bytesFetched} (${sparse.requests} origin reads)`],
+      [
+        `sparse bytes fetched, ${BLOCK >> 10} KiB blocks`,
+        `${sparse.bytesFetched} (${sparse.originReads} origin reads)`,
+      ],
       [
         "allowed (1.1 x read + 1 block/read)",
         `${Math.round(allowance)} -> ${sparse.bytesFetched <= allowance ? "met" : "MISSED"}`,
+      ],
+      [
+        `sparse bytes fetched, ${SMALL_BLOCK >> 10} KiB blocks`,
+        `${sparseSmall.bytesFetched} (${sparseSmall.originReads} origin reads, ` +
+          `${(sparseSmall.bytesFetched / sparseSmall.bytesRead).toFixed(2)}x read)`,
       ],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
@@ -173,6 +194,12 @@ async function main() {
           bytes_fetched: sparse.bytesFetched,
           reads,
           block_size: BLOCK,
+        },
+        sparse_small_blocks: {
+          bytes_read: sparseSmall.bytesRead,
+          bytes_fetched: sparseSmall.bytesFetched,
+          reads: sparseSmall.reads,
+          block_size: SMALL_BLOCK,
         },
       }),
     );
