@@ -47,61 +47,11 @@ export interface SftpOriginOptions {
   backoffMs?: number;
   /** Size of one SFTP read request (all of a range's requests are in flight at once). */
   readChunkBytes?: number;
-  /**
-   * Receive window of the SFTP channel, default 4 MiB (ssh2's own is 2 MiB, refilled only
-   * below 1 MiB: on a fast link the server then waits for our window updates). Larger windows
-   * measured slower over loopback (bench:fetch): the server only queues more.
-   */
-  windowBytes?: number;
 }
 
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
 const DEFAULT_READ_CHUNK = 254 * 1024;
 const WRITE_CHUNK = 32 * 1024;
-const DEFAULT_WINDOW = 4 * 1024 * 1024;
-
-/** The parts of ssh2's channel internals that widening the receive window needs. */
-interface ChannelInternals {
-  incoming?: { window?: unknown };
-  outgoing?: { id?: unknown };
-  push?: (data: Buffer | null) => unknown;
-  _client?: { _protocol?: { channelWindowAdjust?: (id: number, amount: number) => void } };
-}
-
-/**
- * Keeps the channel's receive window near `bytes` instead of ssh2's fixed 2 MiB: refills it
- * whenever half is used, before ssh2's own (later, smaller) refill would. The response
- * parsing is unchanged. Without the expected internals (another ssh2 version) it does
- * nothing and ssh2's default applies.
- */
-function widenWindow(sftp: SFTPWrapper, bytes: number): boolean {
-  const ch = sftp as unknown as ChannelInternals;
-  const incoming = ch.incoming;
-  const id = ch.outgoing?.id;
-  const protocol = ch._client?._protocol;
-  const push = ch.push;
-  if (
-    typeof incoming?.window !== "number" ||
-    typeof id !== "number" ||
-    typeof protocol?.channelWindowAdjust !== "function" ||
-    typeof push !== "function"
-  ) {
-    return false;
-  }
-  const refill = () => {
-    const amount = bytes - (incoming.window as number);
-    if (amount <= 0) return;
-    incoming.window = (incoming.window as number) + amount;
-    protocol.channelWindowAdjust!(id, amount);
-  };
-  refill();
-  ch.push = function (this: unknown, data: Buffer | null) {
-    const r = push.call(this, data);
-    if (data && (incoming.window as number) < bytes / 2) refill();
-    return r;
-  };
-  return true;
-}
 
 interface Connection {
   client: Client;
@@ -158,7 +108,6 @@ export class SftpOrigin implements Origin {
       maxRetries: 5,
       backoffMs: 200,
       readChunkBytes: DEFAULT_READ_CHUNK,
-      windowBytes: DEFAULT_WINDOW,
       agent: process.env.SSH_AUTH_SOCK,
       ...options,
     };
@@ -231,12 +180,6 @@ export class SftpOrigin implements Origin {
             client.end();
             reject(new UserError(`${this.name}: SFTP subsystem refused: ${err.message}`));
             return;
-          }
-          if (
-            this.opts.windowBytes > 2 * 1024 * 1024 &&
-            !widenWindow(sftp, this.opts.windowBytes)
-          ) {
-            log.debug("cannot widen the SFTP channel window (unknown ssh2 internals)");
           }
           resolve({
             client,
