@@ -1,6 +1,7 @@
 /** Options shared by mount, rewrite, restore and migrate, and their conversion. */
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
+import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import {
   type PathMap,
@@ -10,6 +11,7 @@ import {
   parsePrefetch,
   parseRate,
   parseScrub,
+  parseSize,
   type ServeOptions,
   type SshOptions,
 } from "../migrate/index.js";
@@ -49,8 +51,29 @@ export function addServeOptions(cmd: Command): Command {
     .option(
       "--criu <path>",
       "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
+    );
+}
+
+/** CRIU's own options; each goes to the side(s) of dump and restore that need it. */
+export function addCriuOptions(cmd: Command): Command {
+  return cmd
+    .option("--tcp-established", "migrate established TCP connections (peers keep them)")
+    .option("--tcp-close", "do not migrate established TCP connections; restore them closed")
+    .option("--file-locks", "migrate file locks (e.g. SQLite, flock users)")
+    .option("--ext-unix-sk", "allow unix sockets connected to processes outside the tree")
+    .option("--link-remap", "allow open files whose name was unlinked or is hard to reach")
+    .option("--ghost-limit <size>", "largest deleted-but-open file CRIU copies, e.g. 64M")
+    .option("--manage-cgroups [mode]", "migrate the tree's cgroups (CRIU modes: soft, full, ...)")
+    .option(
+      "--network-lock <method>",
+      "how CRIU blocks frozen TCP connections: nftables (default with --tcp-established), iptables, skip",
     )
-    .option("--shell-job", "the process tree uses a controlling terminal");
+    .option("--shell-job", "the process tree uses a controlling terminal")
+    .option(
+      "--criu-opt <opt>",
+      "any other CRIU option, for dump and restore; dump:OPT or restore:OPT for one side (repeatable; write --criu-opt=--flag)",
+      collect,
+    );
 }
 
 export interface CommonOpts {
@@ -68,7 +91,40 @@ export interface CommonOpts {
   wholeFile?: boolean;
   blockSize?: string;
   criu?: string;
+}
+
+export interface CriuOpts {
+  tcpEstablished?: boolean;
+  tcpClose?: boolean;
+  fileLocks?: boolean;
+  extUnixSk?: boolean;
+  linkRemap?: boolean;
+  ghostLimit?: string;
+  manageCgroups?: boolean | string;
+  networkLock?: string;
   shellJob?: boolean;
+  criuOpt?: string[];
+}
+
+/** The CRIU options of a restore/migrate request. */
+export function criuOptions(o: CriuOpts): CriuOptions {
+  const extra = { dump: [] as string[], restore: [] as string[] };
+  for (const t of o.criuOpt ?? []) addCriuOpt(extra, t);
+  if (o.tcpEstablished && o.tcpClose) {
+    throw new UserError("--tcp-established and --tcp-close exclude each other");
+  }
+  return {
+    ...(o.tcpEstablished ? { tcpEstablished: true } : {}),
+    ...(o.tcpClose ? { tcpClose: true } : {}),
+    ...(o.fileLocks ? { fileLocks: true } : {}),
+    ...(o.extUnixSk ? { extUnixSk: true } : {}),
+    ...(o.linkRemap ? { linkRemap: true } : {}),
+    ...(o.ghostLimit ? { ghostLimit: parseSize(o.ghostLimit, "--ghost-limit") } : {}),
+    ...(o.manageCgroups !== undefined ? { manageCgroups: parseCgroupMode(o.manageCgroups) } : {}),
+    ...(o.networkLock ? { networkLock: parseNetworkLock(o.networkLock) } : {}),
+    ...(o.shellJob ? { shellJob: true } : {}),
+    extra,
+  };
 }
 
 function positiveInt(text: string, what: string): number {
@@ -121,6 +177,5 @@ export function commonRequest(o: CommonOpts) {
     ...rules(o),
     ...(mountpoint ? { mountpoint } : {}),
     ...(o.criu ? { criuPath: o.criu } : {}),
-    ...(o.shellJob ? { shellJob: true } : {}),
   };
 }

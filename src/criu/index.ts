@@ -33,6 +33,15 @@ export {
   type TaskModel,
 } from "./model.js";
 export {
+  addCriuOpt,
+  type CriuOptions,
+  criuDumpArgs,
+  criuRestoreArgs,
+  type NetworkLock,
+  parseCgroupMode,
+  parseNetworkLock,
+} from "./options.js";
+export {
   type RegFileInfo,
   type RewriteChange,
   type RewritePath,

@@ -118,6 +118,8 @@ export interface DumpModel {
   /** CRIU version from a dump log in the directory, when one is there. */
   criuVersion?: string;
   imgVersion: number;
+  /** CRIU's id of the dump run (names its nftables network lock `inet CRIU-<id>`). */
+  criuRunId?: string;
   tasks: TaskModel[];
   files: FileRef[];
 }
@@ -396,6 +398,9 @@ export async function loadDump(dir: string): Promise<DumpModel> {
     tasks.push(task);
   }
   const model: DumpModel = { dir, imgVersion: num(inventory.img_version), tasks, files: [] };
+  if (typeof inventory.dump_criu_run_id === "string" && inventory.dump_criu_run_id) {
+    model.criuRunId = inventory.dump_criu_run_id;
+  }
   const version = await findCriuVersion(dir);
   if (version) model.criuVersion = version;
   model.files = [...files.values()].sort((a, b) =>

@@ -3,6 +3,7 @@
  * Requests: {op: "status"}, {op: "serve"} (mount now, for a daemon started with
  * --await-plan) and {op: "unmount", force: boolean}.
  */
+import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server } from "node:net";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
@@ -84,4 +85,43 @@ export function callControl(
       );
     });
   });
+}
+
+export interface UnmountReply {
+  unmounted: string | null;
+  holders: number;
+  daemonPid: number;
+}
+
+/** Gone, or a zombie its parent has not reaped yet. */
+function processGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Asks the daemon to unmount and returns once it has exited (its mount and mount point are
+ * gone by then), killing it if it has not within `waitMs`.
+ */
+export async function stopDaemon(
+  socketPath: string,
+  opts: { force?: boolean; waitMs?: number } = {},
+): Promise<UnmountReply> {
+  const reply = (await callControl(socketPath, {
+    op: "unmount",
+    force: opts.force ?? true,
+  })) as UnmountReply;
+  const deadline = Date.now() + (opts.waitMs ?? 15_000);
+  while (!processGone(reply.daemonPid)) {
+    if (Date.now() > deadline) {
+      process.kill(reply.daemonPid, "SIGKILL");
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return reply;
 }

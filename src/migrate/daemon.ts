@@ -289,7 +289,7 @@ class Daemon {
   private async unmount(force: boolean) {
     if (!this.serving) {
       setImmediate(() => void this.shutdown("unmount before serving").then(() => process.exit(0)));
-      return { unmounted: null, holders: 0 };
+      return { unmounted: null, holders: 0, daemonPid: process.pid };
     }
     const { manifest } = await this.serving;
     const holders = await findHolders(manifest.mountpoint, [process.pid]);
@@ -302,7 +302,7 @@ class Daemon {
     setImmediate(
       () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
     );
-    return { unmounted: manifest.mountpoint, holders: holders.length };
+    return { unmounted: manifest.mountpoint, holders: holders.length, daemonPid: process.pid };
   }
 
   async listen(): Promise<void> {

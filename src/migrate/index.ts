@@ -24,6 +24,7 @@ export {
   parsePrefetch,
   parseRate,
   parseScrub,
+  parseSize,
   type ServeOptions,
   type SshOptions,
 } from "./options.js";

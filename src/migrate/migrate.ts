@@ -1,18 +1,41 @@
 /**
- * `lazyfs migrate`, run on the target: over SSH, `criu dump` on the origin (which needs only
- * CRIU and sshd), pull the images, restore here lazily. If the restore here fails, the
- * process is restored back on the origin from the same images, so it is never lost.
+ * `lazyfs migrate`, run on the target: over SSH, `criu dump --leave-stopped` on the origin
+ * (which needs only sshd), pull the images, restore here lazily. The original tree stays
+ * frozen on the origin until the restore here succeeded; then it is ended, and on any failure
+ * before that it runs on at the origin exactly where it stopped, and nothing of the attempt
+ * is left on either host.
  */
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { mkdir, rm } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { loadFileTable, warmUpCodec } from "../criu/index.js";
-import type { OriginStat, SftpOrigin } from "../origin/index.js";
+import { shq } from "../common/shell.js";
+import {
+  type CriuOptions,
+  criuDumpArgs,
+  loadDump,
+  locateCriu,
+  warmUpCodec,
+} from "../criu/index.js";
+import type { SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
-import { callControl } from "./control.js";
+import { callControl, stopDaemon } from "./control.js";
 import { writeManifest } from "./manifest.js";
+import {
+  armOnOrigin,
+  criuErrorsOnOrigin,
+  makeRemoteDumpDir,
+  removeRemoteDir,
+} from "./origin-dump.js";
+import {
+  localPidSpace,
+  OriginTree,
+  originPidSpace,
+  originTreePids,
+  samePidSpace,
+} from "./origin-tree.js";
 import { emptyManifest } from "./plan.js";
+import { pullImages } from "./pull.js";
 import { type RestoreRequest, type RestoreResult, restoreLazily, startDaemon } from "./restore.js";
 import { migrationPaths, newMigrationId } from "./state.js";
 
@@ -26,6 +49,18 @@ export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "chec
   keepOriginImages?: boolean;
   /** How long to wait for the first origin fetch to report it in the timeline (ms). */
   firstFetchWaitMs?: number;
+  /**
+   * Shell command run here once the process runs here, before its original on the origin is
+   * ended (e.g. to move a service address); a non-zero exit fails the migration.
+   */
+  onRestored?: string;
+}
+
+export interface CriuUsed {
+  path: string;
+  version: string;
+  /** Where it came from: found on the host, or pushed there by this migration. */
+  source: string;
 }
 
 export interface Timeline {
@@ -40,6 +75,10 @@ export interface Timeline {
   mountMs: number;
   rewriteMs: number;
   criuRestoreMs: number;
+  /** The `--on-restored` command, if any (inside the freeze of TCP peers, not of the process). */
+  onRestoredMs: number;
+  /** Ending the original on the origin once the restore here succeeded. */
+  endOriginMs: number;
   /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
   firstFetchMs: number | null;
 }
@@ -47,127 +86,77 @@ export interface Timeline {
 export interface MigrateResult extends RestoreResult {
   timeline: Timeline;
   originImagesDir: string;
+  criu: { origin: CriuUsed; target: CriuUsed };
+  /**
+   * `stopped`: the original was kept frozen until the restore here succeeded (the normal
+   * case). `killed`: origin and target share one kernel and pid namespace, so the dump had
+   * to end the original at once (a failed restore is then restored back from the images).
+   */
+  originKept: "stopped" | "killed";
 }
 
-/** Quotes one word for a POSIX shell. */
-export function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-async function run(origin: SftpOrigin, command: string, what: string): Promise<string> {
-  const r = await origin.exec(command);
-  if (r.code !== 0) {
-    const detail = (r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ");
-    throw new UserError(`${origin.name}: ${what} failed (exit ${r.code}): ${detail}`);
-  }
-  return r.stdout;
-}
-
-async function locateRemoteCriu(origin: SftpOrigin, explicit?: string): Promise<string> {
+async function locateRemoteCriu(origin: SftpOrigin, explicit?: string): Promise<CriuUsed> {
   const candidates = explicit ? [explicit] : ["$LAZYFS_CRIU", "/opt/lazyfs/criu/bin/criu", "criu"];
   const script = candidates
     .map(
       (c) =>
-        `c=${c.startsWith("$") ? `"${c}"` : shq(c)}; [ -n "$c" ] && "$c" --version >/dev/null 2>&1 && { command -v "$c" || echo "$c"; exit 0; }`,
+        `c=${c.startsWith("$") ? `"${c}"` : shq(c)}; [ -n "$c" ] && v=$("$c" --version 2>/dev/null) && { command -v "$c" || echo "$c"; echo "$v" | sed -n 's/^Version: *//p'; exit 0; }`,
     )
     .join("\n");
   const r = await origin.exec(`${script}\nexit 1`);
-  const path = r.stdout.trim().split("\n").pop();
+  const [path, version] = r.stdout.trim().split("\n");
   if (r.code !== 0 || !path) {
     throw new UserError(
       `${origin.name}: no usable CRIU on the origin (tried ${explicit ?? "$LAZYFS_CRIU, /opt/lazyfs/criu/bin/criu, criu on PATH"}); install CRIU >= 4 there or pass --origin-criu`,
     );
   }
-  return path;
-}
-
-async function criuErrorsRemote(origin: SftpOrigin, logFile: string): Promise<string> {
-  const r = await origin.exec(`grep -E 'Error \\(' ${shq(logFile)} | tail -5`);
-  return r.stdout
-    .trim()
-    .split("\n")
-    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, ""))
-    .filter(Boolean)
-    .join(" | ");
+  return { path, version: version ?? "unknown", source: explicit ? "explicit" : "origin" };
 }
 
 /**
- * Copies every file of the remote dump directory into `dir`, and, as soon as the file table
- * has arrived, stats every referenced file on the origin (the checkpoint's view of them,
- * while nothing has touched them yet) in parallel with the rest of the transfer.
+ * Signals that arrive between the dump and the verdict are held until the verdict: acting on
+ * them halfway could leave the process on both hosts, or on neither.
  */
-async function pullImages(
-  origin: SftpOrigin,
-  remoteDir: string,
-  dir: string,
-): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
-  const tableNames = new Set(["files.img", "reg-files.img"]);
-  let bytes = 0;
-  const pull = async (name: string, size: number) => {
-    const data = await origin.read(`${remoteDir}/${name}`, 0, size);
-    await writeFile(join(dir, name), data, { mode: 0o600 });
-    bytes += data.length;
-  };
-  const stats: Record<string, OriginStat> = {};
-  const tables = entries.filter((e) => tableNames.has(e.name));
-  const statting = Promise.all(tables.map((e) => pull(e.name, e.stat.size))).then(async () => {
-    const table = await loadFileTable(dir);
-    const paths = new Set<string>();
-    for (const e of table.values()) {
-      const name = e.reg?.name;
-      if (typeof name === "string" && name.startsWith("/")) paths.add(name);
+function holdSignals(): { release(): void } {
+  const held: NodeJS.Signals[] = [];
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!held.includes(sig)) {
+      log.warn(`${sig} received: finishing the migration first (a few seconds)`);
+      held.push(sig);
     }
-    await Promise.all(
-      [...paths].map(async (path) => {
-        try {
-          stats[path] = await origin.stat(path);
-        } catch {
-          // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
-        }
-      }),
-    );
-  });
-  await Promise.all([
-    statting,
-    ...entries.filter((e) => !tableNames.has(e.name)).map((e) => pull(e.name, e.stat.size)),
-  ]);
-  return { bytes, stats };
+  };
+  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of sigs) process.on(s, onSignal);
+  return {
+    release() {
+      for (const s of sigs) process.off(s, onSignal);
+      const first = held[0];
+      if (first) process.kill(process.pid, first);
+    },
+  };
 }
 
-/**
- * Starts `criu dump` on the origin in a shell that waits for a word on stdin: the SSH
- * session set-up (tens of ms with OpenSSH) happens before the process is frozen.
- */
-async function armDump(
-  origin: SftpOrigin,
-  argv: string[],
-): Promise<{ go: () => void; done: Promise<{ code: number; stdout: string; stderr: string }> }> {
-  let resolveReady!: (go: () => void) => void;
-  let rejectReady!: (err: unknown) => void;
-  const ready = new Promise<() => void>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
+/** Runs the `--on-restored` command with the migration's facts in its environment. */
+async function runOnRestored(command: string, env: Record<string, string>): Promise<void> {
+  const child = spawn("sh", ["-c", command], {
+    stdio: ["ignore", "inherit", "pipe"],
+    env: { ...process.env, ...env },
   });
-  const done = origin.exec(`echo armed; read go && exec ${argv.map(shq).join(" ")}`, {
-    onChannel: (ch) => {
-      let out = "";
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        if (out.includes("armed\n")) {
-          ch.off("data", onData);
-          resolveReady(() => ch.write("go\n"));
-        }
-      };
-      ch.on("data", onData);
-    },
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+    process.stderr.write(d);
   });
-  done.then(
-    () => rejectReady(new UserError(`${origin.name}: the dump shell ended before it was armed`)),
-    rejectReady,
-  );
-  return { go: await ready, done };
+  const code = await new Promise<number | null>((resolve) => {
+    child.on("error", () => resolve(127));
+    child.on("close", (c) => resolve(c));
+  });
+  if (code !== 0) {
+    const tail = stderr.trim().split("\n").slice(-1)[0];
+    throw new UserError(
+      `--on-restored command failed (${code === null ? "killed" : `exit ${code}`})${tail ? `: ${tail}` : ""}`,
+    );
+  }
 }
 
 export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult> {
@@ -177,10 +166,26 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
   const origin = openOrigin(req.origin, req.ssh);
-  let done = false;
+  const criuOpts: CriuOptions = { ...req.criu };
+  // CRIU's default lock needs iptables on the origin; its nftables lock is built in.
+  if (criuOpts.tcpEstablished && !criuOpts.networkLock) criuOpts.networkLock = "nftables";
+  let remoteDir: string | undefined;
   let dumped = false;
+  let signals: { release(): void } | undefined;
+  let restoredPid: number | undefined;
   try {
     await origin.connect();
+    const [targetCriu, originSpace, targetSpace] = await Promise.all([
+      locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
+      originPidSpace(origin),
+      localPidSpace(),
+    ]);
+    const keepStopped = !samePidSpace(originSpace, targetSpace);
+    if (!keepStopped) {
+      log.warn(
+        "origin and target share one kernel and pid namespace: the original must end at the dump (its pids are needed here); a failed restore is restored back on the origin from the images",
+      );
+    }
     // Mount an empty tree before the dump; the plan is added to it once the images are here.
     const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -202,17 +207,10 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       return d;
     });
     daemonStarting.catch(() => {});
-    const criu = await locateRemoteCriu(origin, req.originCriu);
-    // On tmpfs when the origin has one: CRIU writes the images faster there.
-    const remoteDir = (
-      await run(
-        origin,
-        "mktemp -d -p /dev/shm lazyfs-dump.XXXXXX 2>/dev/null || mktemp -d /tmp/lazyfs-dump.XXXXXX",
-        "mktemp",
-      )
-    ).trim();
+    const originCriu = await locateRemoteCriu(origin, req.originCriu);
+    remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
-      criu,
+      originCriu.path,
       "dump",
       "-t",
       String(req.pid),
@@ -221,19 +219,21 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       "-o",
       "dump.log",
       "-v4",
+      ...(keepStopped ? ["--leave-stopped"] : []),
+      ...criuDumpArgs(criuOpts),
     ];
-    if (req.shellJob) dumpArgv.push("--shell-job");
     warmUpCodec(); // protobufjs compiles codecs lazily: do it before the freeze
-    const armed = await armDump(origin, dumpArgv);
+    const armed = await armOnOrigin(origin, dumpArgv);
     const daemon = await daemonStarting;
+    signals = holdSignals();
     const tDump = Date.now();
     armed.go();
     const dump = await armed.done;
     if (dump.code !== 0) {
-      const errors = await criuErrorsRemote(origin, `${remoteDir}/dump.log`);
-      await origin.exec(`rm -rf ${shq(remoteDir)}`);
+      // CRIU itself lets the tree run on when its dump fails.
+      const errors = await criuErrorsOnOrigin(origin, `${remoteDir}/dump.log`);
       throw new UserError(
-        `${origin.name}: criu dump of pid ${req.pid} failed: ${errors || dump.stderr.trim() || `exit ${dump.code}`}`,
+        `${origin.name}: criu dump of pid ${req.pid} failed: ${errors || dump.stderr.trim() || `exit ${dump.code}`}; the process runs on at ${origin.name}`,
       );
     }
     dumped = true;
@@ -244,41 +244,52 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       paths.images,
     );
     const tPulled = Date.now();
-    let restored: RestoreResult;
-    try {
-      restored = await restoreLazily({
-        ...req,
-        id,
-        imagesDir: paths.images,
-        checkpointStats,
-        originConnection: origin,
-        daemon,
-      });
-    } catch (err) {
-      log.warn("restore on the target failed; restoring the process back on the origin", {
-        error: errorMessage(err),
-      });
-      // The dumped pid must be free there again (a just-killed task may still be unreaped).
-      const wait = `i=0; while [ -e /proc/${req.pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
-      const back = await origin.exec(
-        wait +
-          [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"]
-            .map(shq)
-            .join(" "),
-      );
-      const fate =
-        back.code === 0
-          ? `the process runs again on ${origin.name} (images kept in ${remoteDir})`
-          : `restoring it back on ${origin.name} failed too; its images are kept in ${remoteDir} there and in ${paths.images} here`;
-      throw new UserError(`${errorMessage(err)}; ${fate}`);
-    }
+    const restored = await restoreLazily({
+      ...req,
+      criu: criuOpts,
+      criuPath: targetCriu.path,
+      id,
+      imagesDir: paths.images,
+      checkpointStats,
+      originConnection: origin,
+      daemon,
+    });
+    restoredPid = restored.pid;
     const tRestored = Date.now();
-    done = true;
-    if (!req.keepOriginImages) await origin.exec(`rm -rf ${shq(remoteDir)}`);
+    if (req.onRestored) {
+      await runOnRestored(req.onRestored, {
+        LAZYFS_ID: id,
+        LAZYFS_PID: String(restored.pid),
+        LAZYFS_ORIGIN: req.origin,
+      });
+    }
+    const tHook = Date.now();
+    // The verdict is in: from here on the process lives here, whatever happens on the origin.
+    dumped = false;
+    restoredPid = undefined;
+    if (keepStopped) {
+      await originTree(origin, paths.images, req.pid, criuOpts)
+        .then((tree) => tree.end())
+        .catch((err) =>
+          log.warn("could not end the original on the origin; it is still stopped there", {
+            origin: origin.name,
+            error: errorMessage(err),
+          }),
+        );
+    }
+    const tEnded = Date.now();
+    signals.release();
+    signals = undefined;
+    if (!req.keepOriginImages) await removeRemoteDir(origin, remoteDir);
     const firstFetchMs = await waitFirstFetch(paths.socket, tRestored, req.firstFetchWaitMs ?? 0);
     return {
       ...restored,
       originImagesDir: remoteDir,
+      criu: {
+        origin: originCriu,
+        target: { path: targetCriu.path, version: targetCriu.version, source: targetCriu.source },
+      },
+      originKept: keepStopped ? "stopped" : "killed",
       timeline: {
         freezeMs: tRestored - tDump,
         dumpMs: tPull - tDump,
@@ -289,15 +300,88 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         mountMs: restored.mountMs,
         rewriteMs: restored.rewriteMs,
         criuRestoreMs: restored.criuRestoreMs,
+        onRestoredMs: tHook - tRestored,
+        endOriginMs: tEnded - tHook,
         firstFetchMs,
       },
     };
+  } catch (err) {
+    throw await failed(err);
   } finally {
-    if (!done) await callControl(paths.socket, { op: "unmount", force: true }).catch(() => {});
-    // Nothing was checkpointed: leave no trace of this migration here.
-    if (!dumped) await rm(paths.dir, { recursive: true, force: true });
+    signals?.release();
     await origin.close();
   }
+
+  /** Puts everything back as it was: the process on the origin, nothing left here or there. */
+  async function failed(err: unknown): Promise<unknown> {
+    if (restoredPid !== undefined) {
+      try {
+        process.kill(restoredPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await stopDaemon(paths.socket).catch(() => {});
+    let fate = "";
+    if (dumped && remoteDir) {
+      try {
+        fate = await bringBack(remoteDir);
+      } catch (e) {
+        fate = `; resuming it on ${origin.name} failed too (${errorMessage(e)}): the process is stopped there, \`kill -CONT\` resumes it`;
+      }
+    }
+    if (remoteDir && !fate.includes("images kept")) await removeRemoteDir(origin, remoteDir);
+    await rm(paths.dir, { recursive: true, force: true });
+    if (!fate) return err;
+    return new UserError(`${errorMessage(err)}${fate}`, { cause: err });
+  }
+
+  async function bringBack(remoteDir: string): Promise<string> {
+    const sameSpace = samePidSpace(await originPidSpace(origin), await localPidSpace());
+    if (!sameSpace) {
+      const tree = await originTree(origin, paths.images, req.pid, criuOpts);
+      await tree.resume();
+      const running = await tree.alive();
+      if (running.length < tree.pids.length) {
+        return `; only ${running.length} of its ${tree.pids.length} processes still exist on ${origin.name}`;
+      }
+      return `; the process runs on at ${origin.name} where it stopped`;
+    }
+    // The original ended at the dump (its pids were needed here): restore it from the images.
+    const wait = `i=0; while [ -e /proc/${req.pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
+    const criu = (await locateRemoteCriu(origin, req.originCriu)).path;
+    const back = await origin.exec(
+      wait +
+        [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"]
+          .map(shq)
+          .join(" "),
+    );
+    return back.code === 0
+      ? `; the process was restored back on ${origin.name}`
+      : `; restoring it back on ${origin.name} failed too: its images are kept in ${remoteDir} there`;
+  }
+}
+
+/** The dumped tree on the origin, from the pulled images, else from the origin's /proc. */
+async function originTree(
+  origin: SftpOrigin,
+  imagesDir: string,
+  rootPid: number,
+  criu: CriuOptions,
+): Promise<OriginTree> {
+  let pids: number[];
+  let runId: string | undefined;
+  try {
+    const dump = await loadDump(imagesDir);
+    pids = dump.tasks.map((t) => t.pid);
+    runId = dump.criuRunId;
+  } catch {
+    pids = await originTreePids(origin, rootPid);
+  }
+  const lock = criu.tcpEstablished
+    ? { method: criu.networkLock ?? "iptables", ...(runId ? { runId } : {}) }
+    : undefined;
+  return new OriginTree(origin, pids, lock);
 }
 
 /** Polls the daemon until it reports a first origin fetch, or the wait is over. */

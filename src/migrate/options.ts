@@ -24,16 +24,32 @@ export interface ServeOptions {
 
 const MAX_BLOCK = 16 * 1024 * 1024;
 
-/** `64K`, `256K`, `1M` or bytes: a multiple of 4 KiB from 4 KiB to 16 MiB. */
-export function parseBlockSize(text: string): number {
-  const m = /^(\d+)\s*(k|ki|kib|m|mi|mib)?$/i.exec(text.trim());
-  const unit = !m?.[2] ? 1 : m[2][0]!.toLowerCase() === "k" ? 1024 : 1024 * 1024;
-  const bytes = m ? Number(m[1]) * unit : Number.NaN;
-  if (!(bytes >= 4096 && bytes <= MAX_BLOCK && bytes % 4096 === 0)) {
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size in bytes: `4096`, `64K`, `16M`, `1G` (binary units; `KiB`, `MiB`, `GiB` too). */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+)\s*(?:([kmg])(?:i?b)?)?$/i.exec(text.trim());
+  if (!m) {
     throw new UserError(
-      `--block-size ${JSON.stringify(text)}: expected a multiple of 4K from 4K to 16M (e.g. 64K, 1M)`,
+      `${what} ${JSON.stringify(text)}: expected a size such as 4096, 64K, 16M or 1G`,
     );
   }
+  return Number(m[1]) * SIZE_UNITS[(m[2] ?? "").toLowerCase()]!;
+}
+
+/** `64K`, `256K`, `1M` or bytes: a multiple of 4 KiB from 4 KiB to 16 MiB. */
+export function parseBlockSize(text: string): number {
+  const bad = () =>
+    new UserError(
+      `--block-size ${JSON.stringify(text)}: expected a multiple of 4K from 4K to 16M (e.g. 64K, 1M)`,
+    );
+  let bytes: number;
+  try {
+    bytes = parseSize(text, "--block-size");
+  } catch {
+    throw bad();
+  }
+  if (!(bytes >= 4096 && bytes <= MAX_BLOCK && bytes % 4096 === 0)) throw bad();
   return bytes;
 }
 

@@ -8,7 +8,13 @@ import { mkdir, open, readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { criuRestore, loadDump, rewriteImages } from "../criu/index.js";
+import {
+  type CriuOptions,
+  criuRestore,
+  criuRestoreArgs,
+  loadDump,
+  rewriteImages,
+} from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
@@ -32,7 +38,8 @@ export interface RestoreRequest {
   cacheDir?: string;
   id?: string;
   criuPath?: string;
-  shellJob?: boolean;
+  /** CRIU's own options; their restore half is used here. */
+  criu?: CriuOptions;
   /** How long to wait for the dump's pids to become free here (ms, default 10000). */
   pidWaitMs?: number;
   /** An open connection to the origin to reuse for planning (migrate has one). */
@@ -219,7 +226,7 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
       imagesDir: paths.lazyImages,
       logFile: `${paths.dir}/restore.log`,
       ...(req.criuPath ? { criuPath: req.criuPath } : {}),
-      ...(req.shellJob ? { shellJob: true } : {}),
+      extraArgs: criuRestoreArgs(req.criu ?? {}),
     }));
   } catch (err) {
     log.warn("restore failed; stopping the daemon", { id: manifest.id });

@@ -1,11 +1,19 @@
 import type { Command } from "commander";
 import { migrateProcess } from "../../migrate/index.js";
-import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+import {
+  addCommonOptions,
+  addCriuOptions,
+  type CommonOpts,
+  type CriuOpts,
+  commonRequest,
+  criuOptions,
+} from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 
-interface MigrateOpts extends CommonOpts {
+interface MigrateOpts extends CommonOpts, CriuOpts {
   from: string;
+  onRestored?: string;
   pid: string;
   originCriu?: string;
   keepOriginImages?: boolean;
@@ -25,19 +33,32 @@ export function registerMigrate(program: Command): void {
       "CRIU on the origin (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
     )
     .option("--keep-origin-images", "keep the dump directory on the origin")
+    .option(
+      "--on-restored <command>",
+      "shell command run here once the process runs here, before its original is ended (e.g. move a service address); $LAZYFS_PID, $LAZYFS_ID are set; failure aborts the migration",
+    )
     .option("--json", "print the result as JSON");
-  addCommonOptions(cmd).action(async (o: MigrateOpts) => {
+  addCriuOptions(addCommonOptions(cmd)).action(async (o: MigrateOpts) => {
     const r = await migrateProcess({
       origin: o.from,
       pid: Number(o.pid),
       ...commonRequest(o),
+      criu: criuOptions(o),
+      ...(o.onRestored ? { onRestored: o.onRestored } : {}),
       ...(o.originCriu ? { originCriu: o.originCriu } : {}),
       ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
       firstFetchWaitMs: 1000,
     });
     const t = r.timeline;
     if (o.json) {
-      printJson({ id: r.id, pid: r.pid, mountpoint: r.manifest.mountpoint, timeline: t });
+      printJson({
+        id: r.id,
+        pid: r.pid,
+        mountpoint: r.manifest.mountpoint,
+        criu: r.criu,
+        originKept: r.originKept,
+        timeline: t,
+      });
       return;
     }
     const first =
@@ -46,7 +67,11 @@ export function registerMigrate(program: Command): void {
       `${formatTable(
         ["STEP", "TIME", "DETAIL"],
         [
-          ["dump", formatMs(t.dumpMs), `criu dump of pid ${o.pid} on ${o.from}`],
+          [
+            "dump",
+            formatMs(t.dumpMs),
+            `criu dump of pid ${o.pid} on ${o.from} (CRIU ${r.criu.origin.version}, ${r.criu.origin.source}: ${r.criu.origin.path})`,
+          ],
           [
             "image transfer",
             formatMs(t.transferMs),
@@ -55,7 +80,15 @@ export function registerMigrate(program: Command): void {
           [
             "restore",
             formatMs(t.restoreMs),
-            `plan + mount + rewrite + criu restore (${r.rewritten} paths into ${r.manifest.mountpoint})`,
+            `plan + mount + rewrite + criu restore (CRIU ${r.criu.target.version}: ${r.criu.target.path}; ${r.rewritten} paths into ${r.manifest.mountpoint})`,
+          ],
+          ...(o.onRestored ? [["--on-restored", formatMs(t.onRestoredMs), o.onRestored]] : []),
+          [
+            "end original",
+            formatMs(t.endOriginMs),
+            r.originKept === "stopped"
+              ? `kept stopped on the origin until the restore here succeeded, then killed`
+              : "ended at the dump (origin and target share one pid namespace)",
           ],
           ["freeze", formatMs(t.freezeMs), "dump start to the process running here"],
           ["first origin fetch", first, ""],

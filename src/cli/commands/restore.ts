@@ -1,10 +1,17 @@
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { restoreLazily } from "../../migrate/index.js";
-import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+import {
+  addCommonOptions,
+  addCriuOptions,
+  type CommonOpts,
+  type CriuOpts,
+  commonRequest,
+  criuOptions,
+} from "../options.js";
 import { printJson } from "../table.js";
 
-interface RestoreOpts extends CommonOpts {
+interface RestoreOpts extends CommonOpts, CriuOpts {
   images: string;
   origin: string;
   json?: boolean;
@@ -19,9 +26,14 @@ export function registerRestore(program: Command): void {
     .requiredOption("--images <dir>", "CRIU images directory (copied from the origin host)")
     .requiredOption("--origin <url>", "where the files are: ssh://user@host[:port]")
     .option("--json", "print the result as JSON");
-  addCommonOptions(cmd).action(async (o: RestoreOpts) => {
+  addCriuOptions(addCommonOptions(cmd)).action(async (o: RestoreOpts) => {
     if (!o.images) throw new UserError("--images needs a directory");
-    const r = await restoreLazily({ imagesDir: o.images, origin: o.origin, ...commonRequest(o) });
+    const r = await restoreLazily({
+      imagesDir: o.images,
+      origin: o.origin,
+      ...commonRequest(o),
+      criu: criuOptions(o),
+    });
     if (o.json) {
       printJson({
         id: r.id,

@@ -1,0 +1,4 @@
+/** Quotes one word for a POSIX shell. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,61 @@
+/**
+ * Bringing a dump's images from the origin to the target over SFTP, and with them the
+ * checkpoint's view of every referenced file (stat taken as soon as the file table is here,
+ * in parallel with the rest of the transfer, while nothing has touched the files yet).
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { UserError } from "../common/errors.js";
+import { loadFileTable } from "../criu/index.js";
+import type { OriginStat, SftpOrigin } from "../origin/index.js";
+
+const TABLES = new Set(["files.img", "reg-files.img"]);
+
+/** An image name from the origin is one plain path component, never a way out of `dir`. */
+function checkImageName(host: string, remoteDir: string, name: string): void {
+  if (name === "" || name === "." || name === ".." || /[/\0]/.test(name)) {
+    throw new UserError(
+      `${host}: the dump directory ${remoteDir} lists an entry named ${JSON.stringify(name)}, which is not a file name; refusing it`,
+    );
+  }
+}
+
+export async function pullImages(
+  origin: SftpOrigin,
+  remoteDir: string,
+  dir: string,
+): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
+  for (const e of entries) checkImageName(origin.name, remoteDir, e.name);
+  let bytes = 0;
+  const pull = async (name: string, size: number) => {
+    const data = await origin.read(`${remoteDir}/${name}`, 0, size);
+    await writeFile(join(dir, name), data, { mode: 0o600, flag: "wx" });
+    bytes += data.length;
+  };
+  const stats: Record<string, OriginStat> = {};
+  const tables = entries.filter((e) => TABLES.has(e.name));
+  const statting = Promise.all(tables.map((e) => pull(e.name, e.stat.size))).then(async () => {
+    const table = await loadFileTable(dir);
+    const paths = new Set<string>();
+    for (const e of table.values()) {
+      const name = e.reg?.name;
+      if (typeof name === "string" && name.startsWith("/")) paths.add(name);
+    }
+    await Promise.all(
+      [...paths].map(async (path) => {
+        try {
+          stats[path] = await origin.stat(path);
+        } catch {
+          // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
+        }
+      }),
+    );
+  });
+  await Promise.all([
+    statting,
+    ...entries.filter((e) => !TABLES.has(e.name)).map((e) => pull(e.name, e.stat.size)),
+  ]);
+  return { bytes, stats };
+}
