@@ -15,7 +15,7 @@ import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type CriuImage, decodeEntry, encodeImage, readImage } from "./image.js";
 import { FD_KINDS } from "./model.js";
-import { spliceBytesField } from "./wire.js";
+import { removeField, spliceBytesField } from "./wire.js";
 
 /** What the callback learns about a regular-file entry. */
 export interface RegFileInfo {
@@ -28,8 +28,15 @@ export interface RegFileInfo {
   image: "files.img" | "reg-files.img";
 }
 
-/** Return the new path, or undefined to keep the entry as it is. */
-export type RewritePath = (path: string, entry: RegFileInfo) => string | undefined;
+/**
+ * What to do with one entry: a new path (string), `{ name?, dropSize? }`, or undefined to keep
+ * it as it is. `dropSize` removes the recorded size, so that CRIU's restore-time size check
+ * accepts a file that keeps growing on the origin (policy remote).
+ */
+export type RewritePath = (
+  path: string,
+  entry: RegFileInfo,
+) => string | { name?: string; dropSize?: boolean } | undefined;
 
 export interface RewriteChange {
   image: string;
@@ -40,6 +47,7 @@ export interface RewriteChange {
 
 const FILE_ENTRY_REG = 3; // file_entry.reg
 const REG_NAME = 6; // reg_file_entry.name
+const REG_SIZE = 8; // reg_file_entry.size
 
 const num = (v: unknown) => (typeof v === "number" ? v : 0);
 
@@ -68,14 +76,20 @@ export function rewriteImage(image: CriuImage, rewrite: RewritePath): RewriteCha
     if (!reg) return;
     const fdKind = kind === "FILES" ? (FD_KINDS[num(decoded.type)] ?? "und") : "reg";
     const from = String(reg.name);
-    const to = rewrite(from, info(reg, fdKind, imageName));
-    if (to === undefined || to === from) return;
-    const setName = (r: Uint8Array) => spliceBytesField(r, REG_NAME, () => Buffer.from(to));
+    const verdict = rewrite(from, info(reg, fdKind, imageName));
+    const to = typeof verdict === "string" ? verdict : verdict?.name;
+    const dropSize = typeof verdict === "object" && verdict.dropSize === true;
+    const rename = to !== undefined && to !== from;
+    if (!rename && !dropSize) return;
+    const edit = (r: Uint8Array) => {
+      const named = rename ? spliceBytesField(r, REG_NAME, () => Buffer.from(to)) : r;
+      return dropSize ? removeField(named, REG_SIZE) : named;
+    };
     entry.payload =
       kind === "FILES"
-        ? spliceBytesField(entry.payload, FILE_ENTRY_REG, setName)
-        : setName(entry.payload);
-    changes.push({ image: imageName, id: num(reg.id), from, to });
+        ? spliceBytesField(entry.payload, FILE_ENTRY_REG, edit)
+        : edit(entry.payload);
+    changes.push({ image: imageName, id: num(reg.id), from, to: to ?? from });
   });
   return changes;
 }

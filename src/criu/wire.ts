@@ -147,3 +147,17 @@ export function spliceBytesField(
   parts.push(msg.subarray(last));
   return concat(parts);
 }
+
+/** Remove every occurrence of field `number`; other fields keep their bytes and order. */
+export function removeField(msg: Uint8Array, number: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let last = 0;
+  for (const f of parseFields(msg)) {
+    if (f.number !== number) continue;
+    parts.push(msg.subarray(last, f.start));
+    last = f.end;
+  }
+  if (last === 0) return msg;
+  parts.push(msg.subarray(last));
+  return concat(parts);
+}

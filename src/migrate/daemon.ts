@@ -17,6 +17,7 @@ import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
+import { removeMountPoints } from "./namespace.js";
 import { migrationPaths } from "./state.js";
 
 const log = logger("daemon");
@@ -58,13 +59,23 @@ function watchOrigin(origin: Origin, onRead: () => void): Origin {
   });
 }
 
-async function restoredPid(file: string): Promise<number | null> {
+interface Restored {
+  pid?: number;
+  /** The mount namespace the restored tree lives in. */
+  mountNs?: string;
+}
+
+async function readRestored(file: string): Promise<Restored> {
   try {
-    const r = JSON.parse(await readFile(file, "utf8")) as { pid?: number };
-    return typeof r.pid === "number" ? r.pid : null;
+    return JSON.parse(await readFile(file, "utf8")) as Restored;
   } catch {
-    return null;
+    return {};
   }
+}
+
+async function restoredPid(file: string): Promise<number | null> {
+  const r = await readRestored(file);
+  return typeof r.pid === "number" ? r.pid : null;
 }
 
 function alive(pid: number | null): boolean {
@@ -278,6 +289,9 @@ class Daemon {
         .unmount()
         .catch((err) => log.warn("unmount failed", { error: errorMessage(err) }));
       await rmdir(s.manifest.mountpoint).catch(() => {}); // only if empty: ours, not the user's
+      // restore adds the mount points it created after the daemon read the manifest.
+      const latest = await readManifest(this.paths.manifest).catch(() => s.manifest);
+      await removeMountPoints(latest.createdDirs);
       await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
@@ -292,7 +306,8 @@ class Daemon {
       return { unmounted: null, holders: 0, daemonPid: process.pid };
     }
     const { manifest } = await this.serving;
-    const holders = await findHolders(manifest.mountpoint, [process.pid]);
+    const { mountNs } = await readRestored(this.paths.restored);
+    const holders = await findHolders(manifest.mountpoint, [process.pid], mountNs);
     if (holders.length > 0 && !force) {
       throw new UserError(
         `${manifest.mountpoint} is still in use by ${holders.length} process(es): ${holdersText(holders)} (use --force to unmount anyway)`,

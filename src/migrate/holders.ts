@@ -23,12 +23,23 @@ async function link(p: string): Promise<string | undefined> {
   }
 }
 
-export async function findHolders(dir: string, ignorePids: number[] = []): Promise<Holder[]> {
+/**
+ * Processes using `dir`; with `mountNs`, also every process living in that mount namespace
+ * (the restored tree sees the served files at their original paths there).
+ */
+export async function findHolders(
+  dir: string,
+  ignorePids: number[] = [],
+  mountNs?: string,
+): Promise<Holder[]> {
   const out: Holder[] = [];
   const pids = (await readdir("/proc")).filter((n) => /^\d+$/.test(n)).map(Number);
   for (const pid of pids) {
     if (ignorePids.includes(pid)) continue;
     const uses: string[] = [];
+    if (mountNs && (await link(`/proc/${pid}/ns/mnt`)) === mountNs) {
+      uses.push(`its mount namespace ${mountNs}`);
+    }
     for (const what of ["cwd", "root", "exe"]) {
       const target = await link(`/proc/${pid}/${what}`);
       if (target && target !== "/" && under(target, dir)) uses.push(`${what} ${target}`);

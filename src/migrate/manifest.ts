@@ -44,6 +44,15 @@ export interface ManifestDir {
   mtimeMs: number;
 }
 
+/**
+ * A directory served as a lazy mirror of the origin's: names not in the plan are looked up on
+ * the origin when the process asks for them.
+ */
+export interface LazyDir {
+  targetPath: string;
+  originPath: string;
+}
+
 export interface PathMap {
   from: string;
   to: string;
@@ -64,6 +73,15 @@ export interface Manifest {
   serve: ServeOptions;
   files: ManifestFile[];
   dirs: ManifestDir[];
+  /** Directories served as lazy mirrors (subdirectories of one are lazy too). */
+  lazyDirs: LazyDir[];
+  /**
+   * The target paths where the restored process sees LazyFS (bind mounts of the served tree
+   * in its own mount namespace): the lazy directories that are not inside another one.
+   */
+  binds: string[];
+  /** Mount points LazyFS created on the target for `binds`; removed when it stops. */
+  createdDirs: string[];
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {
@@ -94,5 +112,9 @@ export async function readManifest(path: string): Promise<Manifest> {
   ) {
     throw new UserError(`${path}: not a LazyFS manifest of version ${MANIFEST_VERSION}`);
   }
+  // Manifests written before lazy directories and namespaces.
+  m.lazyDirs ??= [];
+  m.binds ??= [];
+  m.createdDirs ??= [];
   return m;
 }

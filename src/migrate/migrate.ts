@@ -28,6 +28,7 @@ import {
   removeRemoteDir,
 } from "./origin-dump.js";
 import {
+  checkOriginPid,
   localPidSpace,
   OriginTree,
   originPidSpace,
@@ -176,7 +177,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   try {
     await origin.connect();
     const [targetCriu, originSpace, targetSpace] = await Promise.all([
-      locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
+      checkOriginPid(origin, req.pid).then(() =>
+        locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
+      ),
       originPidSpace(origin),
       localPidSpace(),
     ]);

@@ -6,6 +6,7 @@
  * files that changed on the origin meanwhile cannot stop it.
  */
 import { readFile, readlink } from "node:fs/promises";
+import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { shq } from "../common/shell.js";
 import type { NetworkLock } from "../criu/index.js";
@@ -166,4 +167,18 @@ export async function originTreePids(origin: SftpOrigin, pid: number): Promise<n
   };
   walk(pid);
   return out;
+}
+
+/** A user process on the origin, or a clear error naming what `pid` is instead. */
+export async function checkOriginPid(origin: SftpOrigin, pid: number): Promise<void> {
+  const r = await origin.exec(
+    `[ -d /proc/${pid} ] || { echo missing; exit; }; readlink /proc/${pid}/exe >/dev/null 2>&1 || echo kernel`,
+  );
+  const what = r.stdout.trim();
+  if (what === "missing") throw new UserError(`${origin.name}: no process with pid ${pid} there`);
+  if (what === "kernel") {
+    throw new UserError(
+      `${origin.name}: pid ${pid} is a kernel thread; CRIU migrates user processes`,
+    );
+  }
 }

@@ -14,7 +14,7 @@ import { logger } from "../common/log.js";
 import type { DumpModel, FileRef } from "../criu/index.js";
 import { type PolicyRule, resolvePolicy } from "../fetch/index.js";
 import type { OriginStat } from "../origin/index.js";
-import type { Manifest, ManifestDir, ManifestFile, PathMap } from "./manifest.js";
+import type { LazyDir, Manifest, ManifestDir, ManifestFile, PathMap } from "./manifest.js";
 import { MANIFEST_VERSION } from "./manifest.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
@@ -79,6 +79,8 @@ export interface PlanInput {
   maps: readonly PathMap[];
   ssh: SshOptions;
   serve: ServeOptions;
+  /** Further origin directories to serve as lazy mirrors (`--lazy-dir`). */
+  lazyDirPaths?: readonly string[];
 }
 
 function isKernelPath(p: string): boolean {
@@ -198,11 +200,71 @@ export function emptyManifest(
     serve: input.serve,
     files: [],
     dirs: [],
+    lazyDirs: [],
+    binds: [],
+    createdDirs: [],
   };
+}
+
+/** Is `path` the directory `dir` or inside it? */
+export function isUnder(path: string, dir: string): boolean {
+  return dir === "/" || path === dir || path.startsWith(`${dir}/`);
+}
+
+/**
+ * The directories served as lazy mirrors: those of served files, referenced directories (a
+ * cwd, an open directory) and the user's `--lazy-dir`s; never `/` nor a kernel file system.
+ */
+function lazyDirsOf(files: ManifestFile[], input: PlanInput): LazyDir[] {
+  const dirs = new Map<string, string>(); // target path -> origin path
+  const add = (targetPath: string, originPath: string) => {
+    if (targetPath !== "/" && !isKernelPath(targetPath)) dirs.set(targetPath, originPath);
+  };
+  for (const f of files) {
+    if (f.type === "dir") {
+      if (f.uses.some((u) => u.use !== "root")) add(f.targetPath, f.originPath);
+    } else if (f.served) add(dirname(f.targetPath), dirname(f.originPath));
+  }
+  for (const d of input.lazyDirPaths ?? []) add(mapPath(d, input.maps), d);
+  return [...dirs]
+    .map(([targetPath, originPath]) => ({ targetPath, originPath }))
+    .sort((a, b) => a.targetPath.localeCompare(b.targetPath));
+}
+
+/** The lazy directories not inside another one: where the process's view is bind-mounted. */
+export function bindRoots(lazyDirs: readonly LazyDir[]): string[] {
+  const paths = lazyDirs.map((d) => d.targetPath).sort();
+  return paths.filter((p) => !paths.some((q) => q !== p && isUnder(p, q)));
 }
 
 export async function planMigration(input: PlanInput): Promise<Manifest> {
   const planned = await Promise.all(input.dump.files.map((f) => planFile(f, input)));
   const files = planned.filter((f): f is ManifestFile => f !== undefined);
-  return { ...emptyManifest(input), files, dirs: await planDirs(files, input) };
+  const lazyDirs = lazyDirsOf(files, input);
+  const binds = bindRoots(lazyDirs);
+  // A bind hides the target's own directory: what the process uses there is served too, an
+  // identical copy from the target's file, a referenced directory with the origin's attributes.
+  for (const f of files) {
+    if (f.served || !binds.some((b) => isUnder(f.targetPath, b))) continue;
+    f.served = true;
+    f.restorePath = posix.join(input.mountpoint, f.targetPath);
+    if (f.type === "file") {
+      f.policy = "local";
+      f.reason = "identical copy on target, served from it";
+    } else f.reason = "lazy directory";
+  }
+  const extraDirs = await Promise.all(
+    (input.lazyDirPaths ?? []).map(async (d) => {
+      const st = await input.statOrigin(d).catch(() => undefined);
+      if (!st?.isDirectory) {
+        throw new UserError(`--lazy-dir ${d}: not a directory on ${input.originUrl}`);
+      }
+      const path = mapPath(d, input.maps);
+      return { path, mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs };
+    }),
+  );
+  const dirs = [...(await planDirs(files, input)), ...extraDirs].sort((a, b) =>
+    a.path.localeCompare(b.path),
+  );
+  return { ...emptyManifest(input), files, dirs, lazyDirs, binds };
 }

@@ -18,8 +18,15 @@ import {
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
-import { callControl } from "./control.js";
+import { callControl, stopDaemon } from "./control.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
+import {
+  mountNamespaceOf,
+  namespacePrefix,
+  prepareMountPoints,
+  removeMountPoints,
+  rewriteForNamespace,
+} from "./namespace.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 import { planMigration } from "./plan.js";
 import { migrationPaths, newMigrationId } from "./state.js";
@@ -216,24 +223,34 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
     },
   );
   mounting.catch(() => {}); // awaited below; a rewrite error must not leave it unhandled
-  const rewritten = await rewriteForMount(manifest, paths.lazyImages);
-  const rewriteMs = Date.now() - t;
-  await mounting;
-  t = Date.now();
   let pid: number;
+  let rewritten = 0;
+  let rewriteMs = 0;
   try {
+    rewritten = await rewriteForNamespace(manifest, paths.lazyImages);
+    manifest.createdDirs = await prepareMountPoints(manifest.binds);
+    if (manifest.createdDirs.length > 0) await writeManifest(paths.manifest, manifest);
+    rewriteMs = Date.now() - t;
+    await mounting;
+    t = Date.now();
     ({ pid } = await criuRestore({
       imagesDir: paths.lazyImages,
       logFile: `${paths.dir}/restore.log`,
       ...(req.criuPath ? { criuPath: req.criuPath } : {}),
       extraArgs: criuRestoreArgs(req.criu ?? {}),
+      prefix: namespacePrefix(manifest),
     }));
+    if (!(await mountNamespaceOf(pid))) {
+      throw new UserError(`the restored process ${pid} ended right after its restore`);
+    }
   } catch (err) {
     log.warn("restore failed; stopping the daemon", { id: manifest.id });
-    await callControl(paths.socket, { op: "unmount", force: true }).catch(() => {});
+    await stopDaemon(paths.socket).catch(() => {});
+    await removeMountPoints(manifest.createdDirs);
     throw err;
   }
   const criuRestoreMs = Date.now() - t;
-  await writeFile(paths.restored, `${JSON.stringify({ pid, restoredMs: Date.now() })}\n`);
+  const mountNs = await mountNamespaceOf(pid);
+  await writeFile(paths.restored, `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`);
   return { id: manifest.id, pid, manifest, planMs, mountMs, rewriteMs, criuRestoreMs, rewritten };
 }

@@ -1,0 +1,107 @@
+/**
+ * The restored process's own view of the target: `criu restore` runs inside a new private
+ * mount namespace in which each bind root (a served directory, see plan.ts) is a bind mount
+ * of the LazyFS tree over its original path. CRIU puts the restored tree into that namespace,
+ * so the process keeps its paths (in /proc/PID/fd, maps, cwd) and finds files by name there,
+ * while the rest of the target, and every other process on it, sees the target's own files.
+ * Two migrations from the same origin path never see each other: each has its namespace.
+ */
+import { lstat, mkdir, readlink, rmdir } from "node:fs/promises";
+import { dirname } from "node:path";
+import { errnoCode, UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { rewriteImages } from "../criu/index.js";
+import type { Manifest, ManifestFile } from "./manifest.js";
+import { isUnder } from "./plan.js";
+
+const log = logger("namespace");
+
+/**
+ * Makes sure every bind root exists on the target as a directory to mount on; returns the
+ * directories it had to create (outermost first), to be removed when the migration ends.
+ */
+export async function prepareMountPoints(binds: readonly string[]): Promise<string[]> {
+  const created: string[] = [];
+  for (const path of binds) {
+    const missing: string[] = [];
+    for (let p = path; p !== "/"; p = dirname(p)) {
+      const st = await lstat(p).catch((err) => {
+        if (errnoCode(err) === "ENOENT") return undefined;
+        throw new UserError(`target: cannot stat ${p}: ${errnoCode(err) ?? err}`);
+      });
+      if (st?.isDirectory()) break;
+      if (st) {
+        throw new UserError(
+          `target: ${p} is not a directory, but the migrated process needs ${path} to be one`,
+        );
+      }
+      missing.unshift(p);
+    }
+    for (const p of missing) {
+      await mkdir(p, { mode: 0o755 });
+      created.push(p);
+    }
+  }
+  return created;
+}
+
+/** Removes the mount points LazyFS created (innermost first; only if still empty). */
+export async function removeMountPoints(created: readonly string[]): Promise<void> {
+  for (const p of [...created].reverse()) {
+    await rmdir(p).catch((err) => {
+      if (errnoCode(err) !== "ENOENT") {
+        log.warn("could not remove a mount point LazyFS created", { path: p, error: String(err) });
+      }
+    });
+  }
+}
+
+/**
+ * Runs a command in a new private mount namespace with the binds in place:
+ * `[...namespacePrefix(manifest), "criu", "restore", ...]`.
+ */
+export function namespacePrefix(manifest: Manifest): string[] {
+  const script =
+    'mp=$1; shift; while [ "$1" != -- ]; do mount --bind "$mp$1" "$1" || exit 111; shift; done; shift; exec "$@"';
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    script,
+    "sh",
+    manifest.mountpoint,
+    ...manifest.binds,
+    "--",
+  ];
+}
+
+/** Where the restored process finds `f` in its namespace. */
+function pathInNamespace(manifest: Manifest, f: ManifestFile): string {
+  if (manifest.binds.some((b) => isUnder(f.targetPath, b))) return f.targetPath;
+  return f.served ? f.restorePath : f.targetPath;
+}
+
+/**
+ * The image copy CRIU restores from inside the namespace: paths change only where a file is
+ * not at its original path there (`--map`, or a served file outside every bind), and the
+ * size check is dropped for files whose origin content keeps changing (policy remote).
+ */
+export async function rewriteForNamespace(manifest: Manifest, outDir: string): Promise<number> {
+  const byOrigin = new Map(manifest.files.map((f) => [f.originPath, f]));
+  const changes = await rewriteImages(manifest.imagesDir, outDir, (path) => {
+    const f = byOrigin.get(path);
+    if (!f) return undefined;
+    const name = pathInNamespace(manifest, f);
+    return { name, dropSize: f.served && f.policy === "remote" };
+  });
+  return changes.filter((c) => c.from !== c.to).length;
+}
+
+/** The mount namespace of a process (`mnt:[4026532...]`), or undefined when it is gone. */
+export async function mountNamespaceOf(pid: number): Promise<string | undefined> {
+  return readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
+}

@@ -1,0 +1,104 @@
+/**
+ * What the end-to-end tests share: the real `lazyfs` CLI run inside host b, a migration of a
+ * pid from host a, waiting for a condition, reading lines of a file inside a host.
+ */
+
+import { fileURLToPath } from "node:url";
+import type { Host, HostPair, SshdHandle } from "../../src/hosts/index.js";
+import type { DaemonStatus } from "../../src/migrate/index.js";
+
+export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  ms = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+export async function linesIn(host: Host, path: string): Promise<string[]> {
+  const text = await host.readFile(path);
+  return text.split("\n").filter((l) => l.length > 0);
+}
+
+export interface Migrated {
+  id: string;
+  pid: number;
+  mountpoint: string;
+  criu: { origin: { version: string; source: string }; target: { version: string } };
+  originKept: "stopped" | "killed";
+  timeline: { freezeMs: number; imageBytes: number; firstFetchMs: number | null };
+}
+
+/** The CLI on host b against the origin sshd on host a, with a state directory of its own. */
+export class LazyfsOnB {
+  /** Per test process: test files running at the same time never share state. */
+  readonly stateDir = `/var/lib/lazyfs-test-${process.pid}`;
+
+  constructor(
+    private readonly pair: HostPair,
+    private readonly sshd: SshdHandle,
+  ) {}
+
+  run(args: string[], allowFailure = false) {
+    return this.pair.b.exec(process.execPath, [CLI, ...args], {
+      allowFailure,
+      env: { ...process.env, LAZYFS_STATE_DIR: this.stateDir },
+      timeoutMs: 120_000,
+    });
+  }
+
+  sshArgs(): string[] {
+    return ["-i", this.sshd.identityFile, "--known-hosts", this.sshd.knownHostsFile];
+  }
+
+  migrateArgs(pid: number, extra: string[] = []): string[] {
+    return [
+      "migrate",
+      "--from",
+      `ssh://root@${this.pair.a.address}`,
+      "--pid",
+      String(pid),
+      ...this.sshArgs(),
+      "--json",
+      ...extra,
+    ];
+  }
+
+  async migrate(pid: number, extra: string[] = []): Promise<Migrated> {
+    const r = await this.run(this.migrateArgs(pid, extra));
+    return JSON.parse(r.stdout) as Migrated;
+  }
+
+  async status(id: string): Promise<DaemonStatus> {
+    return (JSON.parse((await this.run(["status", id, "--json"])).stdout) as DaemonStatus[])[0]!;
+  }
+
+  /** Kills the restored process on b and stops its migration. */
+  async stop(m: Migrated): Promise<void> {
+    await this.pair.b.exec("kill", ["-KILL", String(m.pid)], { allowFailure: true });
+    await this.run(["unmount", m.id, "--force"], true);
+  }
+
+  async cleanUp(): Promise<void> {
+    await this.run(["unmount", "--all", "--force"], true).catch(() => {});
+    await this.pair.b.exec("rm", ["-rf", this.stateDir]).catch(() => {});
+  }
+}
+
+/** stderr lines of the CLI that are not log lines. */
+export function errorLines(stderr: string): string[] {
+  return stderr
+    .trim()
+    .split("\n")
+    .filter((l) => l.length > 0 && !/^(warn|info|debug) /.test(l));
+}

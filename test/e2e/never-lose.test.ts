@@ -1,0 +1,129 @@
+/**
+ * A migration that fails never loses the process: it runs on at the origin exactly where it
+ * stopped, and nothing of the attempt is left on either host.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  cleanupStaleHosts,
+  createHostPair,
+  DATA_DIR,
+  type HostPair,
+  type SshdHandle,
+} from "../../src/hosts/index.js";
+import { errorLines, LazyfsOnB, linesIn, sleep, waitFor } from "./helpers.js";
+
+let pair: HostPair;
+let sshd: SshdHandle;
+let lazyfs: LazyfsOnB;
+
+/** Prints 0, 1, 2, ... every 5 ms, holding open a log that another process appends to. */
+const COUNTER =
+  "import sys,time\nlog=open(sys.argv[1])\ni=0\nwhile True:\n  print(i, flush=True); i+=1; time.sleep(0.005)";
+const APPENDER =
+  "import sys,time\nf=open(sys.argv[1],'a')\ni=0\nwhile True:\n  f.write('entry %d\\n' % i); f.flush(); i+=1; time.sleep(0.01)";
+
+async function assertCounting(path: string, atLeast: number): Promise<number> {
+  const lines = await linesIn(pair.a, path);
+  assert.ok(lines.length >= atLeast, `${lines.length} lines, expected at least ${atLeast}`);
+  assert.deepEqual(
+    lines.map(Number),
+    lines.map((_, i) => i),
+    "every number once, in order: no gap, no repeat",
+  );
+  return lines.length;
+}
+
+/** Nothing of a migration on b (state, mounts, daemons) nor on a (dump directories). */
+async function assertNothingLeft(): Promise<void> {
+  const state = await pair.b.exec("sh", ["-c", `ls -A '${lazyfs.stateDir}' 2>/dev/null; true`]);
+  assert.equal(state.stdout.trim(), "", "no migration state on the target");
+  const mounts = await pair.b.exec("cat", ["/proc/self/mountinfo"]);
+  assert.ok(!/ fuse\.lazyfs| \/lazyfs\//.test(mounts.stdout), "no LazyFS mount on the target");
+  const daemons = await pair.b.exec("sh", ["-c", "pgrep -af '[m]ain.js mount' || true"]);
+  assert.equal(daemons.stdout.trim(), "", "no LazyFS daemon on the target");
+  const dumps = await pair.a.exec("sh", [
+    "-c",
+    "ls -d /dev/shm/lazyfs-dump.* /tmp/lazyfs-dump.* 2>/dev/null; true",
+  ]);
+  assert.equal(dumps.stdout.trim(), "", "no dump directory on the origin");
+}
+
+describe("a failed migration never loses the process", { concurrency: false }, () => {
+  before(async () => {
+    await cleanupStaleHosts();
+    pair = await createHostPair();
+    sshd = await pair.startOriginSshd();
+    lazyfs = new LazyfsOnB(pair, sshd);
+  });
+  after(async () => {
+    await lazyfs?.cleanUp();
+    await pair?.destroy();
+  });
+
+  test("the target's restore fails: the process runs on at the origin, even after its log changed there", async () => {
+    const dir = `${DATA_DIR}/never-lose`;
+    const out = `${dir}/count.txt`;
+    const log = `${dir}/app.log`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    await pair.a.writeFile(log, "start\n");
+    // Another origin process keeps appending to a file the migrated process holds open.
+    await pair.a.startWorkload("python3", ["-c", APPENDER, log], { stdout: "/dev/null" });
+    const wl = await pair.a.startWorkload("python3", ["-c", COUNTER, log], { stdout: out });
+    await waitFor("counting on A", async () =>
+      (await linesIn(pair.a, out)).length >= 50 ? true : undefined,
+    );
+    // A CRIU on the target that dumps like CRIU but refuses every restore.
+    const refuse = `${DATA_DIR}/criu-refusing-restore`;
+    await pair.b.writeFile(
+      refuse,
+      `#!/bin/sh\n[ "$1" = restore ] && { echo "Error (test): this CRIU refuses to restore" >&2; exit 1; }\nexec /opt/lazyfs/criu/bin/criu "$@"\n`,
+    );
+    await pair.b.exec("chmod", ["755", refuse]);
+    const r = await lazyfs.run(lazyfs.migrateArgs(wl.pid, ["--criu", refuse]), true);
+    assert.notEqual(r.code, 0);
+    const lines = errorLines(r.stderr);
+    assert.equal(lines.length, 1, `one error line: ${r.stderr}`);
+    assert.match(lines[0]!, /^lazyfs: criu restore failed .*refuses to restore/);
+    assert.match(lines[0]!, /the process runs on at .* where it stopped$/);
+    // It goes on counting on the origin, from where it stopped, with nothing lost.
+    const before = await assertCounting(out, 50);
+    await sleep(500);
+    const after = await assertCounting(out, before + 20);
+    assert.ok(after > before + 20, "still counting on the origin");
+    await pair.a.exec("kill", ["-0", String(wl.pid)]);
+    await assertNothingLeft();
+    await pair.a.exec("kill", ["-KILL", String(wl.pid)], { allowFailure: true });
+  });
+
+  test("a dump CRIU refuses (an established TCP connection without --tcp-established): the process runs on", async () => {
+    const out = `${DATA_DIR}/never-lose-tcp.txt`;
+    // Holds a connection to its own listening socket, and counts.
+    const holder =
+      "import socket,time\nl=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\nc=socket.create_connection(l.getsockname()); s,_=l.accept()\ni=0\nwhile True:\n  print(i, flush=True); i+=1; time.sleep(0.005)";
+    const wl = await pair.a.startWorkload("python3", ["-c", holder], { stdout: out });
+    await waitFor("counting on A", async () =>
+      (await linesIn(pair.a, out)).length >= 20 ? true : undefined,
+    );
+    const r = await lazyfs.run(lazyfs.migrateArgs(wl.pid), true);
+    assert.notEqual(r.code, 0);
+    const lines = errorLines(r.stderr);
+    assert.equal(lines.length, 1, `one error line: ${r.stderr}`);
+    assert.match(lines[0]!, /criu dump of pid \d+ failed: .*tcp-established/);
+    assert.match(lines[0]!, /the process runs on at /);
+    const n = await assertCounting(out, 20);
+    await sleep(300);
+    assert.ok((await assertCounting(out, n)) > n, "still counting on the origin");
+    await assertNothingLeft();
+    await pair.a.exec("kill", ["-KILL", String(wl.pid)], { allowFailure: true });
+  });
+
+  test("a pid that does not exist: one line, nothing left", async () => {
+    const r = await lazyfs.run(lazyfs.migrateArgs(31999), true);
+    assert.notEqual(r.code, 0);
+    const lines = errorLines(r.stderr);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /pid 31999/);
+    await assertNothingLeft();
+  });
+});
