@@ -10,7 +10,15 @@ export {
   parseImage,
   readImage,
 } from "./image.js";
-export { CRIU_ENV, type CriuLocation, locateCriu, PRIVATE_CRIU } from "./locate.js";
+export {
+  CRIU_ENV,
+  type CriuLocation,
+  compareVersions,
+  criuVersionProblem,
+  locateCriu,
+  MIN_CRIU_VERSION,
+  PRIVATE_CRIU,
+} from "./locate.js";
 export {
   IMG_COMMON_MAGIC,
   IMG_SERVICE_MAGIC,
