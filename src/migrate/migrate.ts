@@ -7,6 +7,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { shq } from "../common/shell.js";
 import { loadFileTable, warmUpCodec } from "../criu/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
@@ -47,11 +48,6 @@ export interface Timeline {
 export interface MigrateResult extends RestoreResult {
   timeline: Timeline;
   originImagesDir: string;
-}
-
-/** Quotes one word for a POSIX shell. */
-export function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 async function run(origin: SftpOrigin, command: string, what: string): Promise<string> {
