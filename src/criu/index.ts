@@ -1,4 +1,12 @@
 /** CRIU images and the CRIU binary: the public API of `src/criu/`. */
+
+export {
+  type CriuBundle,
+  LOCAL_BUNDLE_CACHE,
+  packCriuBundle,
+  WRAPPER_MARK,
+  wrapperScript,
+} from "./bundle.js";
 export {
   type CriuImage,
   decodeEntries,
