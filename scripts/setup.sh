@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares this machine for LazyFS: system packages, CRIU >= 4, node modules, build.
+# Prepares this machine for LazyFS: system packages, CRIU >= 4.2, node modules, build.
 # Idempotent and quick when everything is already in place. Run as root.
 set -euo pipefail
 
@@ -10,8 +10,7 @@ die() { say "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (LazyFS mounts FUSE file systems and runs CRIU)"
 
 CRIU_PREFIX="${LAZYFS_CRIU_PREFIX:-/opt/lazyfs/criu}"
-# Debian release whose CRIU 4.x packages we unpack when the system has no CRIU >= 4.
-CRIU_SUITE="${LAZYFS_CRIU_SUITE:-trixie}"
+# LAZYFS_CRIU_SUITE forces the Debian suite CRIU is unpacked from (see CRIU_SUITES below).
 CRIU_MIRROR="${LAZYFS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 # --- system packages ------------------------------------------------------
@@ -46,48 +45,115 @@ fi
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 [ -e /dev/fuse ] || die "/dev/fuse is missing: this kernel has no FUSE support"
 
-# --- CRIU >= 4 ---------------------------------------------------------------
-criu_major() { "$1" --version 2>/dev/null | sed -n 's/^Version: \([0-9]*\).*/\1/p'; }
-criu_ok() { local m; m="$(criu_major "$1")"; [ -n "$m" ] && [ "$m" -ge 4 ]; }
+# --- CRIU >= 4.2 -------------------------------------------------------------
+# 4.2 is the first CRIU that can dump TCP sockets on Linux >= 6.16 (4.1.1 fails with
+# "Can't get 1:16 opt"). Order: a system criu >= 4.2, else a complete private prefix >= 4.2,
+# else Debian's CRIU (and nftables, for `nft`) unpacked with their whole library closure into
+# the prefix, from the first suite in CRIU_SUITES whose criu is >= 4.2.
+CRIU_MIN=4.2
+read -r -a CRIU_SUITES <<<"${LAZYFS_CRIU_SUITE:-trixie trixie-backports forky sid}"
+# The wrapper format; a prefix whose bin/criu lacks this line is rebuilt.
+WRAPPER_MARK="# lazyfs relocatable wrapper v1"
+
+# ver_ge A B: A >= B, comparing major.minor.patch numerically ("4.2.1-1" and "1:4.2" work).
+ver_ge() {
+  local a="${1#*:}" b="${2#*:}" i x y
+  a="${a%%[-+~]*}" b="${b%%[-+~]*}"
+  local -a as bs
+  IFS=. read -r -a as <<<"$a"
+  IFS=. read -r -a bs <<<"$b"
+  for i in 0 1 2; do
+    x="${as[i]:-0}" y="${bs[i]:-0}"
+    x="${x%%[!0-9]*}" y="${y%%[!0-9]*}"
+    x="$((10#${x:-0}))" y="$((10#${y:-0}))"
+    [ "$x" -gt "$y" ] && return 0
+    [ "$x" -lt "$y" ] && return 1
+  done
+  return 0
+}
+criu_version() { "$1" --version 2>/dev/null | sed -n 's/^Version: *\([0-9][0-9.]*\).*/\1/p' | head -1; }
+criu_ok() { local v; v="$(criu_version "$1")"; [ -n "$v" ] && ver_ge "$v" "$CRIU_MIN"; }
+# A prefix is complete when both wrappers are the relocatable kind and both programs run.
+prefix_ok() {
+  local p="$1"
+  grep -qxF "$WRAPPER_MARK" "$p/bin/criu" 2>/dev/null && grep -qxF "$WRAPPER_MARK" "$p/bin/nft" 2>/dev/null \
+    && criu_ok "$p/bin/criu" && "$p/bin/nft" --version >/dev/null 2>&1
+}
+
+# write_wrapper PREFIX NAME: bin/NAME runs usr/sbin/NAME through the prefix's own dynamic
+# loader and libraries, found relative to the wrapper itself, so the prefix can be copied
+# anywhere (lazyfs migrate pushes it to origins that have no CRIU).
+write_wrapper() {
+  cat >"$1/bin/$2" <<WRAP
+#!/bin/sh
+$WRAPPER_MARK
+p=\$(readlink -f -- "\$0") && p=\${p%/*} && p=\${p%/*} || exit 127
+l="\$p/usr/lib/x86_64-linux-gnu"
+exec "\$l/ld-linux-x86-64.so.2" --library-path "\$l" "\$p/usr/sbin/$2" "\$@"
+WRAP
+  chmod 755 "$1/bin/$2"
+}
+
+install_criu_prefix() {
+  local work suite candidate="" version="" apt_opts=()
+  work="$(mktemp -d)"
+  CRIU_WORK="$work"
+  trap 'rm -rf "$CRIU_WORK"' EXIT
+  for suite in "${CRIU_SUITES[@]}"; do
+    mkdir -p "$work/$suite"/{lists/partial,cache/archives/partial}
+    echo "deb $CRIU_MIRROR $suite main" >"$work/$suite/sources.list"
+    # A private apt configuration: it never touches the system's sources or package state,
+    # and an empty status file makes apt resolve the whole dependency closure (libc included).
+    apt_opts=(
+      -o "Dir::Etc::SourceList=$work/$suite/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$work/$suite/lists" -o "Dir::Cache=$work/$suite/cache"
+      -o Dir::State::Status=/dev/null -o APT::Install-Recommends=false
+      -o APT::Sandbox::User=root
+    )
+    if ! apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1; then
+      say "cannot read Debian $suite package lists from $CRIU_MIRROR"
+      continue
+    fi
+    version="$(apt-cache "${apt_opts[@]}" policy criu 2>/dev/null | awk '/Candidate:/{print $2}')"
+    if [ -n "$version" ] && [ "$version" != "(none)" ] && ver_ge "$version" "$CRIU_MIN"; then
+      candidate="$suite"
+      break
+    fi
+    say "Debian $suite has criu ${version:-(none)}, need >= $CRIU_MIN"
+  done
+  [ -n "$candidate" ] || die "no Debian suite among (${CRIU_SUITES[*]}) at $CRIU_MIRROR has criu >= $CRIU_MIN"
+  say "unpacking Debian $candidate's criu $version and nftables into $CRIU_PREFIX"
+  mkdir -p "$work/debs"
+  mapfile -t closure < <(apt-get "${apt_opts[@]}" -s install criu nftables | awk '/^Inst /{print $2}')
+  [ "${#closure[@]}" -gt 0 ] || die "cannot resolve criu's dependencies in Debian $candidate"
+  (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${closure[@]}" >/dev/null 2>&1) \
+    || die "cannot download CRIU packages (${closure[*]}) from $CRIU_MIRROR"
+  local new="$CRIU_PREFIX.new" old="$CRIU_PREFIX.old"
+  rm -rf "$new" "$old"
+  mkdir -p "$new/bin"
+  for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$new"; done
+  write_wrapper "$new" criu
+  write_wrapper "$new" nft
+  prefix_ok "$new" || die "unpacked CRIU in $new does not run: $("$new/bin/criu" --version 2>&1 | tail -1)"
+  # Near-atomic swap: users of $CRIU_PREFIX/bin/criu see the old or the new one, never none
+  # for longer than between two renames.
+  if [ -e "$CRIU_PREFIX" ]; then mv -T "$CRIU_PREFIX" "$old"; fi
+  mv -T "$new" "$CRIU_PREFIX"
+  rm -rf "$old"
+  rm -rf "$work"
+  trap - EXIT
+}
 
 CRIU_BIN=""
 if command -v criu >/dev/null 2>&1 && criu_ok "$(command -v criu)"; then
   CRIU_BIN="$(command -v criu)"
-elif [ -x "$CRIU_PREFIX/bin/criu" ] && criu_ok "$CRIU_PREFIX/bin/criu"; then
+elif prefix_ok "$CRIU_PREFIX"; then
   CRIU_BIN="$CRIU_PREFIX/bin/criu"
 else
-  say "no CRIU >= 4 on this system; unpacking Debian $CRIU_SUITE's CRIU into $CRIU_PREFIX"
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-  mkdir -p "$work"/{lists/partial,cache/archives/partial,debs}
-  echo "deb $CRIU_MIRROR $CRIU_SUITE main" >"$work/sources.list"
-  # A private apt configuration: it never touches the system's sources or package state,
-  # and an empty status file makes apt resolve the whole dependency closure (libc included).
-  apt_opts=(
-    -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
-    -o Dir::State::Status=/dev/null -o APT::Install-Recommends=false
-    -o APT::Sandbox::User=root
-  )
-  apt-get "${apt_opts[@]}" update -qq >/dev/null || die "cannot read Debian $CRIU_SUITE package lists from $CRIU_MIRROR"
-  mapfile -t closure < <(apt-get "${apt_opts[@]}" -s install criu | awk '/^Inst /{print $2}')
-  [ "${#closure[@]}" -gt 0 ] || die "cannot resolve criu's dependencies in Debian $CRIU_SUITE"
-  (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${closure[@]}" >/dev/null 2>&1) \
-    || die "cannot download CRIU packages (${closure[*]}) from $CRIU_MIRROR"
-  rm -rf "$CRIU_PREFIX.new"
-  mkdir -p "$CRIU_PREFIX.new/bin"
-  for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$CRIU_PREFIX.new"; done
-  libdir="$CRIU_PREFIX/usr/lib/x86_64-linux-gnu"
-  # CRIU runs through the prefix's own dynamic loader so that it gets the newer libc it
-  # was built against without touching the system's.
-  cat >"$CRIU_PREFIX.new/bin/criu" <<WRAP
-#!/bin/sh
-exec "$libdir/ld-linux-x86-64.so.2" --library-path "$libdir" "$CRIU_PREFIX/usr/sbin/criu" "\$@"
-WRAP
-  chmod 755 "$CRIU_PREFIX.new/bin/criu"
-  rm -rf "$CRIU_PREFIX"
-  mv "$CRIU_PREFIX.new" "$CRIU_PREFIX"
-  criu_ok "$CRIU_PREFIX/bin/criu" || die "unpacked CRIU in $CRIU_PREFIX does not run"
+  if [ -x "$CRIU_PREFIX/bin/criu" ]; then
+    say "$CRIU_PREFIX (criu $(criu_version "$CRIU_PREFIX/bin/criu")) is older than $CRIU_MIN or lacks nft or relocatable wrappers: upgrading it in place"
+  fi
+  install_criu_prefix
   CRIU_BIN="$CRIU_PREFIX/bin/criu"
 fi
 

@@ -1,4 +1,12 @@
 /** CRIU images and the CRIU binary: the public API of `src/criu/`. */
+
+export {
+  type CriuBundle,
+  LOCAL_BUNDLE_CACHE,
+  packCriuBundle,
+  WRAPPER_MARK,
+  wrapperScript,
+} from "./bundle.js";
 export {
   type CriuImage,
   decodeEntries,
@@ -10,7 +18,15 @@ export {
   parseImage,
   readImage,
 } from "./image.js";
-export { CRIU_ENV, type CriuLocation, locateCriu, PRIVATE_CRIU } from "./locate.js";
+export {
+  CRIU_ENV,
+  type CriuLocation,
+  compareVersions,
+  criuVersionProblem,
+  locateCriu,
+  MIN_CRIU_VERSION,
+  PRIVATE_CRIU,
+} from "./locate.js";
 export {
   IMG_COMMON_MAGIC,
   IMG_SERVICE_MAGIC,

@@ -1,5 +1,5 @@
 /**
- * Finding a usable CRIU (>= 4): the `--criu` option, else $LAZYFS_CRIU, else the private
+ * Finding a usable CRIU (>= 4.2, the first that dumps TCP sockets on Linux >= 6.16): the `--criu` option, else $LAZYFS_CRIU, else the private
  * prefix LazyFS installs (/opt/lazyfs/criu/bin/criu), else `criu` on $PATH. An explicit choice
  * (option or environment) is used alone; when nothing works the error names every candidate
  * tried and why it was rejected.
@@ -11,12 +11,41 @@ import { UserError } from "../common/errors.js";
 
 export const PRIVATE_CRIU = "/opt/lazyfs/criu/bin/criu";
 export const CRIU_ENV = "LAZYFS_CRIU";
-export const MIN_CRIU_MAJOR = 4;
+/** The oldest CRIU LazyFS runs, here and on origins. */
+export const MIN_CRIU_VERSION = "4.2";
+const MIN_CRIU_WHY = "cannot dump TCP sockets on Linux >= 6.16";
+
+/**
+ * Compares two versions as major.minor.patch, numerically ("4.10" > "4.2"; a missing part is
+ * 0; an epoch "1:" and a suffix such as "-1" are ignored). Negative, zero or positive.
+ */
+export function compareVersions(a: string, b: string): number {
+  const parts = (v: string) =>
+    v
+      .replace(/^\d+:/, "")
+      .split(/[-+~]/)[0]!
+      .split(".")
+      .map((p) => Number.parseInt(p, 10) || 0);
+  const pa = parts(a);
+  const pb = parts(b);
+  for (let i = 0; i < Math.max(pa.length, pb.length, 3); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** Why a CRIU of `version` cannot be used, or undefined when it is recent enough. */
+export function criuVersionProblem(version: string): string | undefined {
+  return compareVersions(version, MIN_CRIU_VERSION) < 0
+    ? `version ${version} is older than ${MIN_CRIU_VERSION} (${MIN_CRIU_WHY})`
+    : undefined;
+}
 const NOT_FOUND = "not found or not executable";
 
 export interface CriuLocation {
   path: string;
-  /** As printed by `criu --version`, e.g. "4.1.1". */
+  /** As printed by `criu --version`, e.g. "4.2.1". */
   version: string;
   source: "option" | "env" | "prefix" | "path";
 }
@@ -46,11 +75,8 @@ async function probe(path: string): Promise<{ version?: string; problem?: string
   }
   try {
     const version = await criuVersion(path);
-    const major = Number(version.split(".")[0]);
-    if (major < MIN_CRIU_MAJOR) {
-      return { problem: `version ${version} is older than ${MIN_CRIU_MAJOR}.0` };
-    }
-    return { version };
+    const problem = criuVersionProblem(version);
+    return problem ? { problem } : { version };
   } catch (err) {
     return { problem: (err as Error).message };
   }
@@ -80,5 +106,5 @@ export async function locateCriu(options: LocateOptions = {}): Promise<CriuLocat
   if (candidates[0]?.source === "prefix" && (missingOnPath > 0 || !env.PATH)) {
     tried.push(`criu on PATH (${env.PATH ?? "unset"}): ${NOT_FOUND}`);
   }
-  throw new UserError(`no usable CRIU >= ${MIN_CRIU_MAJOR}; tried ${tried.join("; ")}`);
+  throw new UserError(`no usable CRIU >= ${MIN_CRIU_VERSION}; tried ${tried.join("; ")}`);
 }

@@ -9,7 +9,7 @@
  * - Every request has a timeout; a dropped connection is re-established with exponential
  *   backoff and the request retried. Failures are `UserError`s naming host and path.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
@@ -52,6 +52,9 @@ export interface SftpOriginOptions {
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
 const DEFAULT_READ_CHUNK = 254 * 1024;
 const WRITE_CHUNK = 32 * 1024;
+/** fastPut's write size and writes in flight (OpenSSH takes up to 256 KiB per message). */
+const UPLOAD_CHUNK = 128 * 1024;
+const UPLOAD_CONCURRENCY = 16;
 
 interface Connection {
   client: Client;
@@ -229,13 +232,17 @@ export class SftpOrigin implements Origin {
   }
 
   /** Runs one request with a timeout, reconnecting with backoff after a dropped connection. */
-  private async request<T>(what: string, fn: (c: Connection) => Promise<T>): Promise<T> {
+  private async request<T>(
+    what: string,
+    fn: (c: Connection) => Promise<T>,
+    timeoutMs = this.opts.timeoutMs,
+  ): Promise<T> {
     let delay = this.opts.backoffMs;
     for (let attempt = 0; ; attempt++) {
       let conn: Connection | undefined;
       try {
         conn = await this.connection();
-        return await this.withTimeout(what, conn, fn(conn));
+        return await this.withTimeout(what, conn, fn(conn), timeoutMs);
       } catch (err) {
         if (err instanceof FatalError || this.closing) throw err;
         if (isSftpStatus(err)) {
@@ -261,13 +268,18 @@ export class SftpOrigin implements Origin {
     }
   }
 
-  private withTimeout<T>(what: string, conn: Connection, p: Promise<T>): Promise<T> {
+  private withTimeout<T>(
+    what: string,
+    conn: Connection,
+    p: Promise<T>,
+    timeoutMs: number,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         conn.closed = true;
         conn.client.end();
-        reject(new UserError(`${this.name}: ${what}: no answer within ${this.opts.timeoutMs} ms`));
-      }, this.opts.timeoutMs);
+        reject(new UserError(`${this.name}: ${what}: no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
       p.then(
         (v) => {
           clearTimeout(timer);
@@ -351,6 +363,40 @@ export class SftpOrigin implements Origin {
       }
       await Promise.all(parts);
     });
+  }
+
+  /**
+   * Copies the local file `localPath` to `remotePath` (created or replaced, `mode` default
+   * 0600) with many large SFTP writes in flight at once (ssh2's fastPut). Retried whole after
+   * a dropped connection; the timeout covers the whole copy (default: the request timeout
+   * plus one second per MiB). Resolves with the bytes sent.
+   */
+  async upload(
+    localPath: string,
+    remotePath: string,
+    opts: { mode?: number; timeoutMs?: number } = {},
+  ): Promise<number> {
+    let size: number;
+    try {
+      size = (await stat(localPath)).size;
+    } catch (err) {
+      throw new UserError(`${this.name}: upload: cannot read ${localPath}: ${errorMessage(err)}`);
+    }
+    const timeoutMs = opts.timeoutMs ?? this.opts.timeoutMs + Math.ceil(size / 1048576) * 1000;
+    await this.request(
+      `upload ${localPath} to ${remotePath}`,
+      (c) =>
+        new Promise<void>((res, rej) =>
+          c.sftp.fastPut(
+            localPath,
+            remotePath,
+            { concurrency: UPLOAD_CONCURRENCY, chunkSize: UPLOAD_CHUNK, mode: opts.mode ?? 0o600 },
+            (err) => (err ? rej(err) : res()),
+          ),
+        ),
+      timeoutMs,
+    );
+    return size;
   }
 
   truncate(path: string, size: number): Promise<void> {

@@ -9,12 +9,15 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { UserError } from "../../src/common/errors.js";
 import {
+  compareVersions,
+  criuVersionProblem,
   decodeEntry,
   encodeImage,
   encodeMessage,
   IMG_COMMON_MAGIC,
   kindByName,
   locateCriu,
+  MIN_CRIU_VERSION,
   openFlagsText,
   PRIVATE_CRIU,
   parseImage,
@@ -148,23 +151,41 @@ describe("codec", () => {
     assert.equal(openFlagsText(0o10002), "O_RDWR|O_DSYNC");
   });
 
+  test("CRIU versions compare as major.minor.patch; the minimum is 4.2", () => {
+    assert.equal(MIN_CRIU_VERSION, "4.2");
+    const ordered = ["3.17", "4", "4.1.1", "4.2", "4.2.1-1", "4.10", "1:5.0"];
+    for (let i = 0; i + 1 < ordered.length; i++) {
+      assert.ok(
+        compareVersions(ordered[i]!, ordered[i + 1]!) < 0,
+        `${ordered[i]} < ${ordered[i + 1]}`,
+      );
+      assert.ok(compareVersions(ordered[i + 1]!, ordered[i]!) > 0);
+    }
+    assert.equal(compareVersions("4.2", "4.2.0"), 0);
+    assert.equal(criuVersionProblem("4.2.1"), undefined);
+    assert.equal(
+      criuVersionProblem("4.1.1"),
+      "version 4.1.1 is older than 4.2 (cannot dump TCP sockets on Linux >= 6.16)",
+    );
+  });
+
   test("locating CRIU: option, environment, prefix, and errors naming what was tried", async () => {
     const found = await locateCriu({ env: { PATH: "" } });
     assert.equal(found.path, PRIVATE_CRIU);
     assert.equal(found.source, "prefix");
-    assert.match(found.version, /^4\./);
+    assert.ok(compareVersions(found.version, "4.2") >= 0, found.version);
 
     const viaEnv = await locateCriu({ env: { LAZYFS_CRIU: PRIVATE_CRIU } });
     assert.equal(viaEnv.source, "env");
 
     const old = join(tmp, "old-criu");
-    writeFileSync(old, "#!/bin/sh\necho 'Version: 3.19'\n");
+    writeFileSync(old, "#!/bin/sh\necho 'Version: 4.1.1'\n");
     chmodSync(old, 0o755);
     await assert.rejects(locateCriu({ criuPath: old }), (err: unknown) => {
       assert.ok(err instanceof UserError);
       assert.equal(
         err.message,
-        `no usable CRIU >= 4; tried ${old} (--criu): version 3.19 is older than 4.0`,
+        `no usable CRIU >= 4.2; tried ${old} (--criu): version 4.1.1 is older than 4.2 (cannot dump TCP sockets on Linux >= 6.16)`,
       );
       return true;
     });
