@@ -28,6 +28,8 @@ PACKAGES=(
   util-linux       # nsenter, unshare, mount
   kmod
   python3
+  redis-server     # e2e: a real database with AOF and TCP clients migrates (redis-check-aof checks it)
+  redis-tools
   make
   g++
   ca-certificates

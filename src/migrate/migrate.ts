@@ -21,6 +21,7 @@ import type { SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { writeManifest } from "./manifest.js";
+import { ensureOriginCriu, type OriginCriu } from "./origin-criu.js";
 import {
   armOnOrigin,
   criuErrorsOnOrigin,
@@ -78,6 +79,8 @@ export interface Timeline {
   criuRestoreMs: number;
   /** The `--on-restored` command, if any (inside the freeze of TCP peers, not of the process). */
   onRestoredMs: number;
+  /** Finding CRIU on the origin, or pushing this host's there (before the freeze). */
+  originCriuMs: number;
   /** Ending the original on the origin once the restore here succeeded. */
   endOriginMs: number;
   /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
@@ -87,31 +90,13 @@ export interface Timeline {
 export interface MigrateResult extends RestoreResult {
   timeline: Timeline;
   originImagesDir: string;
-  criu: { origin: CriuUsed; target: CriuUsed };
+  criu: { origin: OriginCriu; target: CriuUsed };
   /**
    * `stopped`: the original was kept frozen until the restore here succeeded (the normal
    * case). `killed`: origin and target share one kernel and pid namespace, so the dump had
    * to end the original at once (a failed restore is then restored back from the images).
    */
   originKept: "stopped" | "killed";
-}
-
-async function locateRemoteCriu(origin: SftpOrigin, explicit?: string): Promise<CriuUsed> {
-  const candidates = explicit ? [explicit] : ["$LAZYFS_CRIU", "/opt/lazyfs/criu/bin/criu", "criu"];
-  const script = candidates
-    .map(
-      (c) =>
-        `c=${c.startsWith("$") ? `"${c}"` : shq(c)}; [ -n "$c" ] && v=$("$c" --version 2>/dev/null) && { command -v "$c" || echo "$c"; echo "$v" | sed -n 's/^Version: *//p'; exit 0; }`,
-    )
-    .join("\n");
-  const r = await origin.exec(`${script}\nexit 1`);
-  const [path, version] = r.stdout.trim().split("\n");
-  if (r.code !== 0 || !path) {
-    throw new UserError(
-      `${origin.name}: no usable CRIU on the origin (tried ${explicit ?? "$LAZYFS_CRIU, /opt/lazyfs/criu/bin/criu, criu on PATH"}); install CRIU >= 4 there or pass --origin-criu`,
-    );
-  }
-  return { path, version: version ?? "unknown", source: explicit ? "explicit" : "origin" };
 }
 
 /**
@@ -174,6 +159,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let dumped = false;
   let signals: { release(): void } | undefined;
   let restoredPid: number | undefined;
+  let originCriu: OriginCriu | undefined;
   try {
     await origin.connect();
     const [targetCriu, originSpace, targetSpace] = await Promise.all([
@@ -210,7 +196,12 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       return d;
     });
     daemonStarting.catch(() => {});
-    const originCriu = await locateRemoteCriu(origin, req.originCriu);
+    const tCriu = Date.now();
+    originCriu = await ensureOriginCriu(origin, {
+      ...(req.originCriu ? { explicit: req.originCriu } : {}),
+      localCriu: targetCriu.path,
+    });
+    const originCriuMs = Date.now() - tCriu;
     remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
       originCriu.path,
@@ -271,7 +262,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     dumped = false;
     restoredPid = undefined;
     if (keepStopped) {
-      await originTree(origin, paths.images, req.pid, criuOpts)
+      await originTree(origin, paths.images, req.pid, criuOpts, originCriu.nftPath)
         .then((tree) => tree.end())
         .catch((err) =>
           log.warn("could not end the original on the origin; it is still stopped there", {
@@ -304,6 +295,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         rewriteMs: restored.rewriteMs,
         criuRestoreMs: restored.criuRestoreMs,
         onRestoredMs: tHook - tRestored,
+        originCriuMs,
         endOriginMs: tEnded - tHook,
         firstFetchMs,
       },
@@ -342,7 +334,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   async function bringBack(remoteDir: string): Promise<string> {
     const sameSpace = samePidSpace(await originPidSpace(origin), await localPidSpace());
     if (!sameSpace) {
-      const tree = await originTree(origin, paths.images, req.pid, criuOpts);
+      const tree = await originTree(origin, paths.images, req.pid, criuOpts, originCriu?.nftPath);
       await tree.resume();
       const running = await tree.alive();
       if (running.length < tree.pids.length) {
@@ -352,7 +344,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     }
     // The original ended at the dump (its pids were needed here): restore it from the images.
     const wait = `i=0; while [ -e /proc/${req.pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
-    const criu = (await locateRemoteCriu(origin, req.originCriu)).path;
+    const criu = originCriu?.path ?? "criu";
     const back = await origin.exec(
       wait +
         [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"]
@@ -371,6 +363,7 @@ async function originTree(
   imagesDir: string,
   rootPid: number,
   criu: CriuOptions,
+  nftPath: string | undefined,
 ): Promise<OriginTree> {
   let pids: number[];
   let runId: string | undefined;
@@ -382,7 +375,11 @@ async function originTree(
     pids = await originTreePids(origin, rootPid);
   }
   const lock = criu.tcpEstablished
-    ? { method: criu.networkLock ?? "iptables", ...(runId ? { runId } : {}) }
+    ? {
+        method: criu.networkLock ?? "iptables",
+        ...(runId ? { runId } : {}),
+        ...(nftPath ? { nftPath } : {}),
+      }
     : undefined;
   return new OriginTree(origin, pids, lock);
 }

@@ -34,7 +34,10 @@ export interface Migrated {
   id: string;
   pid: number;
   mountpoint: string;
-  criu: { origin: { version: string; source: string }; target: { version: string } };
+  criu: {
+    origin: { version: string; source: string; pushedBytes: number };
+    target: { version: string };
+  };
   originKept: "stopped" | "killed";
   timeline: { freezeMs: number; imageBytes: number; firstFetchMs: number | null };
 }

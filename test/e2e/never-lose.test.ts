@@ -118,6 +118,49 @@ describe("a failed migration never loses the process", { concurrency: false }, (
     await pair.a.exec("kill", ["-KILL", String(wl.pid)], { allowFailure: true });
   });
 
+  test("an origin without CRIU gets the target's pushed to it, cached for the next migration", async () => {
+    // Inside host a only: no /opt/lazyfs (the private CRIU prefix), an empty /var/lib/lazyfs.
+    await pair.a.exec("sh", [
+      "-c",
+      "mkdir -p /var/lib/lazyfs && mount -t tmpfs -o mode=0755 none /opt/lazyfs && mount -t tmpfs -o mode=0700 none /var/lib/lazyfs",
+    ]);
+    try {
+      const none = await pair.a.exec("sh", ["-c", "command -v criu || ls /opt/lazyfs"]);
+      assert.equal(none.stdout.trim(), "", "no CRIU on the origin");
+      for (const [i, want] of (["pushed", "cached"] as const).entries()) {
+        const out = `${DATA_DIR}/never-lose-push-${i}.txt`;
+        const wl = await pair.a.startWorkload("python3", ["-c", COUNTER, "/dev/null"], {
+          stdout: out,
+        });
+        await waitFor("counting on A", async () =>
+          (await linesIn(pair.a, out)).length >= 20 ? true : undefined,
+        );
+        const m = await lazyfs.migrate(wl.pid);
+        try {
+          assert.equal(m.criu.origin.source, want);
+          assert.match(m.criu.origin.version, /^4\.([2-9]|\d\d)/);
+          if (want === "pushed") assert.ok(m.criu.origin.pushedBytes > 1_000_000);
+          else assert.equal(m.criu.origin.pushedBytes, 0);
+          const onB = `${m.mountpoint}${out}`;
+          const n = (await linesIn(pair.a, out)).length;
+          await waitFor("counting on B", async () =>
+            (await linesIn(pair.b, onB)).length > n + 20 ? true : undefined,
+          );
+          const lines = await linesIn(pair.b, onB);
+          assert.deepEqual(
+            lines.map(Number),
+            lines.map((_, k) => k),
+            "no gap, no repeat",
+          );
+        } finally {
+          await lazyfs.stop(m);
+        }
+      }
+    } finally {
+      await pair.a.exec("sh", ["-c", "umount /var/lib/lazyfs; umount /opt/lazyfs"]);
+    }
+  });
+
   test("a pid that does not exist: one line, nothing left", async () => {
     const r = await lazyfs.run(lazyfs.migrateArgs(31999), true);
     assert.notEqual(r.code, 0);

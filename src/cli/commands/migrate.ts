@@ -20,6 +20,12 @@ interface MigrateOpts extends CommonOpts, CriuOpts {
   json?: boolean;
 }
 
+function originCriuText(c: { source: string; pushedBytes: number }): string {
+  if (c.source === "pushed") return `pushed there by this migration, ${formatBytes(c.pushedBytes)}`;
+  if (c.source === "cached") return "pushed there by an earlier migration";
+  return c.source === "explicit" ? "--origin-criu" : "found there";
+}
+
 export function registerMigrate(program: Command): void {
   const cmd = program
     .command("migrate")
@@ -70,7 +76,7 @@ export function registerMigrate(program: Command): void {
           [
             "dump",
             formatMs(t.dumpMs),
-            `criu dump of pid ${o.pid} on ${o.from} (CRIU ${r.criu.origin.version}, ${r.criu.origin.source}: ${r.criu.origin.path})`,
+            `criu dump of pid ${o.pid} on ${o.from} (CRIU ${r.criu.origin.version}, ${originCriuText(r.criu.origin)}: ${r.criu.origin.path})`,
           ],
           [
             "image transfer",
