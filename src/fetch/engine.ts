@@ -297,7 +297,9 @@ export class Engine extends EventEmitter {
       o = newCounters();
       this.originStats.set(source.name, o);
     }
-    for (const c of [e.stats, o]) {
+    // A file's bytesFetched counts what crossed from the origin, not synthesized (scrub) or
+    // local-copy (policy local) bytes; those still show under their own source.
+    for (const c of source === this.opts.origin ? [e.stats, o] : [o]) {
       c.bytesFetched += bytes;
       c.requests++;
       c.lastOriginAccessMs = now;

@@ -105,3 +105,10 @@ export function errorLines(stderr: string): string[] {
     .split("\n")
     .filter((l) => l.length > 0 && !/^(warn|info|debug) /.test(l));
 }
+
+/**
+ * Python prelude: `await_go()` returns once the process got SIGUSR1 (the test's "go" after a
+ * migration: a signal reaches the restored process wherever its files are).
+ */
+export const AWAIT_GO =
+  "import signal,time\n_go=[]\nsignal.signal(signal.SIGUSR1, lambda *a: _go.append(1))\ndef await_go():\n  while not _go: time.sleep(0.01)";

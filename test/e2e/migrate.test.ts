@@ -15,6 +15,7 @@ import {
   type SshdHandle,
 } from "../../src/hosts/index.js";
 import type { DaemonStatus } from "../../src/migrate/index.js";
+import { AWAIT_GO } from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const STATE = "/var/lib/lazyfs-test";
@@ -67,6 +68,9 @@ async function stop(m: Migrated) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Tells a restored process waiting in await_go() to go on. */
+const go = (m: Migrated) => pair.b.exec("kill", ["-USR1", String(m.pid)]);
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -193,17 +197,15 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const out = `${DATA_DIR}/mapped.out`;
     await pair.a.exec("sh", ["-c", `head -c 4194304 /dev/urandom > '${data}'`]);
     const want = (await pair.a.exec("sha256sum", [data])).stdout.split(" ")[0];
-    // Maps the file, then waits for a signal file before hashing the mapping.
-    const reader =
-      "import mmap,sys,os,time,hashlib\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint('mapped',flush=True)\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\nprint(hashlib.sha256(m[:]).hexdigest(),flush=True)\ntime.sleep(600)";
-    const go = `${DATA_DIR}/mapped.go`;
-    const wl = await pair.a.startWorkload("python3", ["-c", reader, data, go], { stdout: out });
+    // Maps the file, then waits for SIGUSR1 before hashing the mapping.
+    const reader = `${AWAIT_GO}\nimport mmap,sys,hashlib\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint('mapped',flush=True)\nawait_go()\nprint(hashlib.sha256(m[:]).hexdigest(),flush=True)\ntime.sleep(600)`;
+    const wl = await pair.a.startWorkload("python3", ["-c", reader, data], { stdout: out });
     await waitFor("the mapping", async () =>
       (await linesIn("a", out)).length >= 1 ? true : undefined,
     );
     const m = await migrate(wl.pid);
     try {
-      await pair.b.exec("touch", [go]);
+      await go(m);
       const lines = await waitFor("the hash on B", async () => {
         const l = await linesIn("b", `${m.mountpoint}${out}`);
         return l.length >= 2 ? l : undefined;
@@ -224,10 +226,8 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const size = 256 * 1024 * 1024;
     await pair.a.exec("sh", ["-c", `head -c ${size} /dev/urandom > '${data}'`]);
     // After the signal, reads 1% of the file: ten 256 KiB reads spread over it.
-    const reader =
-      "import sys,os,time,hashlib\nf=open(sys.argv[1],'rb')\nsize=int(sys.argv[3])\nprint('open',flush=True)\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\nh=hashlib.sha256()\nn=0\nfor i in range(10):\n  f.seek((i*size//10)//262144*262144)\n  b=f.read(262144); n+=len(b); h.update(b)\nprint(n, h.hexdigest(), flush=True)\ntime.sleep(600)";
-    const go = `${DATA_DIR}/big.go`;
-    const wl = await pair.a.startWorkload("python3", ["-c", reader, data, go, String(size)], {
+    const reader = `${AWAIT_GO}\nimport sys,hashlib\nf=open(sys.argv[1],'rb')\nsize=int(sys.argv[2])\nprint('open',flush=True)\nawait_go()\nh=hashlib.sha256()\nn=0\nfor i in range(10):\n  f.seek((i*size//10)//262144*262144)\n  b=f.read(262144); n+=len(b); h.update(b)\nprint(n, h.hexdigest(), flush=True)\ntime.sleep(600)`;
+    const wl = await pair.a.startWorkload("python3", ["-c", reader, data, String(size)], {
       stdout: out,
     });
     await waitFor("the reader", async () =>
@@ -244,7 +244,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const c0 = await pair.link.counters();
     const m = await migrate(wl.pid);
     try {
-      await pair.b.exec("touch", [go]);
+      await go(m);
       const lines = await waitFor("the sparse reads on B", async () => {
         const l = await linesIn("b", `${m.mountpoint}${out}`);
         return l.length >= 2 ? l : undefined;
@@ -264,19 +264,17 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     }
   });
 
-  /** A process that opens `paths`, waits for a signal file, then prints the sha256 of each. */
-  const HASHER =
-    "import sys,os,time,hashlib\nfs=[open(p,'rb') for p in sys.argv[2:]]\nprint('open',flush=True)\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\nfor f in fs: print(hashlib.sha256(f.read()).hexdigest(),flush=True)\ntime.sleep(600)";
+  /** A process that opens `paths`, waits for SIGUSR1, then prints the sha256 of each. */
+  const HASHER = `${AWAIT_GO}\nimport sys,hashlib\nfs=[open(p,'rb') for p in sys.argv[1:]]\nprint('open',flush=True)\nawait_go()\nfor f in fs: print(hashlib.sha256(f.read()).hexdigest(),flush=True)\ntime.sleep(600)`;
 
   async function hashAfterMigration(paths: string[], extra: string[] = []) {
-    const go = `${DATA_DIR}/hash.go.${Date.now()}`;
     const out = `${DATA_DIR}/hash.out.${Date.now()}`;
-    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, go, ...paths], { stdout: out });
+    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, ...paths], { stdout: out });
     await waitFor("the hasher", async () =>
       (await linesIn("a", out)).length >= 1 ? true : undefined,
     );
     const m = await migrate(wl.pid, extra);
-    await pair.b.exec("touch", [go]);
+    await go(m);
     const lines = await waitFor("the hashes on B", async () => {
       const l = await linesIn("b", `${m.mountpoint}${out}`);
       return l.length >= 1 + paths.length ? l : undefined;
@@ -360,8 +358,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const data = `${DATA_DIR}/whole.eager`;
     await pair.a.exec("sh", ["-c", `head -c 3000000 /dev/urandom > '${data}'`]);
     const want = await originSha(data);
-    const go = `${DATA_DIR}/eager.never`;
-    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, go, data], {
+    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
       stdout: `${DATA_DIR}/eager.out`,
     });
     await waitFor("open", async () =>
@@ -446,12 +443,12 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       assert.deepEqual(hashes, [sha256(content)]);
       const fd = (await pair.b.exec("sh", ["-c", `ls -l /proc/${m.pid}/fd | grep shared-lib`]))
         .stdout;
-      assert.ok(
-        fd.includes(`-> ${lib}`) && !fd.includes(m.mountpoint),
-        `the process uses B's own file: ${fd}`,
-      );
+      assert.ok(fd.includes(`-> ${lib}`), `the process sees its original path: ${fd}`);
+      // Its directory is served (the process's cwd), so the file is too: from B's own copy.
       const st = await status(m.id);
-      assert.ok(!st.perFile.some((x) => x.path === lib), "not served by LazyFS");
+      const f = st.perFile.find((x) => x.path === lib);
+      assert.equal(f?.policy, "local");
+      assert.equal(f?.bytesFetched, 0, "not one byte of it came from the origin");
     } finally {
       await stop(m);
     }
@@ -461,7 +458,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const data = `${DATA_DIR}/changing.txt`;
     await makeLines(data, 100);
     const images = `/tmp/lazyfs-e2e-changed-${process.pid}`;
-    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, `${DATA_DIR}/never`, data], {
+    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
       stdout: "/dev/null",
     });
     await sleep(200);
@@ -497,7 +494,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
   test("unmount refuses while the restored process has files open there", async () => {
     const data = `${DATA_DIR}/held.txt`;
     await makeLines(data, 10);
-    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, `${DATA_DIR}/never2`, data], {
+    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
       stdout: "/dev/null",
     });
     await sleep(200);
@@ -566,7 +563,9 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const m = { ...res, timeline: { freezeMs: 0, imageBytes: 0, firstFetchMs: null } };
     try {
       assert.equal(res.pid, d.pid);
-      assert.ok(res.rewritten >= 2, "input and output point into the mount");
+      // The process sees its original paths in its own mount namespace.
+      const fds = (await pair.b.exec("ls", ["-l", `/proc/${res.pid}/fd`])).stdout;
+      assert.ok(fds.includes(`-> ${d.output}`) && !fds.includes("/lazyfs/"), fds);
       const lines = await waitFor(
         "the reader to finish on B",
         async () => {
@@ -642,7 +641,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       ],
       [
         ["migrate", "--from", `ssh://root@${pair.a.address}`, "--pid", "999999", ...ssh()],
-        /^lazyfs: root@.*: criu dump of pid 999999 failed/,
+        /^lazyfs: root@.*: no process with pid 999999 there$/,
       ],
       [
         [
