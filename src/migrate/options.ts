@@ -28,7 +28,7 @@ const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 10
 
 /** A size in bytes: `4096`, `64K`, `16M`, `1G` (binary units; `KiB`, `MiB`, `GiB` too). */
 export function parseSize(text: string, what: string): number {
-  const m = /^(\d+)\s*(?:([kmg])(?:i?b)?)?$/i.exec(text.trim());
+  const m = /^(\d+)\s*(?:([kmg])(?:ib|i)?)?$/i.exec(text.trim());
   if (!m) {
     throw new UserError(
       `${what} ${JSON.stringify(text)}: expected a size such as 4096, 64K, 16M or 1G`,

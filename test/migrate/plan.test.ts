@@ -1,6 +1,6 @@
 /** Pure parts of migration planning: URLs, maps, rates, policies, the plan itself, the tree. */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -114,13 +114,18 @@ function dump(files: { path: string; type: string; size?: number }[]): DumpModel
 describe("planning", () => {
   test("serves what is missing or different, keeps identical copies, skips kernel files", async () => {
     const target = await mkdtemp(join(tmpdir(), "lazyfs-plan-"));
+    const keptDir = `${target}-kept`;
     try {
       await writeFile(join(target, "same.txt"), "x".repeat(100));
       await utimes(join(target, "same.txt"), 1_700_000_000, 1_700_000_000);
       await writeFile(join(target, "other.txt"), "y".repeat(100));
+      await mkdir(keptDir);
+      await writeFile(join(keptDir, "lib.so"), "z".repeat(100));
+      await utimes(join(keptDir, "lib.so"), 1_700_000_000, 1_700_000_000);
       const origin: Record<string, OriginStat> = {
         [join(target, "same.txt")]: stat(100, 1_700_000_000_000),
         [join(target, "other.txt")]: stat(100, 1_600_000_000_000),
+        [join(keptDir, "lib.so")]: stat(100, 1_700_000_000_000),
         [join(target, "missing/deep/file.bin")]: stat(5000, 1_700_000_000_000, 0o100600),
         [join(target, "missing")]: stat(0, 1_700_000_000_000, 0o040750),
         [join(target, "missing/deep")]: stat(0, 1_700_000_000_000, 0o040700),
@@ -137,6 +142,7 @@ describe("planning", () => {
         dump: dump([
           { path: join(target, "same.txt"), type: "file", size: 100 },
           { path: join(target, "other.txt"), type: "file", size: 100 },
+          { path: join(keptDir, "lib.so"), type: "file", size: 100 },
           { path: join(target, "missing/deep/file.bin"), type: "file", size: 5000 },
           { path: "/srv/app.log", type: "file", size: 10 },
           { path: "/dev/null", type: "chr" },
@@ -155,10 +161,22 @@ describe("planning", () => {
         serve: { prefetch: { mode: "none" }, allowChanged: false, scrub: { kind: "zeros" } },
       });
       const by = new Map(m.files.map((f) => [f.originPath, f]));
-      assert.equal(m.files.length, 4, "kernel files and pipes are CRIU's");
-      assert.equal(by.get(join(target, "same.txt"))!.served, false);
-      assert.equal(by.get(join(target, "same.txt"))!.restorePath, join(target, "same.txt"));
+      assert.equal(m.files.length, 5, "kernel files and pipes are CRIU's");
+      // A directory with no served file stays the target's; its identical copies are kept.
+      const kept = by.get(join(keptDir, "lib.so"))!;
+      assert.equal(kept.served, false);
+      assert.equal(kept.restorePath, join(keptDir, "lib.so"));
+      // other.txt differs, so its directory is served and bind-mounted over the target's: the
+      // identical same.txt there is served too, from the target's own copy.
+      const same = by.get(join(target, "same.txt"))!;
+      assert.equal(same.served, true);
+      assert.equal(same.policy, "local");
       assert.equal(by.get(join(target, "other.txt"))!.served, true);
+      assert.deepEqual(
+        m.lazyDirs.map((d) => d.targetPath),
+        ["/srv", target, join(target, "missing/deep")].sort((a, b) => a.localeCompare(b)),
+      );
+      assert.deepEqual(m.binds, ["/srv", target].sort());
       const deep = by.get(join(target, "missing/deep/file.bin"))!;
       assert.equal(deep.restorePath, `/lazyfs/mtest${join(target, "missing/deep/file.bin")}`);
       assert.equal(deep.mode, 0o100600);
@@ -187,6 +205,7 @@ describe("planning", () => {
       );
     } finally {
       await rm(target, { recursive: true, force: true });
+      await rm(keptDir, { recursive: true, force: true });
     }
   });
 
