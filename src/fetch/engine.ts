@@ -278,7 +278,8 @@ export class Engine extends EventEmitter {
       const p = origin.mtimePrecisionMs;
       const changed =
         st.size !== m.size || Math.floor(st.mtimeMs / p) !== Math.floor(m.mtimeMs / p);
-      if (changed && !this.opts.allowChanged) {
+      // A remote file is the origin's live content: it may have changed, that is the point.
+      if (changed && !this.opts.allowChanged && m.policy !== "remote") {
         throw new UserError(
           `${m.originPath} on ${origin.name} changed since the checkpoint: size ${m.size} -> ${st.size}, mtime ${new Date(m.mtimeMs).toISOString()} -> ${new Date(st.mtimeMs).toISOString()} (allow changed files to serve it anyway)`,
         );
@@ -465,12 +466,13 @@ export class Engine extends EventEmitter {
       throw new UserError(`read ${e.meta.originPath}: bad range @${offset}+${length}`);
     }
     if (!e.blocks) {
+      // Live content: read what the origin has now, however much it grew since the dump.
       const { source, path } = await this.prepare(e);
-      const len = Math.max(0, Math.min(length, e.remoteSize - offset));
-      if (len === 0) return Buffer.alloc(0);
-      await this.limiter.acquire(len);
-      const data = await source.read(path, offset, len);
+      if (length === 0) return Buffer.alloc(0);
+      await this.limiter.acquire(length);
+      const data = await source.read(path, offset, length);
       this.account(e, source, data.length);
+      e.remoteSize = Math.max(e.remoteSize, offset + data.length);
       return data;
     }
     await this.ensureWholeFile(e);
@@ -597,6 +599,19 @@ export class Engine extends EventEmitter {
   size(id: string): number {
     const e = this.entry(id);
     return e.blocks ? e.blocks.size : e.remoteSize;
+  }
+
+  /**
+   * A remote file's size and mtime on the origin now (its size() follows); undefined for a
+   * file kept here, or when the origin cannot be asked.
+   */
+  async refreshRemote(id: string): Promise<{ size: number; mtimeMs: number } | undefined> {
+    const e = this.entry(id);
+    if (e.blocks) return undefined;
+    const st = await this.opts.origin.stat(e.meta.originPath).catch(() => undefined);
+    if (!st) return undefined;
+    e.remoteSize = st.size;
+    return { size: st.size, mtimeMs: st.mtimeMs };
   }
 
   // ---- prefetch -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import { type LazyMount, mountLazyFs } from "../lazy/index.js";
 import type { Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
+import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { removeMountPoints } from "./namespace.js";
@@ -101,6 +102,7 @@ interface Serving {
   sftp: SftpOrigin;
   engine: Engine;
   mount: LazyMount;
+  follower: RemoteFollower;
 }
 
 class Daemon {
@@ -150,6 +152,7 @@ class Daemon {
     await this.addFiles(s.engine, manifest);
     s.mount.fileSystem.add(manifest);
     s.manifest = manifest;
+    s.follower.follow(manifest);
     void s.sftp.connect().catch(() => {});
     this.originState = "connected";
     this.independentAtMs = null;
@@ -191,7 +194,9 @@ class Daemon {
       mountpoint: manifest.mountpoint,
       files: manifest.files.length,
     });
-    const serving = { manifest, sftp, engine, mount };
+    const follower = new RemoteFollower(engine, manifest);
+    follower.follow(manifest);
+    const serving = { manifest, sftp, engine, mount, follower };
     engine.on("independent", () => void this.release(serving));
     if (manifest.files.length > 0 && engine.status().independent) await this.release(serving);
     // Connect now so that the first fetch does not pay for the SSH handshake.
@@ -285,6 +290,7 @@ class Daemon {
       await rm(this.paths.socket, { force: true });
       const s = await this.serving?.catch(() => undefined);
       if (!s) return;
+      s.follower.stop();
       await s.mount
         .unmount()
         .catch((err) => log.warn("unmount failed", { error: errorMessage(err) }));

@@ -100,18 +100,19 @@ async function planFile(ref: FileRef, input: PlanInput): Promise<ManifestFile | 
   if (ref.type !== "file" && ref.type !== "dir") return undefined;
   if (isKernelPath(ref.path) || !ref.path.startsWith("/")) return undefined;
   const st = input.checkpointStats?.[ref.path] ?? (await input.statOrigin(ref.path));
+  const policy = resolvePolicy(ref.path, input.policies);
   if (
     ref.type === "file" &&
     ref.size !== undefined &&
     st.size !== ref.size &&
-    !input.serve.allowChanged
+    !input.serve.allowChanged &&
+    policy !== "remote" // its live content is what the process reads
   ) {
     throw new UserError(
       `${ref.path} on ${input.originUrl} changed since the checkpoint: it has ${st.size} bytes, the dump recorded ${ref.size} (pass --allow-changed to serve it anyway)`,
     );
   }
   const targetPath = mapPath(ref.path, input.maps);
-  const policy = resolvePolicy(ref.path, input.policies);
   const local = await targetStat(targetPath);
   const base = {
     originPath: ref.path,
