@@ -35,6 +35,11 @@ export function addServeOptions(cmd: Command): Command {
       collect,
     )
     .option("--map <old=new>", "remap a path prefix on the target (repeatable)", collect)
+    .option(
+      "--lazy-dir <path>",
+      "also serve this origin directory as a lazy mirror in the process's view (repeatable)",
+      collect,
+    )
     .option("--prefetch <when>", "none, immediate, idle or delay:<ms>", "none")
     .option("--bwlimit <rate>", "cap origin traffic, e.g. 10M (bytes/s) or 100mbit")
     .option(
@@ -84,6 +89,7 @@ export interface CommonOpts {
   mountpoint?: string;
   policy?: string[];
   map?: string[];
+  lazyDir?: string[];
   prefetch: string;
   bwlimit?: string;
   scrub: string;
@@ -154,8 +160,17 @@ export function serveOptions(o: CommonOpts): ServeOptions {
   };
 }
 
-export function rules(o: CommonOpts): { policies: PolicyRule[]; maps: PathMap[] } {
-  return { policies: parsePolicyRules(o.policy ?? []), maps: parseMaps(o.map ?? []) };
+export function rules(o: CommonOpts): {
+  policies: PolicyRule[];
+  maps: PathMap[];
+  lazyDirs?: string[];
+} {
+  const lazyDirs = (o.lazyDir ?? []).map((d) => absoluteDir(d, "--lazy-dir")!);
+  return {
+    policies: parsePolicyRules(o.policy ?? []),
+    maps: parseMaps(o.map ?? []),
+    ...(lazyDirs.length > 0 ? { lazyDirs } : {}),
+  };
 }
 
 export function absoluteDir(p: string | undefined, what: string): string | undefined {

@@ -45,6 +45,8 @@ export interface RestoreRequest {
   cacheDir?: string;
   id?: string;
   criuPath?: string;
+  /** Further origin directories to serve as lazy mirrors (`--lazy-dir`). */
+  lazyDirs?: string[];
   /** CRIU's own options; their restore half is used here. */
   criu?: CriuOptions;
   /** How long to wait for the dump's pids to become free here (ms, default 10000). */
@@ -96,6 +98,7 @@ export async function prepare(
       maps: req.maps,
       ssh: req.ssh,
       serve: req.serve,
+      ...(req.lazyDirs ? { lazyDirPaths: req.lazyDirs } : {}),
     });
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
