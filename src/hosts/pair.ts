@@ -230,16 +230,16 @@ class Pair implements HostPair {
     return this.service;
   }
 
-  addServiceAddress(host: Host): Promise<void> {
-    return this.serviceOrThrow().add(host);
+  async addServiceAddress(host: Host): Promise<void> {
+    await this.serviceOrThrow().add(host);
   }
 
-  removeServiceAddress(host: Host): Promise<void> {
-    return this.serviceOrThrow().remove(host);
+  async removeServiceAddress(host: Host): Promise<void> {
+    await this.serviceOrThrow().remove(host);
   }
 
-  routeServiceTo(host: Host): Promise<void> {
-    return this.serviceOrThrow().routeTo(host);
+  async routeServiceTo(host: Host): Promise<void> {
+    await this.serviceOrThrow().routeTo(host);
   }
 
   async startOriginSshd(opts: { port?: number } = {}): Promise<SshdHandle> {
