@@ -178,7 +178,11 @@ export class Host {
     return (await this.exec("cat", [path], { timeoutMs: 0 })).stdout;
   }
 
-  /** Starts a long-running process (a daemon) inside the host. Killed by the pair's destroy(). */
+  /**
+   * Starts a long-running process (a daemon) inside the host. Killed by the pair's destroy().
+   * The ChildProcess is nsenter, outside the host (its pid is not the command's); killing it
+   * kills the command (pdeathsig), and its exit is the command's.
+   */
   spawn(cmd: string, args: readonly string[] = [], opts: HostSpawnOptions = {}): ChildProcess {
     const argv = [...this.commandPrefix({ cwd: opts.cwd }), cmd, ...args];
     const child = spawn(argv[0]!, argv.slice(1), {

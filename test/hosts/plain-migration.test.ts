@@ -91,3 +91,19 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     await pair.destroy();
   }
 });
+
+test("plain CRIU with leaveStopped: the original waits stopped on A until B runs it", async () => {
+  const pair = await createHostPair();
+  try {
+    const { a, b } = pair;
+    const w = await a.startWorkload("sleep", ["1000"], { stdout: "/dev/null" });
+    const r = await plainCriuMigration({ from: a, to: b, pid: w.pid, leaveStopped: true });
+    assert.equal(r.restored.pid, w.pid);
+    assert.equal(await w.exited, null, "killed once the restore succeeded");
+    assert.equal(await b.processState(w.pid), "S");
+    await b.kill(w.pid, "SIGKILL");
+    assert.equal(await r.restored.exited, 128 + 9);
+  } finally {
+    await pair.destroy();
+  }
+});
