@@ -226,11 +226,7 @@ async function runOne(
   let ctx: RunContext | undefined;
   const cleanup = async () => {
     if (mig) {
-      try {
-        process.kill(mig.pid, "SIGKILL");
-      } catch {
-        // gone
-      }
+      await pair.b.kill(mig.pid, "SIGKILL");
       if (mig.lazyfs && ctx) await lazyfsCli(ctx, ["unmount", mig.lazyfs.id, "--force"], true);
     }
     if (sshfsMounted) await unmountSshfs(pair);

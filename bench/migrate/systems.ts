@@ -157,7 +157,7 @@ async function stockDump(ctx: RunContext): Promise<{ dir: string; dumpMs: number
   const dir = `${ctx.imgDir}/dump`;
   const t0 = Date.now();
   await dumpInHost(ctx.pair.a, ctx.pid, dir);
-  await waitPidFree(ctx.pid, 10_000);
+  await waitPidFree(ctx.pair.a, ctx.pid, 10_000);
   return { dir, dumpMs: Date.now() - t0, t0 };
 }
 

@@ -131,7 +131,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     );
     if (!continuous)
       throw new UserError("demo: the migrated process's output has a gap or a repeat");
-    process.kill(result.pid, "SIGKILL");
+    await b.kill(result.pid, "SIGKILL");
     await b.exec(process.execPath, [CLI_MAIN, "unmount", result.id, "--force", "--purge"], {
       allowFailure: true,
     });

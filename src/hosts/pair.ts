@@ -1,26 +1,28 @@
 /**
- * Two simulated hosts on one machine, joined by a veth pair.
+ * Two simulated hosts on one machine, joined by a veth pair, and optionally a client host.
  *
  * Creation order matters for a complete teardown: the record is written first (so a crash at
- * any later step is cleaned by cleanupStaleHosts), then the two mount namespaces (each a copy
- * of the root one with a private tmpfs on DATA_DIR, and with its copies of /run/netns pins
- * detached so that they cannot keep any network namespace alive), then the two network
- * namespaces and the veth between them. Teardown kills every process in any of the four
- * namespaces, unmounts the mount-namespace pins (the namespaces and their tmpfs die with
- * their last reference), deletes the network namespaces and removes the record.
+ * any later step is cleaned by cleanupStaleHosts), then the mount namespaces (each a copy of
+ * the root one with a private tmpfs on DATA_DIR, and with its copies of /run/netns and
+ * STATE_ROOT pins detached so that they cannot keep any other namespace alive), then the
+ * network namespaces, then the PID namespaces with their inits (init.ts), then the veths.
+ * Teardown kills every process in any of the hosts' namespaces (killing an init kills its
+ * whole PID namespace), unmounts the mount- and PID-namespace pins (the namespaces and their
+ * tmpfs die with their last reference), deletes the network namespaces and the record.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { type ClientPlan, clientPlan, joinClient, type ServiceAddress } from "./client.js";
 import { Host } from "./host.js";
 import { Link } from "./link.js";
+import { connectHosts, quietNetns } from "./net.js";
 import { runCommand } from "./run.js";
 import { type SshdHandle, startSshd } from "./sshd.js";
 import {
   DATA_DIR,
-  type HostRole,
   isMountPoint,
   killProcessesIn,
   mntFile,
@@ -32,18 +34,21 @@ import {
   type PairRecord,
   PREFIX,
   pairDir,
+  pidnsFile,
   processStart,
+  ROLES,
   STATE_ROOT,
 } from "./state.js";
 
 const log = logger("hosts");
-const ROLES: readonly HostRole[] = ["a", "b"];
 
 export interface HostPairOptions {
   /** Pair id (letters, digits, dashes); the pair is called `lazyfs-<name>`. Default random. */
   name?: string;
   /** Shape the link to this rate (bits per second) from the start; default unlimited. */
   rateBitsPerSec?: number | null;
+  /** Also make host c, the client, with its own links to a and b and a service address. */
+  client?: boolean;
 }
 
 export interface HostPair {
@@ -53,11 +58,28 @@ export interface HostPair {
   readonly a: Host;
   /** The target (10.213.N.2). */
   readonly b: Host;
+  /** The measured a<->b link. */
   readonly link: Link;
+  /** The client (10.214.N.200), joined to a and b by links of its own; with `client: true`. */
+  readonly c: Host | undefined;
+  /** The service address S (10.214.N.100) that a and/or b hold; with `client: true`. */
+  readonly serviceAddress: string | undefined;
+  /** `host` (a or b) holds S (on its lo) from now on. */
+  addServiceAddress(host: Host): Promise<void>;
+  /** `host` no longer holds S (no error if it did not). */
+  removeServiceAddress(host: Host): Promise<void>;
+  /** c sends S to `host` (a or b) from now on, established connections included. */
+  routeServiceTo(host: Host): Promise<void>;
   /** Starts a real sshd inside host a on `a.address` (port 22 by default). Stopped by destroy(). */
   startOriginSshd(opts?: { port?: number }): Promise<SshdHandle>;
   /** Removes everything the pair created. Idempotent; safe after a partial creation. */
   destroy(): Promise<void>;
+}
+
+/** A pair made with `client: true`. */
+export interface ClientHostPair extends HostPair {
+  readonly c: Host;
+  readonly serviceAddress: string;
 }
 
 const MOUNT_NS_SETUP = `
@@ -66,6 +88,8 @@ mount -t tmpfs -o mode=0755 "$2" "$1"
 # Copies of netns pins in this namespace would keep those namespaces alive after 'ip netns del'.
 umount -l ${NETNS_DIR} 2>/dev/null || true
 for f in ${NETNS_DIR}/*; do umount -l "$f" 2>/dev/null || true; done
+# Likewise the PID-namespace pins of other pairs (mount-namespace pins are never copied).
+umount -l ${STATE_ROOT} 2>/dev/null || true
 `;
 
 /** Makes STATE_ROOT a private bind mount of itself (as ip-netns does for /run/netns). */
@@ -118,7 +142,7 @@ async function removeNetns(name: string): Promise<void> {
 async function destroyByName(name: string): Promise<void> {
   const inodes = new Set<number>();
   for (const role of ROLES) {
-    for (const file of [mntFile(name, role), netnsFile(name, role)]) {
+    for (const file of [mntFile(name, role), pidnsFile(name, role), netnsFile(name, role)]) {
       const ino = await nsInode(file);
       if (ino !== undefined) inodes.add(ino);
     }
@@ -126,8 +150,9 @@ async function destroyByName(name: string): Promise<void> {
   const killed = await killProcessesIn(inodes);
   if (killed.length) log.debug("killed processes in host namespaces", { pair: name, killed });
   for (const role of ROLES) {
-    const file = mntFile(name, role);
-    if (await isMountPoint(file)) await runCommand(["umount", file]);
+    for (const file of [mntFile(name, role), pidnsFile(name, role)]) {
+      if (await isMountPoint(file)) await runCommand(["umount", file]);
+    }
   }
   for (const role of ROLES) await removeNetns(netnsName(name, role));
   await rm(pairDir(name), { recursive: true, force: true });
@@ -136,22 +161,36 @@ async function destroyByName(name: string): Promise<void> {
 class Pair implements HostPair {
   readonly a: Host;
   readonly b: Host;
+  readonly c: Host | undefined;
   readonly link: Link;
+  private readonly plan: ClientPlan;
+  private service: ServiceAddress | undefined;
   private readonly sshds: SshdHandle[] = [];
   private destroyed: Promise<void> | undefined;
 
   constructor(
     readonly name: string,
     subnet: number,
+    client: boolean,
   ) {
     this.a = new Host(name, "a", `10.213.${subnet}.1`);
     this.b = new Host(name, "b", `10.213.${subnet}.2`);
+    this.plan = clientPlan(subnet);
+    this.c = client ? new Host(name, "c", this.plan.client, "lo") : undefined;
     this.link = new Link(this.a, this.b);
+  }
+
+  get serviceAddress(): string | undefined {
+    return this.c ? this.plan.service : undefined;
+  }
+
+  private hosts(): Host[] {
+    return this.c ? [this.a, this.b, this.c] : [this.a, this.b];
   }
 
   async setUp(rateBitsPerSec: number | null): Promise<void> {
     await mkdir(DATA_DIR, { recursive: true });
-    for (const host of [this.a, this.b]) {
+    for (const host of this.hosts()) {
       await writeFile(host.mountNsPath, "");
       await runCommand(
         [
@@ -169,63 +208,38 @@ class Pair implements HostPair {
         { label: `host ${host.name}` },
       );
     }
-    for (const host of [this.a, this.b]) {
+    for (const host of this.hosts()) {
       await runCommand(["ip", "netns", "add", host.netns], { label: `host ${host.name}` });
+      await quietNetns(host);
     }
-    await runCommand([
-      "ip",
-      "link",
-      "add",
-      this.a.iface,
-      "netns",
-      this.a.netns,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      this.b.iface,
-      "netns",
-      this.b.netns,
-    ]);
-    const macs = new Map<Host, string>();
-    for (const host of [this.a, this.b]) {
-      const ip = (...args: string[]) =>
-        runCommand(["ip", "-n", host.netns, ...args], { label: `host ${host.name}` });
-      // The link carries only the hosts' own traffic: no IPv6 (router solicitations, MLD)...
-      await runCommand(
-        ["ip", "netns", "exec", host.netns, "sysctl", "-qw", `net.ipv6.conf.all.disable_ipv6=1`],
-        { label: `host ${host.name}` },
-      );
-      await ip("addr", "add", `${host.address}/24`, "dev", host.iface);
-      await ip("link", "set", "lo", "up");
-      await ip("link", "set", host.iface, "up");
-      const { stdout } = await ip("-j", "link", "show", "dev", host.iface);
-      macs.set(host, (JSON.parse(stdout) as { address: string }[])[0]!.address);
+    for (const host of this.hosts()) {
+      await writeFile(host.pidnsPath, "");
+      await host.startInit();
     }
-    // ...and no ARP (permanent neighbours), so that an idle link counts zero bytes.
-    for (const [host, peer] of [
-      [this.a, this.b],
-      [this.b, this.a],
-    ] as const) {
-      await runCommand(
-        [
-          "ip",
-          "-n",
-          host.netns,
-          "neigh",
-          "replace",
-          peer.address,
-          "lladdr",
-          macs.get(peer)!,
-          "dev",
-          host.iface,
-          "nud",
-          "permanent",
-        ],
-        { label: `host ${host.name}` },
-      );
-    }
+    await connectHosts(
+      { host: this.a, iface: this.a.iface, address: this.a.address },
+      { host: this.b, iface: this.b.iface, address: this.b.address },
+      24,
+    );
+    if (this.c) this.service = await joinClient(this.a, this.b, this.c, this.plan);
     if (rateBitsPerSec !== null) await this.link.shape(rateBitsPerSec);
+  }
+
+  private serviceOrThrow(): ServiceAddress {
+    if (!this.service) throw new Error(`hosts: ${this.name} has no client host (client: true)`);
+    return this.service;
+  }
+
+  async addServiceAddress(host: Host): Promise<void> {
+    await this.serviceOrThrow().add(host);
+  }
+
+  async removeServiceAddress(host: Host): Promise<void> {
+    await this.serviceOrThrow().remove(host);
+  }
+
+  async routeServiceTo(host: Host): Promise<void> {
+    await this.serviceOrThrow().routeTo(host);
   }
 
   async startOriginSshd(opts: { port?: number } = {}): Promise<SshdHandle> {
@@ -244,15 +258,21 @@ class Pair implements HostPair {
       for (const sshd of this.sshds.splice(0)) {
         await sshd.stop().catch((err) => log.warn("sshd stop failed", { err: String(err) }));
       }
-      this.a.killChildren();
-      this.b.killChildren();
+      for (const host of this.hosts()) host.killChildren();
       await destroyByName(this.name);
     })();
     return this.destroyed;
   }
 }
 
-/** Creates two hosts joined by a veth link; call destroy() when done (also on failure). */
+/**
+ * Creates two hosts joined by a veth link (and the client host c with `client: true`); call
+ * destroy() when done (also on failure).
+ */
+export async function createHostPair(
+  opts: HostPairOptions & { client: true },
+): Promise<ClientHostPair>;
+export async function createHostPair(opts?: HostPairOptions): Promise<HostPair>;
 export async function createHostPair(opts: HostPairOptions = {}): Promise<HostPair> {
   const id = opts.name ?? randomBytes(3).toString("hex");
   if (!/^[a-z0-9][a-z0-9-]{0,23}$/.test(id)) {
@@ -274,14 +294,19 @@ export async function createHostPair(opts: HostPairOptions = {}): Promise<HostPa
   };
   await mkdir(pairDir(name), { recursive: true });
   await writeFile(join(pairDir(name), "pair.json"), `${JSON.stringify(record)}\n`);
-  const pair = new Pair(name, record.subnet);
+  const pair = new Pair(name, record.subnet, opts.client ?? false);
   try {
     await pair.setUp(opts.rateBitsPerSec ?? null);
   } catch (err) {
     await pair.destroy().catch((e) => log.warn("teardown after failed setup", { err: String(e) }));
     throw err;
   }
-  log.info("host pair ready", { pair: name, a: pair.a.address, b: pair.b.address });
+  log.info("host pair ready", {
+    pair: name,
+    a: pair.a.address,
+    b: pair.b.address,
+    ...(pair.c ? { c: pair.c.address, service: pair.serviceAddress } : {}),
+  });
   return pair;
 }
 
@@ -299,7 +324,7 @@ export async function cleanupStaleHosts(opts: { all?: boolean } = {}): Promise<s
   }
   let orphans: string[] = [];
   try {
-    orphans = (await readdir(NETNS_DIR)).filter((n) => /^lazyfs-.+-[ab]$/.test(n));
+    orphans = (await readdir(NETNS_DIR)).filter((n) => /^lazyfs-.+-[abc]$/.test(n));
   } catch {
     // no /run/netns at all
   }

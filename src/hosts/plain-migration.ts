@@ -7,44 +7,26 @@
  * - A workload started by Host.startWorkload (own session, stdio on files, nothing else open)
  *   dumps with just `dump -t PID -D DIR`: no --shell-job (it has no controlling terminal and
  *   is its own session leader), no --ext-unix-sk, no --tcp-established. The process is in the
- *   same mount and net namespaces as the criu that dumps it, so CRIU dumps no namespace and
- *   the restore happens in whatever namespaces criu runs in (the target's).
- * - The dump SIGKILLs the original, and restore gives the task its old pid back; that pid must
- *   be reaped first (waitPidFree). startWorkload makes the original a child of this Node
- *   process, which reaps it at once; this machine's pid 1 reaps orphans only lazily (about
- *   1-2 s later), so an orphan's pid stays taken for a while.
- * - `-d` (restore detached) cannot be combined with `--exec-cmd` ("--restore-detached and
- *   --exec-cmd cannot be used together"), and with `-d` the restored task becomes an orphan
- *   nobody here waits for. So restore runs without -d, with `--exec-cmd -- <reaper>`: once
- *   the tree is restored criu execs the reaper in its own process, which thus stays the
- *   restored task's parent, prints "restored" (the end of the restore, for restoreMs), reaps
- *   it and exits with its exit code. `--pidfile` gives the restored pid.
+ *   same mount, net and PID namespaces as the criu that dumps it, so CRIU dumps no namespace
+ *   and the restore happens in whatever namespaces criu runs in (the target's).
+ * - Restore gives every task its old pid back, in the target's PID namespace: each host has
+ *   its own, and the hosts' pids start at different bases (state.ts), so the pids are free
+ *   there even while the original is kept stopped on the origin (`leaveStopped`: criu dump
+ *   --leave-stopped). Without it the dump SIGKILLs the original, and the origin's init reaps
+ *   it at once (waitPidFree checks that, inside the origin).
+ * - `restore -d` returns once the restored tree runs, detached: its root is reparented to the
+ *   target's init, which reaps it, so Host.reaped gives its exit. `--pidfile` gives its pid.
  * - Regular files must exist on the target at the same paths with the same size as at dump
  *   time (CRIU checks the size), so a file being appended to is copied after the dump.
  */
+import { constants } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Host } from "./host.js";
-import { CommandError, waitForMarker, watch } from "./run.js";
-import { CRIU_BIN, PYTHON, processGoneOrZombie, sleep } from "./state.js";
+import { CommandError } from "./run.js";
+import { CRIU_BIN, sleep } from "./state.js";
 import { sendFiles } from "./transfer.js";
 
-const DUMP_TIMEOUT_MS = 600_000;
-const RESTORE_TIMEOUT_MS = 600_000;
-
-const REAPER = `
-import os, sys
-print("restored", flush=True)
-code = 0
-while True:
-    try:
-        _, status = os.wait()
-    except ChildProcessError:
-        break
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        code = 128 - code
-sys.exit(code)
-`;
+const CRIU_TIMEOUT_MS = 600_000;
 
 export interface RestoredProcess {
   pid: number;
@@ -57,67 +39,59 @@ async function logTail(host: Host, file: string): Promise<string> {
   return res.code === 0 ? res.stdout.trim().split("\n").join(" | ") : "(no log)";
 }
 
-/** `criu dump -t pid -D dir` inside `host`; the process is killed once dumped. */
-export async function dumpInHost(host: Host, pid: number, dir: string, criu = CRIU_BIN) {
-  await host.exec("mkdir", ["-p", dir]);
+/** Runs `criu <args>` inside `host`; a failure becomes one line with the tail of its log. */
+async function criuIn(host: Host, criu: string, args: string[], what: string, log: string) {
   try {
-    await host.exec(criu, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4"], {
-      timeoutMs: DUMP_TIMEOUT_MS,
+    await host.exec(criu, [...args, "-o", log.slice(log.lastIndexOf("/") + 1), "-v4"], {
+      timeoutMs: CRIU_TIMEOUT_MS,
     });
   } catch (err) {
     if (!(err instanceof CommandError)) throw err;
-    throw new Error(
-      `criu dump of ${pid} on ${host.name} failed: ${await logTail(host, `${dir}/dump.log`)}`,
-    );
+    throw new Error(`criu ${what} on ${host.name} failed: ${await logTail(host, log)}`);
   }
 }
 
-/** Waits until `pid` is reaped, so that CRIU restore can give it out again. */
-export async function waitPidFree(pid: number, timeoutMs = 5000): Promise<void> {
+export interface DumpOptions {
+  criu?: string;
+  /** `--leave-stopped`: the original stays, stopped, instead of being killed. */
+  leaveStopped?: boolean;
+}
+
+/** `criu dump -t pid -D dir` inside `host`; the process is killed once dumped (or stopped). */
+export async function dumpInHost(host: Host, pid: number, dir: string, opts: DumpOptions = {}) {
+  await host.exec("mkdir", ["-p", dir]);
+  const args = ["dump", "-t", String(pid), "-D", dir];
+  if (opts.leaveStopped) args.push("--leave-stopped");
+  await criuIn(host, opts.criu ?? CRIU_BIN, args, `dump of ${pid}`, `${dir}/dump.log`);
+}
+
+/** Waits until the host's `pid` is reaped, so that CRIU restore could give it out again. */
+export async function waitPidFree(host: Host, pid: number, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let state = await processGoneOrZombie(pid);
-  while (state !== "gone") {
+  let state = await host.processState(pid);
+  while (state !== undefined) {
     if (Date.now() > deadline) {
       throw new Error(
-        `pid ${pid} is still ${state === "zombie" ? "a zombie nobody reaps" : "running"}; CRIU restore needs it free`,
+        `pid ${pid} on ${host.name} is still ${state === "Z" ? "a zombie nobody reaps" : "running"}; CRIU restore needs it free`,
       );
     }
     await sleep(2);
-    state = await processGoneOrZombie(pid);
+    state = await host.processState(pid);
   }
 }
 
-/** `criu restore -D dir` inside `host`; resolves once the process runs again. */
+/** `criu restore -d -D dir` inside `host`; resolves once the process runs again. */
 export async function restoreInHost(
   host: Host,
   dir: string,
   criu = CRIU_BIN,
 ): Promise<RestoredProcess> {
   const pidfile = `${dir}/restored.pid`;
-  const w = watch(
-    host.spawn(criu, [
-      "restore",
-      "-D",
-      dir,
-      "-o",
-      "restore.log",
-      "-v4",
-      "--pidfile",
-      pidfile,
-      "--exec-cmd",
-      "--",
-      PYTHON,
-      "-c",
-      REAPER,
-    ]),
-  );
-  try {
-    await waitForMarker(w, "restored", `criu restore on ${host.name}`, RESTORE_TIMEOUT_MS);
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; log: ${await logTail(host, `${dir}/restore.log`)}`);
-  }
+  const args = ["restore", "-d", "-D", dir, "--pidfile", pidfile];
+  await criuIn(host, criu, args, "restore", `${dir}/restore.log`);
   const pid = Number((await host.exec("cat", [pidfile])).stdout.trim());
-  return { pid, exited: w.exit };
+  const exited = host.reaped(pid).then((s) => s.code ?? 128 + signalNumber(s.signal));
+  return { pid, exited };
 }
 
 export interface PlainMigrationOptions {
@@ -130,6 +104,11 @@ export interface PlainMigrationOptions {
   /** Files or directories (absolute) copied during the freeze, e.g. files the process writes. */
   copyAfterDump?: readonly string[];
   criu?: string;
+  /**
+   * Keep the original stopped on the origin (criu dump --leave-stopped) until the restore on
+   * the target succeeded, then kill it; on a failed transfer or restore it runs on.
+   */
+  leaveStopped?: boolean;
 }
 
 export interface PlainMigrationResult {
@@ -137,7 +116,7 @@ export interface PlainMigrationResult {
   imagesDir: string;
   /** Bytes sent over the link during the freeze (images plus copyAfterDump). */
   transferBytes: number;
-  /** criu dump, until the original pid is released. */
+  /** criu dump, until the original pid is released (or the original stopped). */
   dumpMs: number;
   /** Copying images and copyAfterDump to the target over the link. */
   transferMs: number;
@@ -153,13 +132,23 @@ export async function plainCriuMigration(
   const { from, to, pid } = opts;
   const imagesDir = opts.imagesDir ?? `${from.dataDir}/.criu/${pid}-${Date.now()}`;
   const t0 = performance.now();
-  await dumpInHost(from, pid, imagesDir, opts.criu);
-  await waitPidFree(pid);
+  const leaveStopped = opts.leaveStopped ?? false;
+  await dumpInHost(from, pid, imagesDir, { criu: opts.criu, leaveStopped });
+  if (!leaveStopped) await waitPidFree(from, pid);
   const t1 = performance.now();
-  const sent = await sendFiles(from, to, [imagesDir, ...(opts.copyAfterDump ?? [])]);
-  const t2 = performance.now();
-  const restored = await restoreInHost(to, imagesDir, opts.criu);
+  let restored: RestoredProcess;
+  let t2: number;
+  let sent: { bytes: number };
+  try {
+    sent = await sendFiles(from, to, [imagesDir, ...(opts.copyAfterDump ?? [])]);
+    t2 = performance.now();
+    restored = await restoreInHost(to, imagesDir, opts.criu);
+  } catch (err) {
+    if (leaveStopped) await signalTree(from, pid, "SIGCONT");
+    throw err;
+  }
   const t3 = performance.now();
+  if (leaveStopped) await signalTree(from, pid, "SIGKILL");
   return {
     restored,
     imagesDir,
@@ -169,4 +158,13 @@ export async function plainCriuMigration(
     restoreMs: t3 - t2,
     freezeMs: t3 - t0,
   };
+}
+
+/** Signals the process group `pid` leads (a workload's tree), or just `pid` if it leads none. */
+async function signalTree(host: Host, pid: number, signal: NodeJS.Signals): Promise<void> {
+  if (!(await host.kill(-pid, signal))) await host.kill(pid, signal);
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return signal ? constants.signals[signal] : 0;
 }

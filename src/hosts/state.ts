@@ -2,10 +2,11 @@
  * Where simulated hosts are recorded and how their namespaces are found and emptied.
  *
  * Every pair is recorded in `/run/lazyfs/hosts/lazyfs-<id>/pair.json` before anything is
- * created, so that a crashed run can be cleaned up later. The mount namespace of host `a` is
- * pinned by a bind mount of its nsfs file on `/run/lazyfs/hosts/lazyfs-<id>/a.mnt` (that
- * directory tree is a private bind mount, as ip-netns does for /run/netns); the network
- * namespaces are ordinary `ip netns` entries `/run/netns/lazyfs-<id>-a` and `-b`.
+ * created, so that a crashed run can be cleaned up later. The mount and PID namespaces of host
+ * `a` are pinned by bind mounts of their nsfs files on `/run/lazyfs/hosts/lazyfs-<id>/a.mnt`
+ * and `a.pidns` (that directory tree is a private bind mount, as ip-netns does for
+ * /run/netns); the network namespaces are ordinary `ip netns` entries
+ * `/run/netns/lazyfs-<id>-a`, `-b` (and `-c` for the client host).
  */
 import { existsSync } from "node:fs";
 import { readdir, readFile, readlink, stat } from "node:fs/promises";
@@ -22,7 +23,15 @@ export const CRIU_BIN = process.env.LAZYFS_CRIU ?? "/opt/lazyfs/criu/bin/criu";
 export const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 export const PREFIX = "lazyfs-";
 
-export type HostRole = "a" | "b";
+export type HostRole = "a" | "b" | "c";
+export const ROLES: readonly HostRole[] = ["a", "b", "c"];
+
+/**
+ * The last pid handed out in each host's PID namespace when it starts (written to its
+ * /proc/sys/kernel/ns_last_pid; pid_max is 32768): a process started on a (10001 and up) is
+ * free on b and c, whose own processes take higher numbers, so a tree restores with its pids.
+ */
+export const PID_BASE: Readonly<Record<HostRole, number>> = { a: 10000, b: 17000, c: 24000 };
 
 export interface PairRecord {
   /** `lazyfs-<id>`, also the directory name under STATE_ROOT. */
@@ -41,6 +50,9 @@ export function pairDir(pairName: string): string {
 export function mntFile(pairName: string, role: HostRole): string {
   return join(pairDir(pairName), `${role}.mnt`);
 }
+export function pidnsFile(pairName: string, role: HostRole): string {
+  return join(pairDir(pairName), `${role}.pidns`);
+}
 export function netnsName(pairName: string, role: HostRole): string {
   return `${pairName}-${role}`;
 }
@@ -48,16 +60,20 @@ export function netnsFile(pairName: string, role: HostRole): string {
   return join(NETNS_DIR, netnsName(pairName, role));
 }
 
-/** Start time of a process (clock ticks since boot), or undefined if it does not exist. */
-export async function processStart(pid: number): Promise<string | undefined> {
+/** The fields of a /proc/PID/stat file after `comm` (field 3 first), or undefined if gone. */
+export async function statFields(statFile: string): Promise<string[] | undefined> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const stat = await readFile(statFile, "utf8");
     // comm may contain spaces and parentheses: fields resume after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return rest[19]; // field 22 overall
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return undefined;
   }
+}
+
+/** Start time of a process (clock ticks since boot), or undefined if it does not exist. */
+export async function processStart(pid: number): Promise<string | undefined> {
+  return (await statFields(`/proc/${pid}/stat`))?.[19]; // field 22 overall
 }
 
 export async function ownerAlive(rec: PairRecord): Promise<boolean> {
@@ -81,7 +97,7 @@ export async function isMountPoint(path: string): Promise<boolean> {
   return info.split("\n").some((l) => l.split(" ")[4] === path);
 }
 
-/** Pids of processes whose network or mount namespace inode is in `inodes`. */
+/** Pids (ours) of processes whose network, mount or PID namespace inode is in `inodes`. */
 export async function processesIn(inodes: ReadonlySet<number>): Promise<number[]> {
   if (inodes.size === 0) return [];
   const found: number[] = [];
@@ -89,7 +105,7 @@ export async function processesIn(inodes: ReadonlySet<number>): Promise<number[]
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
     if (pid === process.pid) continue;
-    for (const kind of ["net", "mnt"]) {
+    for (const kind of ["net", "mnt", "pid"]) {
       try {
         const link = await readlink(`/proc/${pid}/ns/${kind}`);
         const m = /\[(\d+)\]/.exec(link);
@@ -166,14 +182,4 @@ export async function abortHostFuseConnections(pids: readonly number[]): Promise
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Whether `pid` is gone (or a zombie: a dead process that only waits to be reaped). */
-export async function processGoneOrZombie(pid: number): Promise<"gone" | "zombie" | "alive"> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z") ? "zombie" : "alive";
-  } catch {
-    return "gone";
-  }
 }

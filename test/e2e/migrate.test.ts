@@ -18,7 +18,8 @@ import type { DaemonStatus } from "../../src/migrate/index.js";
 import { AWAIT_GO } from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
-const STATE = "/var/lib/lazyfs-test";
+/** Per run: other runs of this file may use the machine at the same time. */
+const STATE = `/var/lib/lazyfs-test-${process.pid}`;
 
 let pair: HostPair;
 let sshd: SshdHandle;
@@ -59,11 +60,7 @@ async function status(id: string): Promise<DaemonStatus> {
 }
 
 async function stop(m: Migrated) {
-  try {
-    process.kill(m.pid, "SIGKILL");
-  } catch {
-    // already gone
-  }
+  await pair.b.kill(m.pid, "SIGKILL");
   await lazyfs(["unmount", m.id, "--force"], true);
 }
 
@@ -698,16 +695,12 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
       return st.originState === "released" ? st : undefined;
     });
     assert.equal(before.total.bytesLocal, before.total.size);
-    process.kill(m.pid, "SIGKILL");
-    process.kill(before.daemonPid, "SIGKILL");
-    await waitFor("the daemon to die", async () => {
-      try {
-        process.kill(before.daemonPid, 0);
-        return undefined;
-      } catch {
-        return true;
-      }
-    });
+    // Both pids are b's own: the daemon runs inside b, its PID namespace included.
+    await pair.b.kill(m.pid, "SIGKILL");
+    await pair.b.kill(before.daemonPid, "SIGKILL");
+    await waitFor("the daemon to die", async () =>
+      (await pair.b.pidAlive(before.daemonPid)) ? undefined : true,
+    );
     const un = await lazyfs(["unmount", m.id]);
     assert.match(
       un.stdout,

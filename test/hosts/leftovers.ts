@@ -7,15 +7,16 @@ import { processesIn, STATE_ROOT } from "../../src/hosts/state.js";
 
 export interface PairTrace {
   name: string;
-  /** Inodes of the four namespaces. */
+  /** Inodes of the hosts' network, mount and PID namespaces. */
   inodes: Set<number>;
 }
 
 export async function tracePair(pair: HostPair): Promise<PairTrace> {
   const inodes = new Set<number>();
-  for (const h of [pair.a, pair.b]) {
-    inodes.add((await stat(h.netnsPath)).ino);
-    inodes.add((await stat(h.mountNsPath)).ino);
+  for (const h of [pair.a, pair.b, ...(pair.c ? [pair.c] : [])]) {
+    for (const file of [h.netnsPath, h.mountNsPath, h.pidnsPath]) {
+      inodes.add((await stat(file)).ino);
+    }
   }
   return { name: pair.name, inodes };
 }

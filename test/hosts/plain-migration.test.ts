@@ -5,12 +5,13 @@
  * continues exactly where it stopped.
  */
 import assert from "node:assert/strict";
-import { readdir, readlink, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { before, test } from "node:test";
 import {
   cleanupStaleHosts,
   createHostPair,
   DATA_DIR,
+  type Host,
   plainCriuMigration,
   sendFiles,
 } from "../../src/hosts/index.js";
@@ -32,8 +33,8 @@ before(async () => {
   await cleanupStaleHosts();
 });
 
-async function nsOf(pid: number, kind: "mnt" | "net"): Promise<string> {
-  return readlink(`/proc/${pid}/ns/${kind}`);
+async function nsOf(host: Host, pid: number, kind: "mnt" | "net"): Promise<string> {
+  return host.readProcLink(pid, `ns/${kind}`);
 }
 
 test("plain CRIU: dump inside A, restore inside B, output continues where it stopped", async (t) => {
@@ -49,15 +50,16 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     // A new session, in A's namespaces, with nothing open but its stdio and the data file.
     const statFields = (await a.exec("cat", [`/proc/${w.pid}/stat`])).stdout.split(") ")[1]!;
     assert.equal(Number(statFields.split(" ")[3]), w.pid, "workload leads its own session");
-    assert.equal(await nsOf(w.pid, "mnt"), `mnt:[${(await stat(a.mountNsPath)).ino}]`);
-    assert.equal(await nsOf(w.pid, "net"), `net:[${(await stat(a.netnsPath)).ino}]`);
+    assert.equal(Number(statFields.split(" ")[1]), 1, "the host's init is its parent");
+    assert.equal(await nsOf(a, w.pid, "mnt"), `mnt:[${(await stat(a.mountNsPath)).ino}]`);
+    assert.equal(await nsOf(a, w.pid, "net"), `net:[${(await stat(a.netnsPath)).ino}]`);
     const printed = await eventually("50 lines on A", async () => {
       const out = await a.readFile(OUTPUT);
       return out.split("\n").length > 50 ? out : undefined;
     });
     assert.ok(printed.length > 0);
-    for (const fd of await readdir(`/proc/${w.pid}/fd`)) {
-      const target = await readlink(`/proc/${w.pid}/fd/${fd}`);
+    for (const fd of (await a.exec("ls", [`/proc/${w.pid}/fd`])).stdout.trim().split("\n")) {
+      const target = await a.readProcLink(w.pid, `fd/${fd}`);
       assert.ok(
         ["/dev/null", OUTPUT, INPUT].includes(target),
         `fd ${fd} -> ${target} was inherited`,
@@ -68,8 +70,8 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     assert.equal(await w.exited, null, "the dump kills the original");
     assert.equal(r.restored.pid, w.pid, "CRIU gives the restored process its old pid");
     // Running again, now inside B's namespaces.
-    assert.equal(await nsOf(r.restored.pid, "mnt"), `mnt:[${(await stat(b.mountNsPath)).ino}]`);
-    assert.equal(await nsOf(r.restored.pid, "net"), `net:[${(await stat(b.netnsPath)).ino}]`);
+    assert.equal(await nsOf(b, r.restored.pid, "mnt"), `mnt:[${(await stat(b.mountNsPath)).ino}]`);
+    assert.equal(await nsOf(b, r.restored.pid, "net"), `net:[${(await stat(b.netnsPath)).ino}]`);
     assert.ok(r.dumpMs > 0 && r.transferMs > 0 && r.restoreMs > 0);
     assert.ok(r.freezeMs >= r.dumpMs + r.transferMs + r.restoreMs - 1);
     assert.ok(r.transferBytes > 0);
@@ -85,6 +87,22 @@ test("plain CRIU: dump inside A, restore inside B, output continues where it sto
     assert.ok(input.startsWith(leftOnA.slice(0, -1)), "A's output is a prefix of the input");
     // A never saw what B printed after the restore.
     assert.ok(leftOnA.length < onB.length);
+  } finally {
+    await pair.destroy();
+  }
+});
+
+test("plain CRIU with leaveStopped: the original waits stopped on A until B runs it", async () => {
+  const pair = await createHostPair();
+  try {
+    const { a, b } = pair;
+    const w = await a.startWorkload("sleep", ["1000"], { stdout: "/dev/null" });
+    const r = await plainCriuMigration({ from: a, to: b, pid: w.pid, leaveStopped: true });
+    assert.equal(r.restored.pid, w.pid);
+    assert.equal(await w.exited, null, "killed once the restore succeeded");
+    assert.equal(await b.processState(w.pid), "S");
+    await b.kill(w.pid, "SIGKILL");
+    assert.equal(await r.restored.exited, 128 + 9);
   } finally {
     await pair.destroy();
   }
