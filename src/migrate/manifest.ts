@@ -6,6 +6,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import type { FileUse } from "../criu/index.js";
+import type { PolicyRule } from "../fetch/index.js";
 import type { Policy } from "../store/index.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
@@ -44,6 +45,18 @@ export interface ManifestDir {
   mtimeMs: number;
 }
 
+/**
+ * A directory served as a writable copy-on-reference mirror of an origin directory (and its
+ * subdirectories): names not in the plan are looked up and listed on the origin on demand,
+ * files found there are fetched like planned ones, and every change is local.
+ */
+export interface ManifestLazyDir {
+  /** Where the process sees it (inside the mount, as for ManifestFile.targetPath). */
+  targetPath: string;
+  /** The origin's directory it mirrors. */
+  originPath: string;
+}
+
 export interface PathMap {
   from: string;
   to: string;
@@ -64,6 +77,10 @@ export interface Manifest {
   serve: ServeOptions;
   files: ManifestFile[];
   dirs: ManifestDir[];
+  /** Lazy directories (none in manifests written before they existed). */
+  lazyDirs: ManifestLazyDir[];
+  /** The plan's policy rules, for files found later in lazy directories (first match wins). */
+  policies: PolicyRule[];
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {
@@ -94,5 +111,7 @@ export async function readManifest(path: string): Promise<Manifest> {
   ) {
     throw new UserError(`${path}: not a LazyFS manifest of version ${MANIFEST_VERSION}`);
   }
+  m.lazyDirs ??= [];
+  m.policies ??= [];
   return m;
 }

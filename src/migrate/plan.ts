@@ -198,11 +198,18 @@ export function emptyManifest(
     serve: input.serve,
     files: [],
     dirs: [],
+    lazyDirs: [],
+    policies: [],
   };
 }
 
 export async function planMigration(input: PlanInput): Promise<Manifest> {
   const planned = await Promise.all(input.dump.files.map((f) => planFile(f, input)));
   const files = planned.filter((f): f is ManifestFile => f !== undefined);
-  return { ...emptyManifest(input), files, dirs: await planDirs(files, input) };
+  return {
+    ...emptyManifest(input),
+    files,
+    dirs: await planDirs(files, input),
+    policies: [...input.policies],
+  };
 }
