@@ -4,6 +4,7 @@
  * (resolve.ts). Creating, removing, renaming, linking and attribute changes are local
  * (names.ts) and journaled; nothing is ever written to the origin's directories.
  */
+import { constants } from "node:fs";
 import type { Engine, PolicyRule } from "../fetch/index.js";
 import type {
   Attr,
@@ -17,7 +18,7 @@ import type {
   StatFs,
 } from "../fuse/index.js";
 import { FuseError } from "../fuse/index.js";
-import { Names } from "./names.js";
+import { checkName, Names } from "./names.js";
 import {
   isDir,
   isLink,
@@ -33,6 +34,12 @@ import { Tree, type TreeSpec } from "./tree.js";
 /** The tree changes only through us, so the kernel may cache names and attributes. */
 const ENTRY_TIMEOUT_MS = 60_000;
 const ATTR_TIMEOUT_MS = 60_000;
+/** Largest file size (the store keeps a state byte per block in memory). */
+const MAX_FILE_SIZE = 2 ** 40;
+
+function checkSize(size: number): void {
+  if (size > MAX_FILE_SIZE) throw new FuseError("EFBIG");
+}
 
 export interface LazyOptions {
   /** Cache directory: the tree is journaled there and resumed from it. */
@@ -150,6 +157,7 @@ export class LazyFileSystem implements FileSystem {
   }
 
   async lookup(parent: number, name: string): Promise<Entry> {
+    checkName(name);
     const n = await this.lazy.lookup(this.dir(parent), name);
     if (!n) throw new FuseError("ENOENT");
     await this.lazy.attrs(n);
@@ -176,6 +184,7 @@ export class LazyFileSystem implements FileSystem {
     const t = now();
     if (c.size !== undefined) {
       if (isDir(n)) throw new FuseError("EISDIR");
+      checkSize(c.size);
       await this.engine.truncate(await this.lazy.fileId(n), c.size);
       n.mtime = t;
     }
@@ -200,9 +209,15 @@ export class LazyFileSystem implements FileSystem {
     return n.policy === "remote" ? { directIo: true } : { keepCache: true };
   }
 
-  async open(ino: number): Promise<OpenReply> {
+  async open(ino: number, flags: number): Promise<OpenReply> {
     const n = this.node(ino);
-    await this.lazy.fileId(n);
+    const id = await this.lazy.fileId(n);
+    // The session asks for atomic O_TRUNC: truncating is ours to do.
+    if (flags & constants.O_TRUNC) {
+      if (this.engine.size(id) > 0) await this.engine.truncate(id, 0);
+      n.mtime = n.ctime = now();
+      this.tree.save(n);
+    }
     return this.opened(n);
   }
 
@@ -220,6 +235,7 @@ export class LazyFileSystem implements FileSystem {
 
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
     const n = this.node(ino);
+    checkSize(offset + data.length);
     await this.engine.write(await this.lazy.fileId(n), offset, data);
     n.mtime = n.ctime = now();
     this.tree.saveSoon(n);
@@ -239,6 +255,7 @@ export class LazyFileSystem implements FileSystem {
   async fallocate(ino: number, _fh: number, offset: number, length: number, mode: number) {
     if (mode !== 0) throw new FuseError("EOPNOTSUPP");
     const id = await this.lazy.fileId(this.node(ino));
+    checkSize(offset + length);
     if (offset + length > this.engine.size(id)) await this.engine.truncate(id, offset + length);
   }
 

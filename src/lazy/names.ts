@@ -11,6 +11,14 @@ import { isDir, type Node, now, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID } fro
 import type { LazyDirs } from "./resolve.js";
 import type { Tree } from "./tree.js";
 
+const NAME_MAX = 255;
+const PATH_MAX = 4096;
+
+/** Names and link targets longer than Linux allows are refused, as a local file system does. */
+export function checkName(name: string): void {
+  if (Buffer.byteLength(name) > NAME_MAX) throw new FuseError("ENAMETOOLONG");
+}
+
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 
@@ -23,6 +31,7 @@ export class Names {
   ) {}
 
   private async absent(dir: Node, name: string) {
+    checkName(name);
     if (dir.nlink === 0) throw new FuseError("ENOENT"); // removed directory
     if (await this.lazy.lookup(dir, name)) throw new FuseError("EEXIST");
   }
@@ -87,6 +96,7 @@ export class Names {
   }
 
   async symlink(dir: Node, name: string, target: string, ctx: RequestContext) {
+    if (Buffer.byteLength(target) >= PATH_MAX) throw new FuseError("ENAMETOOLONG");
     await this.absent(dir, name);
     return this.made(dir, name, S_IFLNK | 0o777, ctx, { target });
   }
@@ -134,6 +144,7 @@ export class Names {
   }
 
   async rename(from: Node, name: string, to: Node, newName: string, flags: number) {
+    checkName(newName);
     const src = await this.existing(from, name);
     const dst = await this.lazy.lookup(to, newName);
     if (flags & RENAME_EXCHANGE) {
