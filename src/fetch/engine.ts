@@ -22,7 +22,10 @@
  * applies to every origin read. The engine does not close `origin`; the caller does.
  *
  * "independent" is emitted when no byte that a file may need is left only on the origin:
- * every lazy/eager/local file fully local and no `remote` file.
+ * every lazy/eager/local file fully local, no `remote` file, and every registered crawler
+ * (the lazy directories: names not yet listed on the origin) done. Files may be added and
+ * removed at any time (a process creates and deletes files); prefetch also runs the crawlers,
+ * whose discovered files are added and prefetched like the others.
  */
 import { EventEmitter } from "node:events";
 import { stat } from "node:fs/promises";
@@ -68,6 +71,26 @@ export interface EngineOptions {
   wholeFile?: boolean;
 }
 
+/**
+ * Work that still needs the origin beyond the engine's files: LazyFS's lazy directories,
+ * whose names are known only once listed there. `crawl` lists everything left (adding the
+ * files it finds with `addFile`), going at `pace` (the prefetch schedule), and resolves when
+ * done or when the engine closes.
+ */
+export interface Crawler {
+  progress(): CrawlProgress;
+  crawl(pace: () => Promise<void>): Promise<void>;
+}
+
+export interface CrawlProgress {
+  /** Directories listed on the origin. */
+  crawled: number;
+  /** Directories whose listing is still only on the origin. */
+  uncrawled: number;
+  /** Files found on the origin and not yet handed to the engine. */
+  pendingFiles: number;
+}
+
 export interface FileStatus {
   id: string;
   path: string;
@@ -95,6 +118,8 @@ export interface EngineStatus {
     state: "off" | "waiting" | "running" | "done";
     bytesOnOrigin: number;
   };
+  /** Lazy directories (all crawlers together). */
+  dirs: CrawlProgress;
   independent: boolean;
 }
 
@@ -179,6 +204,8 @@ export class Engine extends EventEmitter {
   private lastDemandMs = 0;
   private independentEmitted = false;
   private closed = false;
+  private readonly crawlers: Crawler[] = [];
+  private crawling?: Promise<void>;
 
   private constructor(
     private readonly store: Store,
@@ -250,6 +277,67 @@ export class Engine extends EventEmitter {
       this.prefetchState = "running";
       this.prefetchFile(entry).finally(() => this.checkPrefetchDone());
     }
+  }
+
+  /** Where files come from (lazy directories ask it for names too). */
+  get origin(): Origin {
+    return this.opts.origin;
+  }
+
+  /** Forgets file `id` and its local copy (a file removed for good); no-op if unknown. */
+  async removeFile(id: string): Promise<void> {
+    const e = this.entries.get(id);
+    if (!e) return;
+    this.entries.delete(id);
+    await Promise.all([...e.inflight.values()].map((f) => f.promise.catch(() => {})));
+    await e.prefetching;
+    await e.blocks?.close();
+    await this.store.removeFile(id);
+    this.checkIndependent();
+  }
+
+  hasFile(id: string): boolean {
+    return this.entries.has(id);
+  }
+
+  /** Registers more work that needs the origin (see Crawler); prefetch runs it too. */
+  addCrawler(c: Crawler): void {
+    this.crawlers.push(c);
+    this.independentEmitted = false;
+    if (this.prefetchState === "running" || this.prefetchState === "done") {
+      this.prefetchState = "running";
+      this.runCrawlers();
+    }
+  }
+
+  private crawlProgress(): CrawlProgress {
+    const p: CrawlProgress = { crawled: 0, uncrawled: 0, pendingFiles: 0 };
+    for (const c of this.crawlers) {
+      const q = c.progress();
+      p.crawled += q.crawled;
+      p.uncrawled += q.uncrawled;
+      p.pendingFiles += q.pendingFiles;
+    }
+    return p;
+  }
+
+  private runCrawlers(): Promise<void> {
+    const pace = () => (this.opts.prefetch?.mode === "idle" ? this.waitIdle() : Promise.resolve());
+    const run = async () => {
+      for (const c of this.crawlers) {
+        if (this.closed) return;
+        await c.crawl(pace).catch((err) => {
+          if (!this.closed) log.warn("crawl stopped", { error: errorMessage(err) });
+        });
+      }
+    };
+    if (this.crawling) return this.crawling; // its loop reaches crawlers added meanwhile
+    this.crawling = run().finally(() => {
+      this.crawling = undefined;
+      this.checkPrefetchDone();
+      this.checkIndependent();
+    });
+    return this.crawling;
   }
 
   private entry(id: string): Entry {
@@ -591,6 +679,11 @@ export class Engine extends EventEmitter {
     this.checkIndependent();
   }
 
+  /** fsync of every file. */
+  async fsyncAll(): Promise<void> {
+    for (const e of this.entries.values()) await e.blocks?.fsync();
+  }
+
   /** Makes the file's written data, size and block states durable. */
   async fsync(id: string): Promise<void> {
     await this.entry(id).blocks?.fsync();
@@ -630,12 +723,14 @@ export class Engine extends EventEmitter {
     if (this.closed || this.prefetchState === "running") return;
     this.prefetchState = "running";
     const all = [...this.entries.values()].map((e) => this.prefetchFile(e));
+    if (this.crawlers.length) all.push(this.runCrawlers());
     Promise.all(all).finally(() => this.checkPrefetchDone());
   }
 
   private checkPrefetchDone() {
     if (
       this.prefetchState === "running" &&
+      !this.crawling &&
       [...this.entries.values()].every((e) => !e.prefetching)
     ) {
       this.prefetchState = "done";
@@ -691,9 +786,16 @@ export class Engine extends EventEmitter {
     return e.dependsOnOrigin ? e.blocks.bytesIn(ABSENT) : 0;
   }
 
-  private checkIndependent() {
+  private crawlsDone(): boolean {
+    const p = this.crawlProgress();
+    return p.uncrawled === 0 && p.pendingFiles === 0;
+  }
+
+  /** Emits "independent" if it now holds (a crawler calls it after progress). */
+  checkIndependent(): void {
     if (this.independentEmitted || this.closed) return;
     for (const e of this.entries.values()) if (this.bytesOnOrigin(e) > 0 || !e.blocks) return;
+    if (!this.crawlsDone()) return;
     this.independentEmitted = true;
     this.emit("independent");
   }
@@ -741,7 +843,9 @@ export class Engine extends EventEmitter {
         state: this.prefetchState,
         bytesOnOrigin: total.bytesOnOrigin,
       },
-      independent: files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
+      dirs: this.crawlProgress(),
+      independent:
+        this.crawlsDone() && files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
     };
   }
 
@@ -766,6 +870,7 @@ export class Engine extends EventEmitter {
       e.prefetching ?? Promise.resolve(),
     ]);
     await Promise.all(pending);
+    await this.crawling;
     for (const e of this.entries.values()) await e.blocks?.close();
   }
 }

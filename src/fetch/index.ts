@@ -5,6 +5,8 @@
 
 export type { FileMeta, Policy } from "../store/store.js";
 export {
+  type Crawler,
+  type CrawlProgress,
   Engine,
   type EngineOptions,
   type EngineStatus,

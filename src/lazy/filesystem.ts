@@ -1,11 +1,13 @@
 /**
- * The LazyFS file system: the placeholder tree, with file data read and written through the
- * copy-on-reference engine. Placeholders carry the checkpoint's size, mode, owner and mtime;
- * writes update size and times. The tree's shape is fixed by the manifest: no files are
- * created, removed or renamed (EROFS for those requests from the FUSE defaults' side).
+ * The LazyFS file system: the tree (tree.ts) served through fuse/, file data read and written
+ * through the copy-on-reference engine, names of lazy directories resolved against the origin
+ * (resolve.ts). Creating, removing, renaming, linking and attribute changes are local
+ * (names.ts) and journaled; nothing is ever written to the origin's directories.
  */
-import type { Engine } from "../fetch/index.js";
+import { constants } from "node:fs";
+import type { Engine, PolicyRule } from "../fetch/index.js";
 import type {
+  Attr,
   AttrReply,
   DirEntry,
   Entry,
@@ -16,29 +18,78 @@ import type {
   StatFs,
 } from "../fuse/index.js";
 import { FuseError } from "../fuse/index.js";
-import { type Node, Tree, type TreeDir, type TreeFile } from "./tree.js";
+import { checkName, Names } from "./names.js";
+import {
+  isDir,
+  isLink,
+  type Node,
+  now,
+  type Timespec,
+  timespecFromMs,
+  timespecToMs,
+} from "./nodes.js";
+import { LazyDirs } from "./resolve.js";
+import { Tree, type TreeSpec } from "./tree.js";
 
 /** The tree changes only through us, so the kernel may cache names and attributes. */
 const ENTRY_TIMEOUT_MS = 60_000;
 const ATTR_TIMEOUT_MS = 60_000;
+/** Largest file size (the store keeps a state byte per block in memory). */
+const MAX_FILE_SIZE = 2 ** 40;
 
-async function readOnly(): Promise<never> {
-  throw new FuseError("EROFS");
+function checkSize(size: number): void {
+  if (size > MAX_FILE_SIZE) throw new FuseError("EFBIG");
+}
+
+export interface LazyOptions {
+  /** Cache directory: the tree is journaled there and resumed from it. */
+  cacheDir?: string;
+  /** Policy rules for files found in lazy directories (the manifest's). */
+  policies?: readonly PolicyRule[];
+}
+
+function setTime(t: Timespec | number | "now" | undefined, fallback: Timespec): Timespec {
+  if (t === undefined) return fallback;
+  if (t === "now") return now();
+  return typeof t === "number" ? timespecFromMs(t) : t;
 }
 
 export class LazyFileSystem implements FileSystem {
   readonly tree: Tree;
+  readonly lazy: LazyDirs;
+  private readonly names: Names;
+  /** Kernel references (lookups) and open handles per inode: a removed node lives until both end. */
+  private readonly lookups = new Map<number, number>();
+  private readonly opens = new Map<number, number>();
+  private readonly dirHandles = new Map<number, DirEntry[] | undefined>();
+  private nextFh = 1;
 
   constructor(
-    spec: { files: readonly TreeFile[]; dirs: readonly TreeDir[] },
+    spec: TreeSpec,
     private readonly engine: Engine,
+    opts: LazyOptions = {},
   ) {
-    this.tree = new Tree(spec);
+    this.tree = new Tree(spec, opts.cacheDir);
+    this.lazy = new LazyDirs(this.tree, engine, opts.policies ?? []);
+    this.names = new Names(this.tree, this.lazy, engine, (n) => this.reap(n));
+    engine.addCrawler(this.lazy);
   }
 
   /** Adds placeholders (the plan of a migration whose mount already exists). */
-  add(spec: { files: readonly TreeFile[]; dirs: readonly TreeDir[] }): void {
+  add(spec: TreeSpec): void {
     this.tree.add(spec);
+    this.engine.checkIndependent();
+  }
+
+  /** Planned files the process removed (they are not to be served, nor fetched, again). */
+  removedPlanned(): Set<string> {
+    return this.tree.removedPlanned();
+  }
+
+  /** Forgets engine files no node refers to any more (removed while the daemon was down). */
+  async dropOrphans(ids: readonly string[]): Promise<void> {
+    const live = new Set(this.tree.files().map((n) => n.fileId));
+    for (const id of ids) if (!live.has(id)) await this.engine.removeFile(id);
   }
 
   private node(ino: number): Node {
@@ -47,37 +98,46 @@ export class LazyFileSystem implements FileSystem {
     return n;
   }
 
-  private fileId(ino: number): string {
+  private dir(ino: number): Node {
     const n = this.node(ino);
-    if (n.fileId === undefined) throw new FuseError("EISDIR");
-    return n.fileId;
+    if (!isDir(n)) throw new FuseError("ENOTDIR");
+    return n;
   }
 
-  private attr(n: Node) {
-    const size = n.fileId === undefined ? 4096 : this.engine.size(n.fileId);
+  private size(n: Node): number {
+    if (n.fileId !== undefined) return this.engine.size(n.fileId);
+    if (isLink(n) && n.target !== undefined) return Buffer.byteLength(n.target);
+    return isDir(n) ? 4096 : (n.size ?? 0);
+  }
+
+  private attr(n: Node): Attr {
+    let nlink = n.nlink;
+    if (isDir(n)) {
+      nlink = 2;
+      for (const c of n.entries!.values()) if (c !== 0 && isDirIno(this.tree, c)) nlink++;
+    }
     return {
       ino: n.ino,
-      size,
-      atimeMs: n.atimeMs,
-      mtimeMs: n.mtimeMs,
-      ctimeMs: n.ctimeMs,
+      size: this.size(n),
+      atimeMs: timespecToMs(n.atime),
+      mtimeMs: timespecToMs(n.mtime),
+      ctimeMs: timespecToMs(n.ctime),
       mode: n.mode,
-      nlink: n.children
-        ? 2 + [...n.children.values()].filter((c) => this.tree.get(c)?.children).length
-        : 1,
+      nlink,
       uid: n.uid,
       gid: n.gid,
+      rdev: n.rdev ?? 0,
       blksize: 65536,
     };
   }
 
   private timeout(n: Node): number {
-    return n.uncached ? 0 : ATTR_TIMEOUT_MS;
+    return n.policy === "remote" ? 0 : ATTR_TIMEOUT_MS;
   }
 
-  async lookup(parent: number, name: string): Promise<Entry> {
-    const n = this.tree.child(parent, name);
-    if (!n) throw new FuseError("ENOENT");
+  /** An Entry for `n`; the kernel now holds one more reference to it. */
+  private entry(n: Node): Entry {
+    this.lookups.set(n.ino, (this.lookups.get(n.ino) ?? 0) + 1);
     return {
       ino: n.ino,
       attr: this.attr(n),
@@ -86,100 +146,209 @@ export class LazyFileSystem implements FileSystem {
     };
   }
 
-  forget(): void {
-    // Inodes live as long as the mount: the tree is fixed.
+  /** Drops a removed node once nothing refers to it any more. */
+  private reap(n: Node) {
+    if (n.nlink > 0 || (this.lookups.get(n.ino) ?? 0) > 0 || (this.opens.get(n.ino) ?? 0) > 0) {
+      return;
+    }
+    this.tree.drop(n.ino);
+    if (n.fileId !== undefined) void this.engine.removeFile(n.fileId);
+    this.engine.checkIndependent();
+  }
+
+  async lookup(parent: number, name: string): Promise<Entry> {
+    checkName(name);
+    const n = await this.lazy.lookup(this.dir(parent), name);
+    if (!n) throw new FuseError("ENOENT");
+    await this.lazy.attrs(n);
+    return this.entry(n);
+  }
+
+  forget(ino: number, nlookup: number): void {
+    const left = (this.lookups.get(ino) ?? 0) - nlookup;
+    if (left > 0) this.lookups.set(ino, left);
+    else this.lookups.delete(ino);
+    const n = this.tree.get(ino);
+    if (n) this.reap(n);
   }
 
   async getattr(ino: number): Promise<AttrReply> {
     const n = this.node(ino);
+    await this.lazy.attrs(n);
     return { attr: this.attr(n), attrTimeoutMs: this.timeout(n) };
   }
 
   async setattr(ino: number, c: SetAttrIn): Promise<AttrReply> {
     const n = this.node(ino);
-    const now = Date.now();
+    await this.lazy.attrs(n);
+    const t = now();
     if (c.size !== undefined) {
-      await this.engine.truncate(this.fileId(ino), c.size);
-      n.mtimeMs = n.ctimeMs = now;
+      if (isDir(n)) throw new FuseError("EISDIR");
+      checkSize(c.size);
+      await this.engine.truncate(await this.lazy.fileId(n), c.size);
+      n.mtime = t;
     }
     if (c.mode !== undefined) n.mode = (n.mode & 0o170000) | (c.mode & 0o7777);
     if (c.uid !== undefined) n.uid = c.uid;
     if (c.gid !== undefined) n.gid = c.gid;
-    if (c.atimeMs !== undefined) n.atimeMs = c.atimeMs === "now" ? now : c.atimeMs;
-    if (c.mtimeMs !== undefined) n.mtimeMs = c.mtimeMs === "now" ? now : c.mtimeMs;
-    if (c.mode !== undefined || c.uid !== undefined || c.gid !== undefined) n.ctimeMs = now;
+    const times = c as { atimeMs?: number | "now"; mtimeMs?: number | "now" };
+    n.atime = setTime(times.atimeMs, n.atime);
+    n.mtime = setTime(times.mtimeMs, n.mtime);
+    n.ctime = t;
+    this.tree.save(n);
     return { attr: this.attr(n), attrTimeoutMs: this.timeout(n) };
   }
 
-  async open(ino: number): Promise<OpenReply> {
-    const n = this.node(ino);
-    if (n.fileId === undefined) throw new FuseError("EISDIR");
+  async readlink(ino: number): Promise<string> {
+    return this.lazy.readlink(this.node(ino));
+  }
+
+  private opened(n: Node): OpenReply {
+    this.opens.set(n.ino, (this.opens.get(n.ino) ?? 0) + 1);
     // Content changes only through this mount, except for remote files (origin is the truth).
-    return n.uncached ? { directIo: true } : { keepCache: true };
+    return n.policy === "remote" ? { directIo: true } : { keepCache: true };
+  }
+
+  async open(ino: number, flags: number): Promise<OpenReply> {
+    const n = this.node(ino);
+    const id = await this.lazy.fileId(n);
+    // The session asks for atomic O_TRUNC: truncating is ours to do.
+    if (flags & constants.O_TRUNC) {
+      if (this.engine.size(id) > 0) await this.engine.truncate(id, 0);
+      n.mtime = n.ctime = now();
+      this.tree.save(n);
+    }
+    return this.opened(n);
+  }
+
+  async release(ino: number): Promise<void> {
+    const left = (this.opens.get(ino) ?? 1) - 1;
+    if (left > 0) this.opens.set(ino, left);
+    else this.opens.delete(ino);
+    const n = this.tree.get(ino);
+    if (n) this.reap(n);
   }
 
   async read(ino: number, _fh: number, offset: number, size: number): Promise<Buffer> {
-    return this.engine.read(this.fileId(ino), offset, size);
+    return this.engine.read(await this.lazy.fileId(this.node(ino)), offset, size);
   }
 
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
-    const id = this.fileId(ino);
-    await this.engine.write(id, offset, data);
     const n = this.node(ino);
-    n.mtimeMs = n.ctimeMs = Date.now();
+    checkSize(offset + data.length);
+    await this.engine.write(await this.lazy.fileId(n), offset, data);
+    n.mtime = n.ctime = now();
+    this.tree.saveSoon(n);
     return data.length;
   }
 
   async fsync(ino: number): Promise<void> {
     const n = this.node(ino);
     if (n.fileId !== undefined) await this.engine.fsync(n.fileId);
+    this.tree.sync();
+  }
+
+  async fsyncdir(): Promise<void> {
+    this.tree.sync();
   }
 
   async fallocate(ino: number, _fh: number, offset: number, length: number, mode: number) {
     if (mode !== 0) throw new FuseError("EOPNOTSUPP");
-    const id = this.fileId(ino);
+    const id = await this.lazy.fileId(this.node(ino));
+    checkSize(offset + length);
     if (offset + length > this.engine.size(id)) await this.engine.truncate(id, offset + length);
   }
 
-  async readdir(
-    ino: number,
-    _fh: number,
-    offset: number,
-    _ctx: RequestContext,
-  ): Promise<DirEntry[]> {
-    const n = this.node(ino);
-    if (!n.children) throw new FuseError("ENOTDIR");
-    const all: DirEntry[] = [
-      { name: ".", ino: n.ino, mode: n.mode },
-      { name: "..", ino: n.parent, mode: this.node(n.parent).mode },
-      ...[...n.children].map(([name, c]) => ({ name, ino: c, mode: this.node(c).mode })),
-    ];
+  async opendir(ino: number): Promise<OpenReply> {
+    this.dir(ino);
+    const fh = this.nextFh++;
+    this.dirHandles.set(fh, undefined);
+    return { fh };
+  }
+
+  /** Positions stay those of the listing taken at offset 0 (names removed meanwhile included). */
+  async readdir(ino: number, fh: number, offset: number): Promise<DirEntry[]> {
+    const n = this.dir(ino);
+    let all = this.dirHandles.get(fh);
+    if (offset === 0 || !all) {
+      await this.lazy.list(n);
+      all = [
+        { name: ".", ino: n.ino, mode: n.mode },
+        { name: "..", ino: n.parent, mode: this.tree.get(n.parent)?.mode ?? n.mode },
+      ];
+      for (const [name, c] of n.entries!) {
+        const child = c === 0 ? undefined : this.tree.get(c);
+        if (child) all.push({ name, ino: c, mode: child.mode });
+      }
+      if (this.dirHandles.has(fh)) this.dirHandles.set(fh, all);
+    }
     return all.slice(offset);
+  }
+
+  async releasedir(_ino: number, fh: number): Promise<void> {
+    this.dirHandles.delete(fh);
   }
 
   async statfs(): Promise<StatFs> {
     const files = this.tree.files();
     const bytes = files.reduce((s, f) => s + this.engine.size(f.fileId!), 0);
-    const blocks = Math.ceil(bytes / 4096);
     return {
-      blocks,
-      bfree: 0,
-      bavail: 0,
-      files: files.length,
-      ffree: 0,
+      blocks: Math.ceil(bytes / 4096) + (1 << 20),
+      bfree: 1 << 20,
+      bavail: 1 << 20,
+      files: files.length + (1 << 20),
+      ffree: 1 << 20,
       bsize: 4096,
       namelen: 255,
       frsize: 4096,
     };
   }
 
-  // The tree's shape is the checkpoint's: nothing is created, removed or renamed.
-  create = readOnly;
-  mknod = readOnly;
-  mkdir = readOnly;
-  unlink = readOnly;
-  rmdir = readOnly;
-  rename = readOnly;
-  symlink = readOnly;
-  link = readOnly;
+  async create(parent: number, name: string, mode: number, _flags: number, ctx: RequestContext) {
+    const n = await this.names.mknod(this.dir(parent), name, mode, 0, ctx);
+    return { entry: this.entry(n), open: this.opened(n) };
+  }
+
+  async mknod(parent: number, name: string, mode: number, rdev: number, ctx: RequestContext) {
+    return this.entry(await this.names.mknod(this.dir(parent), name, mode, rdev, ctx));
+  }
+
+  async mkdir(parent: number, name: string, mode: number, ctx: RequestContext) {
+    return this.entry(await this.names.mkdir(this.dir(parent), name, mode, ctx));
+  }
+
+  async symlink(parent: number, name: string, target: string, ctx: RequestContext) {
+    return this.entry(await this.names.symlink(this.dir(parent), name, target, ctx));
+  }
+
+  async link(ino: number, newParent: number, newName: string) {
+    return this.entry(await this.names.link(this.node(ino), this.dir(newParent), newName));
+  }
+
+  async unlink(parent: number, name: string): Promise<void> {
+    await this.names.unlink(this.dir(parent), name);
+  }
+
+  async rmdir(parent: number, name: string): Promise<void> {
+    await this.names.rmdir(this.dir(parent), name);
+  }
+
+  async rename(parent: number, name: string, newParent: number, newName: string, flags: number) {
+    await this.names.rename(this.dir(parent), name, this.dir(newParent), newName, flags);
+  }
+
+  private destroyed = false;
+
+  /** Stops crawling and closes the journal (at session end; idempotent). */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.lazy.close();
+    this.tree.close();
+  }
+}
+
+function isDirIno(tree: Tree, ino: number): boolean {
+  const n = tree.get(ino);
+  return n !== undefined && isDir(n);
 }

@@ -1,15 +1,15 @@
 /**
- * The LazyFS file system: placeholders from a manifest, data through the engine, served by
- * fuse/. `mountLazyFs` mounts it; the returned handle unmounts.
+ * The LazyFS file system: placeholders from a manifest and lazy directories mirrored from the
+ * origin, data through the engine, served by fuse/. Build a `LazyFileSystem`, then
+ * `mountLazyFs` mounts it; the returned handle unmounts.
  */
 import { mkdir } from "node:fs/promises";
-import type { Engine } from "../fetch/index.js";
 import { mount } from "../fuse/index.js";
-import { LazyFileSystem } from "./filesystem.js";
-import type { TreeDir, TreeFile } from "./tree.js";
+import type { LazyFileSystem } from "./filesystem.js";
 
-export { LazyFileSystem } from "./filesystem.js";
-export { type Node, ROOT_INO, Tree, type TreeDir, type TreeFile } from "./tree.js";
+export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
+export { type Node, ROOT_INO, type Timespec } from "./nodes.js";
+export { Tree, type TreeDir, type TreeFile, type TreeLazyDir, type TreeSpec } from "./tree.js";
 
 export interface LazyMount {
   mountpoint: string;
@@ -20,10 +20,9 @@ export interface LazyMount {
 }
 
 export async function mountLazyFs(
-  spec: { mountpoint: string; id?: string; files: readonly TreeFile[]; dirs: readonly TreeDir[] },
-  engine: Engine,
+  spec: { mountpoint: string; id?: string },
+  fileSystem: LazyFileSystem,
 ): Promise<LazyMount> {
-  const fileSystem = new LazyFileSystem(spec, engine);
   await mkdir(spec.mountpoint, { recursive: true });
   const m = await mount(spec.mountpoint, fileSystem, {
     subtype: "lazyfs",
@@ -37,7 +36,10 @@ export async function mountLazyFs(
   return {
     mountpoint: spec.mountpoint,
     fileSystem,
-    unmount: () => m.unmount(),
+    unmount: async () => {
+      await m.unmount();
+      fileSystem.destroy();
+    },
     closed: m.closed,
   };
 }

@@ -1,8 +1,26 @@
 /**
- * The placeholder tree: every served file and directory of a manifest at its target path,
- * with the ancestors in between, each with the attributes the origin had at the checkpoint.
+ * The LazyFS tree: inodes and names, journaled (journal.ts) so that a restarted daemon serves
+ * the same tree with the same inode numbers. The manifest's files and directories are placed
+ * once each (`add`), lazy directories are marked with their origin path, and every later
+ * change (the process's creates, removes, renames, chmods; names learnt from the origin) goes
+ * through `save`/`setEntry`/`drop`.
  */
 import type { Policy } from "../store/index.js";
+import { Journal, type TreeState } from "./journal.js";
+import {
+  isDir,
+  type Node,
+  type NodeRecord,
+  now,
+  ROOT_INO,
+  recordOf,
+  S_IFDIR,
+  S_IFREG,
+  type Timespec,
+  timespecFromMs,
+  unlisted,
+  unmaterialized,
+} from "./nodes.js";
 
 /** A file or directory to show (the manifest's files, structurally). */
 export interface TreeFile {
@@ -25,45 +43,20 @@ export interface TreeDir {
   mtimeMs: number;
 }
 
-export const ROOT_INO = 1;
-
-export interface Node {
-  ino: number;
-  parent: number;
-  name: string;
-  /** S_IFDIR or S_IFREG plus permission bits. */
-  mode: number;
-  uid: number;
-  gid: number;
-  atimeMs: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  /** Engine file id (the target path) for regular files. */
-  fileId?: string;
-  /** Never cached (policy remote): the kernel must ask every time. */
-  uncached: boolean;
-  children?: Map<string, number>;
+/** A directory served as a copy-on-reference mirror of an origin directory. */
+export interface TreeLazyDir {
+  targetPath: string;
+  originPath: string;
 }
 
-const S_IFDIR = 0o040000;
-const S_IFREG = 0o100000;
-const TYPE_MASK = 0o170000;
+export interface TreeSpec {
+  files: readonly TreeFile[];
+  dirs: readonly TreeDir[];
+  lazyDirs?: readonly TreeLazyDir[];
+}
 
-/** A directory the origin's attributes are not known for (yet): root-owned, 0755. */
-function plainDir(ino: number, parent: number, name: string, now: number): Node {
-  return {
-    ino,
-    parent,
-    name,
-    mode: S_IFDIR | 0o755,
-    uid: 0,
-    gid: 0,
-    atimeMs: now,
-    mtimeMs: now,
-    ctimeMs: now,
-    uncached: false,
-    children: new Map(),
-  };
+function newNode(ino: number, parent: number, mode: number, t: Timespec): Node {
+  return { ino, parent, mode, uid: 0, gid: 0, atime: t, mtime: t, ctime: t, nlink: 1 };
 }
 
 function setAttrs(
@@ -74,101 +67,247 @@ function setAttrs(
   n.mode = type | (a.mode & 0o7777);
   n.uid = a.uid;
   n.gid = a.gid;
-  n.atimeMs = n.mtimeMs = n.ctimeMs = a.mtimeMs;
+  n.atime = n.mtime = n.ctime = timespecFromMs(a.mtimeMs);
 }
 
 export class Tree {
   private readonly nodes = new Map<number, Node>();
-  private nextIno = ROOT_INO + 1;
+  private readonly planned: Set<string>;
+  private nextIno: number;
+  private readonly journal?: Journal;
+  /** Lazy directories not yet listed, and listed; files found and not yet materialized. */
+  readonly unlistedDirs = new Set<number>();
+  readonly listedDirs = new Set<number>();
+  readonly pendingFiles = new Set<number>();
+  private readonly deferred = new Set<number>();
+  private flushTimer?: NodeJS.Timeout;
 
-  constructor(
-    manifest: { files: readonly TreeFile[]; dirs: readonly TreeDir[] },
-    now = Date.now(),
-  ) {
-    this.nodes.set(ROOT_INO, plainDir(ROOT_INO, ROOT_INO, "", now));
-    this.add(manifest, now);
+  /** `dir`: where to journal (a cache directory); without it the tree lives in memory only. */
+  constructor(spec: TreeSpec, dir?: string) {
+    let state: TreeState = {
+      nextIno: ROOT_INO + 1,
+      nodes: new Map(),
+      entries: new Map(),
+      planned: new Set(),
+    };
+    if (dir) ({ journal: this.journal, state } = Journal.open(dir, ROOT_INO + 1));
+    this.planned = state.planned;
+    this.nextIno = state.nextIno;
+    for (const rec of state.nodes.values()) {
+      const n: Node = { ...rec };
+      if (isDir(n)) n.entries = state.entries.get(n.ino) ?? new Map();
+      this.nodes.set(n.ino, n);
+      this.track(n);
+    }
+    if (!this.nodes.has(ROOT_INO)) {
+      const root = newNode(ROOT_INO, ROOT_INO, S_IFDIR | 0o755, now());
+      root.entries = new Map();
+      root.listed = true;
+      this.nodes.set(ROOT_INO, root);
+      this.save(root);
+    }
+    // Nodes removed while in use by the previous daemon's kernel session are gone now.
+    for (const n of [...this.nodes.values()]) if (n.nlink === 0) this.drop(n.ino);
+    this.add(spec);
   }
 
-  /**
-   * Adds files and directories (a migration's plan arrives after the mount exists). A path
-   * already in the tree keeps its inode; its attributes are updated.
-   */
-  add(manifest: { files: readonly TreeFile[]; dirs: readonly TreeDir[] }, now = Date.now()) {
-    for (const d of manifest.dirs) {
-      setAttrs(this.ensureDir(d.path, now), S_IFDIR, d);
-    }
-    for (const f of manifest.files) {
-      if (!f.served) continue;
-      if (f.type === "dir") {
-        setAttrs(this.ensureDir(f.targetPath, now), S_IFDIR, f);
-        continue;
-      }
-      const slash = f.targetPath.lastIndexOf("/");
-      const parent = this.ensureDir(f.targetPath.slice(0, slash) || "/", now);
-      const name = f.targetPath.slice(slash + 1);
-      const existing = parent.children!.get(name);
-      if (existing !== undefined) {
-        const n = this.nodes.get(existing)!;
-        if (n.fileId !== f.targetPath) {
-          throw new Error(`manifest: ${f.targetPath} is a directory and a file`);
-        }
-        setAttrs(n, S_IFREG, f);
-        n.uncached = f.policy === "remote";
-        continue;
-      }
-      const ino = this.nextIno++;
-      this.nodes.set(ino, {
-        ino,
-        parent: parent.ino,
-        name,
-        mode: S_IFREG | (f.mode & 0o7777),
-        uid: f.uid,
-        gid: f.gid,
-        atimeMs: f.mtimeMs,
-        mtimeMs: f.mtimeMs,
-        ctimeMs: f.mtimeMs,
-        fileId: f.targetPath,
-        uncached: f.policy === "remote",
-      });
-      parent.children!.set(name, ino);
+  private track(n: Node) {
+    const sets: [Set<number>, boolean][] = [
+      [this.unlistedDirs, unlisted(n)],
+      [this.listedDirs, isDir(n) && n.originPath !== undefined && !unlisted(n)],
+      [this.pendingFiles, unmaterialized(n)],
+    ];
+    for (const [set, member] of sets) {
+      if (member) set.add(n.ino);
+      else set.delete(n.ino);
     }
   }
 
-  private ensureDir(path: string, now: number): Node {
-    let node = this.nodes.get(ROOT_INO)!;
-    for (const part of path.split("/").filter((p) => p.length > 0)) {
-      const existing = node.children!.get(part);
-      if (existing !== undefined) {
-        const child = this.nodes.get(existing)!;
-        if (!child.children) {
-          throw new Error(`manifest: ${path} needs ${part} to be a directory, but it is a file`);
-        }
-        node = child;
-        continue;
-      }
-      const ino = this.nextIno++;
-      const child = plainDir(ino, node.ino, part, now);
-      this.nodes.set(ino, child);
-      node.children!.set(part, ino);
-      node = child;
+  /** Records a node's attributes (journaled before the caller answers). */
+  save(n: Node): void {
+    if (this.nodes.get(n.ino) !== n) return; // dropped meanwhile
+    this.deferred.delete(n.ino);
+    this.track(n);
+    this.journal?.node(recordOf(n));
+  }
+
+  /** Records a node's attributes soon (times of writes: not worth a record per write). */
+  saveSoon(n: Node): void {
+    if (!this.journal) return;
+    this.deferred.add(n.ino);
+    this.flushTimer ??= setTimeout(() => this.flush(), 1000);
+  }
+
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    for (const ino of [...this.deferred]) {
+      const n = this.nodes.get(ino);
+      if (n) this.save(n);
     }
-    return node;
+    this.deferred.clear();
+    if (this.journal?.wantsCompaction) this.compact();
+  }
+
+  private compact() {
+    const entries = new Map<number, Map<string, number>>();
+    const nodes = new Map<number, NodeRecord>();
+    for (const n of this.nodes.values()) {
+      nodes.set(n.ino, recordOf(n));
+      if (n.entries) entries.set(n.ino, n.entries);
+    }
+    this.journal?.compact({ nextIno: this.nextIno, nodes, entries, planned: this.planned });
+  }
+
+  /** A new node (not yet named anywhere). */
+  create(parent: number, mode: number, init: Partial<NodeRecord> = {}): Node {
+    const n: Node = { ...newNode(this.nextIno++, parent, mode, now()), ...init };
+    if (isDir(n)) n.entries = new Map();
+    this.nodes.set(n.ino, n);
+    this.save(n);
+    return n;
+  }
+
+  /** Points `name` in `dir` at `ino` (0: known absent). */
+  setEntry(dir: Node, name: string, ino: number): void {
+    dir.entries!.set(name, ino);
+    this.journal?.entry(dir.ino, name, ino);
+  }
+
+  /** Forgets a node for good. */
+  drop(ino: number): void {
+    const n = this.nodes.get(ino);
+    if (!n) return;
+    this.nodes.delete(ino);
+    n.nlink = 0;
+    this.track(n);
+    this.unlistedDirs.delete(ino);
+    this.listedDirs.delete(ino);
+    this.pendingFiles.delete(ino);
+    this.deferred.delete(ino);
+    this.journal?.gone(ino);
   }
 
   get(ino: number): Node | undefined {
     return this.nodes.get(ino);
   }
 
-  child(parent: number, name: string): Node | undefined {
-    const ino = this.nodes.get(parent)?.children?.get(name);
-    return ino === undefined ? undefined : this.nodes.get(ino);
+  all(): IterableIterator<Node> {
+    return this.nodes.values();
   }
 
-  isDir(n: Node): boolean {
-    return (n.mode & TYPE_MASK) === S_IFDIR;
+  /** The node `name` in `dir` names: a node, null if known absent, undefined if unknown. */
+  child(dir: Node, name: string): Node | null | undefined {
+    const ino = dir.entries?.get(name);
+    if (ino === undefined) return undefined;
+    return ino === 0 ? null : (this.nodes.get(ino) ?? null);
   }
 
+  /**
+   * Adds the manifest's files, directories and lazy directories (a migration's plan arrives
+   * after the mount exists). Each is placed once: a planned path the process has removed or
+   * renamed since stays as the process left it.
+   */
+  add(spec: TreeSpec): void {
+    const once = (key: string, fn: () => void) => {
+      if (this.planned.has(key)) return;
+      fn();
+      this.planned.add(key);
+      this.journal?.planned(key);
+    };
+    for (const l of spec.lazyDirs ?? []) {
+      once(`lazy:${l.targetPath}`, () => {
+        const n = this.ensureDir(l.targetPath);
+        n.originPath = l.originPath;
+        n.listed = false;
+        n.unstatted = true;
+        this.save(n);
+      });
+    }
+    for (const d of spec.dirs) {
+      once(`dir:${d.path}`, () => {
+        const n = this.ensureDir(d.path);
+        setAttrs(n, S_IFDIR, d);
+        n.unstatted = undefined;
+        this.save(n);
+      });
+    }
+    for (const f of spec.files) {
+      if (!f.served) continue;
+      once(`${f.type}:${f.targetPath}`, () => this.addFile(f));
+    }
+    this.flush();
+  }
+
+  private addFile(f: TreeFile) {
+    if (f.type === "dir") {
+      const n = this.ensureDir(f.targetPath);
+      setAttrs(n, S_IFDIR, f);
+      this.save(n);
+      return;
+    }
+    const slash = f.targetPath.lastIndexOf("/");
+    const parent = this.ensureDir(f.targetPath.slice(0, slash) || "/");
+    const name = f.targetPath.slice(slash + 1);
+    const existing = this.child(parent, name);
+    if (existing && isDir(existing)) {
+      throw new Error(`manifest: ${f.targetPath} is a directory and a file`);
+    }
+    const n = existing ?? this.create(parent.ino, S_IFREG);
+    setAttrs(n, S_IFREG, f);
+    n.fileId = f.targetPath;
+    if (f.policy === "remote") n.policy = "remote";
+    this.save(n);
+    if (!existing) this.setEntry(parent, name, n.ino);
+  }
+
+  private ensureDir(path: string): Node {
+    let node = this.nodes.get(ROOT_INO)!;
+    for (const part of path.split("/").filter((p) => p.length > 0)) {
+      const existing = this.child(node, part);
+      if (existing) {
+        if (!isDir(existing)) {
+          throw new Error(`manifest: ${path} needs ${part} to be a directory, but it is a file`);
+        }
+        node = existing;
+        continue;
+      }
+      // Inside a lazy directory, a directory is the origin's too (lazy itself).
+      const child = this.create(
+        node.ino,
+        S_IFDIR | 0o755,
+        node.originPath === undefined
+          ? { listed: true }
+          : { originPath: `${node.originPath.replace(/\/$/, "")}/${part}`, unstatted: true },
+      );
+      this.setEntry(node, part, child.ino);
+      node = child;
+    }
+    return node;
+  }
+
+  /** Target paths of planned files that are no longer in the tree (the process removed them). */
+  removedPlanned(): Set<string> {
+    const live = new Set(this.files().map((n) => n.fileId));
+    const out = new Set<string>();
+    for (const key of this.planned) {
+      if (key.startsWith("file:") && !live.has(key.slice(5))) out.add(key.slice(5));
+    }
+    return out;
+  }
+
+  /** Regular files the engine serves. */
   files(): Node[] {
     return [...this.nodes.values()].filter((n) => n.fileId !== undefined);
+  }
+
+  close(): void {
+    this.flush();
+    this.journal?.close();
+  }
+
+  sync(): void {
+    this.flush();
+    this.journal?.sync();
   }
 }

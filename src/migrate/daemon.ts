@@ -11,7 +11,7 @@ import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
-import { type LazyMount, mountLazyFs } from "../lazy/index.js";
+import { LazyFileSystem, type LazyMount, mountLazyFs } from "../lazy/index.js";
 import type { Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
@@ -35,6 +35,8 @@ export interface DaemonStatus {
   restoredPid: number | null;
   restoredAlive: boolean;
   files: number;
+  /** Lazy directories: listed on the origin (crawled) or not yet, files found not yet fetched. */
+  dirs: EngineStatus["dirs"];
   total: EngineStatus["total"];
   prefetch: EngineStatus["prefetch"] & { rateBytesPerSec: number; etaMs: number | null };
   firstFetchAtMs: number | null;
@@ -42,6 +44,11 @@ export interface DaemonStatus {
   /** When the connection to the origin was closed after independence (its goodbye sent). */
   releasedAtMs: number | null;
   perFile: FileStatus[];
+}
+
+/** Whether the manifest holds a plan yet (migrate mounts before the dump with an empty one). */
+function planned(m: Manifest): boolean {
+  return m.files.length > 0 || m.lazyDirs.length > 0;
 }
 
 /** Wraps the origin to learn when it was first read (the timeline's "first origin fetch"). */
@@ -129,9 +136,11 @@ class Daemon {
     return first ? this.serving : this.serving.then((s) => this.reload(s));
   }
 
-  private async addFiles(engine: Engine, manifest: Manifest) {
+  /** Hands the plan's files to the engine, except those the process has removed since. */
+  private async addFiles(engine: Engine, manifest: Manifest, fs: LazyFileSystem) {
+    const removed = fs.removedPlanned();
     for (const f of manifest.files) {
-      if (!f.served || f.type !== "file") continue;
+      if (!f.served || f.type !== "file" || removed.has(f.targetPath)) continue;
       await engine.addFile({
         id: f.targetPath,
         originPath: f.originPath,
@@ -149,7 +158,7 @@ class Daemon {
   /** The plan arrived (migrate mounts before the dump): serve its files too. */
   private async reload(s: Serving): Promise<Serving> {
     const manifest = await readManifest(this.paths.manifest);
-    await this.addFiles(s.engine, manifest);
+    await this.addFiles(s.engine, manifest, s.mount.fileSystem);
     s.mount.fileSystem.add(manifest);
     s.manifest = manifest;
     s.follower.follow(manifest);
@@ -182,8 +191,13 @@ class Daemon {
     });
     let mount: LazyMount;
     try {
-      await this.addFiles(engine, manifest);
-      mount = await mountLazyFs(manifest, engine);
+      const fs = new LazyFileSystem(manifest, engine, {
+        cacheDir: manifest.cacheDir,
+        policies: manifest.policies,
+      });
+      await this.addFiles(engine, manifest, fs);
+      await fs.dropOrphans(engine.status().files.map((f) => f.id));
+      mount = await mountLazyFs(manifest, fs);
     } catch (err) {
       await engine.close();
       await sftp.close();
@@ -193,14 +207,15 @@ class Daemon {
       id: this.id,
       mountpoint: manifest.mountpoint,
       files: manifest.files.length,
+      lazyDirs: manifest.lazyDirs.length,
     });
     const follower = new RemoteFollower(engine, manifest);
     follower.follow(manifest);
     const serving = { manifest, sftp, engine, mount, follower };
     engine.on("independent", () => void this.release(serving));
-    if (manifest.files.length > 0 && engine.status().independent) await this.release(serving);
+    if (planned(manifest) && engine.status().independent) await this.release(serving);
     // Connect now so that the first fetch does not pay for the SSH handshake.
-    if (manifest.files.length > 0) void sftp.connect().catch(() => {});
+    if (planned(manifest)) void sftp.connect().catch(() => {});
     // Fetch rate over the last few seconds, for the prefetch ETA.
     this.sampler = setInterval(() => {
       this.samples.push({ t: Date.now(), bytes: engine.status().total.bytesFetched });
@@ -220,12 +235,12 @@ class Daemon {
 
   private async release(s: Serving) {
     // An empty plan (mounted before the dump) needs nothing yet; keep the origin.
-    if (this.originState === "released" || s.manifest.files.length === 0) return;
+    if (this.originState === "released" || !planned(s.manifest)) return;
     this.independentAtMs ??= Date.now();
-    // Independence must survive a crash: make every block's state durable before letting go.
-    for (const f of s.manifest.files) {
-      if (f.served && f.type === "file") await s.engine.fsync(f.targetPath);
-    }
+    // Independence must survive a crash: make every block's state and every name durable
+    // before letting go.
+    await s.engine.fsyncAll();
+    s.mount.fileSystem.tree.sync();
     if ((this.originState as OriginState) === "released") return;
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
@@ -266,6 +281,7 @@ class Daemon {
       restoredPid: pid,
       restoredAlive: alive(pid),
       files: manifest.files.filter((f) => f.served).length,
+      dirs: st.dirs,
       total: st.total,
       prefetch: {
         ...st.prefetch,

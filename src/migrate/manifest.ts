@@ -6,6 +6,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import type { FileUse } from "../criu/index.js";
+import type { PolicyRule } from "../fetch/index.js";
 import type { Policy } from "../store/index.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
@@ -45,13 +46,18 @@ export interface ManifestDir {
 }
 
 /**
- * A directory served as a lazy mirror of the origin's: names not in the plan are looked up on
- * the origin when the process asks for them.
+ * A directory served as a writable copy-on-reference mirror of an origin directory (and its
+ * subdirectories): names not in the plan are looked up and listed on the origin on demand,
+ * files found there are fetched like planned ones, and every change is local.
  */
-export interface LazyDir {
+export interface ManifestLazyDir {
+  /** Where the process sees it (inside the mount, as for ManifestFile.targetPath). */
   targetPath: string;
+  /** The origin's directory it mirrors. */
   originPath: string;
 }
+
+export type LazyDir = ManifestLazyDir;
 
 export interface PathMap {
   from: string;
@@ -73,8 +79,10 @@ export interface Manifest {
   serve: ServeOptions;
   files: ManifestFile[];
   dirs: ManifestDir[];
-  /** Directories served as lazy mirrors (subdirectories of one are lazy too). */
-  lazyDirs: LazyDir[];
+  /** Lazy directories (none in manifests written before they existed). */
+  lazyDirs: ManifestLazyDir[];
+  /** The plan's policy rules, for files found later in lazy directories (first match wins). */
+  policies: PolicyRule[];
   /**
    * The target paths where the restored process sees LazyFS (bind mounts of the served tree
    * in its own mount namespace): the lazy directories that are not inside another one.
@@ -114,6 +122,7 @@ export async function readManifest(path: string): Promise<Manifest> {
   }
   // Manifests written before lazy directories and namespaces.
   m.lazyDirs ??= [];
+  m.policies ??= [];
   m.binds ??= [];
   m.createdDirs ??= [];
   return m;

@@ -202,6 +202,7 @@ export function emptyManifest(
     files: [],
     dirs: [],
     lazyDirs: [],
+    policies: [],
     binds: [],
     createdDirs: [],
   };
@@ -267,5 +268,12 @@ export async function planMigration(input: PlanInput): Promise<Manifest> {
   const dirs = [...(await planDirs(files, input)), ...extraDirs].sort((a, b) =>
     a.path.localeCompare(b.path),
   );
-  return { ...emptyManifest(input), files, dirs, lazyDirs, binds };
+  return {
+    ...emptyManifest(input),
+    files,
+    dirs,
+    lazyDirs,
+    binds,
+    policies: [...input.policies],
+  };
 }

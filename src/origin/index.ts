@@ -12,4 +12,10 @@ export { checkKnownHosts, fingerprint, hostPortName } from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
 export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";
-export type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
+export {
+  isNotFound,
+  type Origin,
+  type OriginDirEntry,
+  type OriginStat,
+  type ReadPartCallback,
+} from "./types.js";

@@ -3,7 +3,7 @@
  * (tests, and the `local` policy's fallback). Paths are resolved under `root` and may not
  * escape it.
  */
-import { type FileHandle, open, readdir, stat, truncate } from "node:fs/promises";
+import { type FileHandle, lstat, open, readdir, readlink, stat, truncate } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import type { Origin, OriginDirEntry, OriginStat } from "./types.js";
@@ -16,6 +16,7 @@ function toStat(s: import("node:fs").Stats): OriginStat {
     uid: s.uid,
     gid: s.gid,
     isDirectory: s.isDirectory(),
+    atimeMs: s.atimeMs,
   };
 }
 
@@ -45,6 +46,22 @@ export class LocalOrigin implements Origin {
     }
   }
 
+  async lstat(path: string): Promise<OriginStat> {
+    try {
+      return toStat(await lstat(this.resolve(path)));
+    } catch (err) {
+      return this.fail("lstat", path, err);
+    }
+  }
+
+  async readlink(path: string): Promise<string> {
+    try {
+      return await readlink(this.resolve(path));
+    } catch (err) {
+      return this.fail("readlink", path, err);
+    }
+  }
+
   async read(path: string, offset: number, length: number): Promise<Buffer> {
     let fh: FileHandle | undefined;
     try {
@@ -68,9 +85,14 @@ export class LocalOrigin implements Origin {
     try {
       const dir = this.resolve(path);
       const names = await readdir(dir);
-      return Promise.all(
-        names.map(async (name) => ({ name, stat: toStat(await stat(join(dir, name))) })),
+      const entries = await Promise.all(
+        names.map(async (name) => {
+          // A name removed between readdir and lstat is simply not listed.
+          const st = await lstat(join(dir, name)).catch(() => undefined);
+          return st ? { name, stat: toStat(st) } : undefined;
+        }),
       );
+      return entries.filter((e) => e !== undefined);
     } catch (err) {
       return this.fail("readdir", path, err);
     }

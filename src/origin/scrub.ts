@@ -58,6 +58,14 @@ export class ScrubOrigin implements Origin {
     return this.base ? this.base.stat(path) : this.noBase("stat", path);
   }
 
+  lstat(path: string): Promise<OriginStat> {
+    return this.base ? this.base.lstat(path) : this.noBase("lstat", path);
+  }
+
+  readlink(path: string): Promise<string> {
+    return this.base ? this.base.readlink(path) : this.noBase("readlink", path);
+  }
+
   readdir(path: string): Promise<OriginDirEntry[]> {
     return this.base ? this.base.readdir(path) : this.noBase("readdir", path);
   }

@@ -74,6 +74,7 @@ function toStat(s: Stats): OriginStat {
     uid: s.uid,
     gid: s.gid,
     isDirectory: s.isDirectory(),
+    atimeMs: s.atime * 1000,
   };
 }
 
@@ -309,6 +310,19 @@ export class SftpOrigin implements Origin {
   stat(path: string): Promise<OriginStat> {
     return this.request(`stat ${path}`, async (c) =>
       toStat(await new Promise<Stats>((res, rej) => c.sftp.stat(path, cb(res, rej)))),
+    );
+  }
+
+  lstat(path: string): Promise<OriginStat> {
+    return this.request(`lstat ${path}`, async (c) =>
+      toStat(await new Promise<Stats>((res, rej) => c.sftp.lstat(path, cb(res, rej)))),
+    );
+  }
+
+  readlink(path: string): Promise<string> {
+    return this.request(
+      `readlink ${path}`,
+      (c) => new Promise<string>((res, rej) => c.sftp.readlink(path, cb(res, rej))),
     );
   }
 

@@ -2,10 +2,13 @@
 export interface OriginStat {
   size: number;
   mtimeMs: number;
+  /** st_mode: file type (S_IFREG, S_IFDIR, S_IFLNK, ...) and permission bits. */
   mode: number;
   uid: number;
   gid: number;
   isDirectory: boolean;
+  /** Last access, when the origin reports it. */
+  atimeMs?: number;
 }
 
 export type ReadPartCallback = (rel: number, length: number, whole: Buffer) => void;
@@ -26,15 +29,30 @@ export interface Origin {
   /** Granularity of `mtimeMs` from `stat` (SFTP: whole seconds). */
   readonly mtimePrecisionMs: number;
   stat(path: string): Promise<OriginStat>;
+  /** Like `stat`, but a symbolic link is described itself, not followed. */
+  lstat(path: string): Promise<OriginStat>;
+  /** The target of a symbolic link. */
+  readlink(path: string): Promise<string>;
   /**
    * `onPart`, when the origin supports it, is called as pieces of the range arrive: bytes
    * `rel..rel+length` of `whole` (the buffer `read` will resolve with) are final. Pieces do
    * not overlap and come in any order; a caller may store them while they are hot.
    */
   read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer>;
+  /** The names in a directory (not `.` and `..`), each with its `lstat`. */
   readdir(path: string): Promise<OriginDirEntry[]>;
   /** Used only by the `remote` policy. */
   write(path: string, offset: number, data: Buffer): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Whether an origin error says the path does not exist (ENOENT, ENOTDIR, SFTP "no such file"). */
+export function isNotFound(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ENOENT" || code === "ENOTDIR" || code === 2) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }

@@ -86,10 +86,10 @@ export class LazyfsOnB {
     return (JSON.parse((await this.run(["status", id, "--json"])).stdout) as DaemonStatus[])[0]!;
   }
 
-  /** Kills the restored process on b and stops its migration. */
+  /** Kills the restored process on b, stops its migration and deletes its state. */
   async stop(m: Migrated): Promise<void> {
     await this.pair.b.exec("kill", ["-KILL", String(m.pid)], { allowFailure: true });
-    await this.run(["unmount", m.id, "--force"], true);
+    await this.run(["unmount", m.id, "--force", "--purge"], true);
   }
 
   async cleanUp(): Promise<void> {

@@ -80,6 +80,8 @@ export async function concurrentRandomReads(
 /** Wraps an origin and records every range it served. */
 export class RecordingOrigin implements Origin {
   readonly reads: { path: string; offset: number; length: number }[] = [];
+  /** Metadata requests, as `op path` (stat, lstat, readlink, readdir). */
+  readonly asked: string[] = [];
   readonly name: string;
   readonly mtimePrecisionMs: number;
   constructor(private readonly inner: Origin) {
@@ -87,13 +89,23 @@ export class RecordingOrigin implements Origin {
     this.mtimePrecisionMs = inner.mtimePrecisionMs;
   }
   stat(p: string) {
+    this.asked.push(`stat ${p}`);
     return this.inner.stat(p);
+  }
+  lstat(p: string) {
+    this.asked.push(`lstat ${p}`);
+    return this.inner.lstat(p);
+  }
+  readlink(p: string) {
+    this.asked.push(`readlink ${p}`);
+    return this.inner.readlink(p);
   }
   async read(path: string, offset: number, length: number) {
     this.reads.push({ path, offset, length });
     return this.inner.read(path, offset, length);
   }
   readdir(p: string) {
+    this.asked.push(`readdir ${p}`);
     return this.inner.readdir(p);
   }
   write(p: string, o: number, d: Buffer) {

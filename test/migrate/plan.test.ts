@@ -224,15 +224,16 @@ describe("planning", () => {
       files: [file("/a/b/c.txt")],
       dirs: [{ path: "/a", mode: 0o040700, uid: 1, gid: 2, mtimeMs: 5 }],
     });
-    const a = tree.child(1, "a")!;
+    const at = (ino: number, name: string) => tree.child(tree.get(ino)!, name)!;
+    const a = at(1, "a");
     assert.equal(a.mode, 0o040700);
-    const c = tree.child(tree.child(a.ino, "b")!.ino, "c.txt")!;
+    const c = at(at(a.ino, "b").ino, "c.txt");
     assert.equal(c.fileId, "/a/b/c.txt");
     assert.equal(c.uid, 7);
     tree.add({ files: [file("/a/b/c.txt", 0o100600), file("/a/new\nline")], dirs: [] });
-    assert.equal(tree.child(tree.child(a.ino, "b")!.ino, "c.txt")!.ino, c.ino, "same inode kept");
-    assert.equal(c.mode, 0o100600);
-    assert.ok(tree.child(a.ino, "new\nline"));
+    assert.equal(at(at(a.ino, "b").ino, "c.txt").ino, c.ino, "same inode kept");
+    assert.equal(c.mode, 0o100644, "a planned path is placed once (the process's changes win)");
+    assert.ok(at(a.ino, "new\nline"));
     assert.throws(() => tree.add({ files: [file("/a/b/c.txt/x")], dirs: [] }), /is a file/);
   });
 });

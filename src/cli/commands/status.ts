@@ -29,12 +29,20 @@ async function collect(ids?: string[]): Promise<Row[]> {
 
 function prefetchText(s: DaemonStatus): string {
   const p = s.prefetch;
-  if (s.total.bytesOnOrigin === 0) return "done";
+  const dirsLeft = s.dirs ? s.dirs.uncrawled + s.dirs.pendingFiles : 0;
+  if (s.total.bytesOnOrigin === 0 && dirsLeft === 0) return "done";
   if (p.state === "running") {
     const eta = p.etaMs === null ? "" : `, ETA ${formatMs(p.etaMs)}`;
     return `running ${formatRate(p.rateBytesPerSec)}${eta}`;
   }
   return p.mode === "none" ? "off" : p.state;
+}
+
+/** Planned files, and lazy directories listed so far (crawled/known). */
+function filesText(s: DaemonStatus): string {
+  const d = s.dirs;
+  if (!d || d.crawled + d.uncrawled === 0) return String(s.files);
+  return `${s.files} + dirs ${d.crawled}/${d.crawled + d.uncrawled} listed`;
 }
 
 function table(rows: Row[]): string {
@@ -60,7 +68,7 @@ function table(rows: Row[]): string {
         s.origin,
         s.originState === "released" ? "not needed" : s.originState,
         pid,
-        String(s.files),
+        filesText(s),
         `${formatBytes(s.total.bytesLocal)}/${formatBytes(s.total.size)}`,
         formatBytes(s.total.bytesDirty),
         formatBytes(s.total.bytesOnOrigin),
