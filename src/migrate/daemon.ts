@@ -18,7 +18,7 @@ import { type ControlRequest, serveControl } from "./control.js";
 import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
-import { removeMountPoints } from "./namespace.js";
+import { bindsOfOthers, removeMountPoints } from "./namespace.js";
 import { migrationPaths } from "./state.js";
 
 const log = logger("daemon");
@@ -313,7 +313,7 @@ class Daemon {
       await rmdir(s.manifest.mountpoint).catch(() => {}); // only if empty: ours, not the user's
       // restore adds the mount points it created after the daemon read the manifest.
       const latest = await readManifest(this.paths.manifest).catch(() => s.manifest);
-      await removeMountPoints(latest.createdDirs);
+      await removeMountPoints(latest.createdDirs, await bindsOfOthers(this.id));
       await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));

@@ -11,8 +11,9 @@ import { dirname } from "node:path";
 import { errnoCode, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { rewriteImages } from "../criu/index.js";
-import type { Manifest, ManifestFile } from "./manifest.js";
+import { type Manifest, type ManifestFile, readManifest } from "./manifest.js";
 import { isUnder } from "./plan.js";
+import { listMigrations, migrationPaths } from "./state.js";
 
 const log = logger("namespace");
 
@@ -45,9 +46,17 @@ export async function prepareMountPoints(binds: readonly string[]): Promise<stri
   return created;
 }
 
-/** Removes the mount points LazyFS created (innermost first; only if still empty). */
-export async function removeMountPoints(created: readonly string[]): Promise<void> {
+/**
+ * Removes the mount points LazyFS created (innermost first; only if still empty), except
+ * those another migration's process still sees LazyFS on: removing a directory detaches
+ * whatever is mounted on it in every other mount namespace too.
+ */
+export async function removeMountPoints(
+  created: readonly string[],
+  inUse: ReadonlySet<string> = new Set(),
+): Promise<void> {
   for (const p of [...created].reverse()) {
+    if ([...inUse].some((b) => isUnder(b, p))) continue;
     await rmdir(p).catch((err) => {
       if (errnoCode(err) !== "ENOENT") {
         log.warn("could not remove a mount point LazyFS created", { path: p, error: String(err) });
@@ -104,4 +113,15 @@ export async function rewriteForNamespace(manifest: Manifest, outDir: string): P
 /** The mount namespace of a process (`mnt:[4026532...]`), or undefined when it is gone. */
 export async function mountNamespaceOf(pid: number): Promise<string | undefined> {
   return readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
+}
+
+/** The bind roots of every other migration on this host. */
+export async function bindsOfOthers(id: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const other of await listMigrations()) {
+    if (other === id) continue;
+    const m = await readManifest(migrationPaths(other).manifest).catch(() => undefined);
+    for (const b of m?.binds ?? []) out.add(b);
+  }
+  return out;
 }

@@ -21,6 +21,7 @@ import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
+  bindsOfOthers,
   mountNamespaceOf,
   namespacePrefix,
   prepareMountPoints,
@@ -249,7 +250,7 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
   } catch (err) {
     log.warn("restore failed; stopping the daemon", { id: manifest.id });
     await stopDaemon(paths.socket).catch(() => {});
-    await removeMountPoints(manifest.createdDirs);
+    await removeMountPoints(manifest.createdDirs, await bindsOfOthers(manifest.id));
     throw err;
   }
   const criuRestoreMs = Date.now() - t;

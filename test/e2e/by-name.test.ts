@@ -12,7 +12,7 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import { LazyfsOnB, linesIn, waitFor } from "./helpers.js";
+import { AWAIT_GO, LazyfsOnB, linesIn, waitFor } from "./helpers.js";
 
 let pair: HostPair;
 let sshd: SshdHandle;
@@ -92,4 +92,133 @@ describe("programs that reach files by name after the migration", { concurrency:
       }
     });
   }
+  test("SQLite in rollback-journal mode goes on inserting (its -journal is created by name); integrity_check ok", async () => {
+    const dir = `${DATA_DIR}/sqlite-journal`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const writer =
+      "import sqlite3,sys,time\ndb=sqlite3.connect(sys.argv[1],isolation_level=None)\nassert db.execute('pragma journal_mode=delete').fetchone()[0]=='delete'\ndb.execute('create table if not exists t(i integer primary key, v text)')\ni=0\nwhile True:\n  db.execute('insert into t(v) values (?)',('row %d' % i,)); i+=1\n  if i%20==0:\n    ok=db.execute('pragma integrity_check').fetchone()[0]\n    n=db.execute('select count(*) from t').fetchone()[0]\n    print(i,n,ok,flush=True)\n  time.sleep(0.002)";
+    const out = `${dir}/writer.txt`;
+    const wl = await pair.a.startWorkload("python3", ["-c", writer, `${dir}/test.db`], {
+      stdout: out,
+      cwd: dir,
+    });
+    await waitFor("inserts on A", async () =>
+      (await linesIn(pair.a, out)).length >= 5 ? true : undefined,
+    );
+    const m = await lazyfs.migrate(wl.pid, ["--file-locks"]);
+    try {
+      const before = (await linesIn(pair.a, out)).length;
+      const lines = await waitFor(
+        "inserts on B",
+        async () => {
+          const l = await linesIn(pair.b, `${m.mountpoint}${out}`);
+          return l.length >= before + 20 ? l : undefined;
+        },
+        30_000,
+      );
+      for (const [k, line] of lines.entries()) {
+        assert.equal(
+          line,
+          `${(k + 1) * 20} ${(k + 1) * 20} ok`,
+          "every insert there, integrity ok",
+        );
+      }
+      // The journal came and went inside the process's view only: not on B's own disk.
+      const own = await pair.b.exec("ls", ["-A", DATA_DIR]);
+      assert.ok(!own.stdout.includes("sqlite-journal"), own.stdout);
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("Python imports, after the migration, a module that exists only on the origin", async () => {
+    const dir = `${DATA_DIR}/py-app`;
+    await pair.a.exec("mkdir", ["-p", `${dir}/pkg`]);
+    await pair.a.writeFile(`${dir}/pkg/__init__.py`, "");
+    await pair.a.writeFile(`${dir}/pkg/later.py`, "VALUE = 'imported from the origin'\n");
+    const program = `${AWAIT_GO}\nimport sys\nprint('started',flush=True)\nawait_go()\nimport pkg.later\nprint(pkg.later.VALUE,flush=True)\ntime.sleep(600)`;
+    const out = `${dir}/out.txt`;
+    const wl = await pair.a.startWorkload("python3", ["-c", program], { stdout: out, cwd: dir });
+    await waitFor("started", async () => ((await linesIn(pair.a, out)).length ? true : undefined));
+    const m = await lazyfs.migrate(wl.pid);
+    try {
+      await pair.b.exec("kill", ["-USR1", String(m.pid)]);
+      const lines = await waitFor("the import on B", async () => {
+        const l = await linesIn(pair.b, `${m.mountpoint}${out}`);
+        return l.length >= 2 ? l : undefined;
+      });
+      assert.deepEqual(lines, ["started", "imported from the origin"]);
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("a cwd whose directory exists on B with other attributes (1777 on A, 0755 on B)", async () => {
+    const dir = `${DATA_DIR}/sticky`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    await pair.a.exec("chmod", ["1777", dir]);
+    await pair.b.exec("mkdir", ["-p", dir]);
+    await pair.b.exec("chmod", ["0755", dir]);
+    const out = `${dir}/count.txt`;
+    const counter = "import time\ni=0\nwhile True:\n  print(i,flush=True); i+=1; time.sleep(0.01)";
+    const wl = await pair.a.startWorkload("python3", ["-c", counter], { stdout: out, cwd: dir });
+    await waitFor("counting", async () =>
+      (await linesIn(pair.a, out)).length > 5 ? true : undefined,
+    );
+    const m = await lazyfs.migrate(wl.pid);
+    try {
+      const mode = await pair.b.exec("nsenter", [
+        "-t",
+        String(m.pid),
+        "-m",
+        "stat",
+        "-c",
+        "%a",
+        dir,
+      ]);
+      assert.equal(mode.stdout.trim(), "1777", "the process sees the origin's directory");
+      const own = await pair.b.exec("stat", ["-c", "%a", dir]);
+      assert.equal(own.stdout.trim(), "755", "B's own directory is untouched");
+      const n = (await linesIn(pair.a, out)).length;
+      await waitFor("counting on B", async () =>
+        (await linesIn(pair.b, `${m.mountpoint}${out}`)).length > n + 10 ? true : undefined,
+      );
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("two migrations from the same origin directory do not see each other, nor does B", async () => {
+    const dir = `${DATA_DIR}/shared-origin-dir`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    // Waits for SIGUSR1, then creates a file named after its argument and lists the directory.
+    const program = `${AWAIT_GO}\nimport os,sys\nprint('ready',flush=True)\nawait_go()\nopen(sys.argv[1],'w').write('mine')\nprint(' '.join(sorted(n for n in os.listdir('.') if n.startswith('made-by-'))),flush=True)\ntime.sleep(600)`;
+    const started = [];
+    for (const who of ["one", "two"]) {
+      const wl = await pair.a.startWorkload("python3", ["-c", program, `made-by-${who}`], {
+        stdout: `${dir}/${who}.out`,
+        cwd: dir,
+      });
+      await waitFor("ready", async () =>
+        (await linesIn(pair.a, `${dir}/${who}.out`)).length ? true : undefined,
+      );
+      started.push({ who, m: await lazyfs.migrate(wl.pid) });
+    }
+    try {
+      for (const { who, m } of started) {
+        await pair.b.exec("kill", ["-USR1", String(m.pid)]);
+        const lines = await waitFor("the listing", async () => {
+          const l = await linesIn(pair.b, `${m.mountpoint}${dir}/${who}.out`);
+          return l.length >= 2 ? l : undefined;
+        });
+        assert.equal(lines[1], `made-by-${who}`, "each sees only its own new file");
+      }
+      const own = await pair.b.exec("sh", ["-c", `ls -A '${dir}' 2>/dev/null; true`]);
+      assert.equal(own.stdout.trim(), "", "nothing of the origin in B's own namespace");
+      const onA = await pair.a.exec("ls", ["-A", dir]);
+      assert.ok(!onA.stdout.includes("made-by-"), "nothing written back to the origin");
+    } finally {
+      for (const { m } of started) await lazyfs.stop(m);
+    }
+  });
 });

@@ -73,8 +73,9 @@ describe("a failed migration never loses the process", { concurrency: false }, (
     await waitFor("counting on A", async () =>
       (await linesIn(pair.a, out)).length >= 50 ? true : undefined,
     );
-    // A CRIU on the target that dumps like CRIU but refuses every restore.
-    const refuse = `${DATA_DIR}/criu-refusing-restore`;
+    // A CRIU on the target that dumps like CRIU but refuses every restore (outside the data
+    // directory: the process's view of that is LazyFS's, where CRIU runs).
+    const refuse = `/tmp/lazyfs-criu-refusing-restore-${process.pid}`;
     await pair.b.writeFile(
       refuse,
       `#!/bin/sh\n[ "$1" = restore ] && { echo "Error (test): this CRIU refuses to restore" >&2; exit 1; }\nexec /opt/lazyfs/criu/bin/criu "$@"\n`,
@@ -98,6 +99,7 @@ describe("a failed migration never loses the process", { concurrency: false }, (
     await pair.a.exec("kill", ["-0", String(wl.pid)]);
     await assertNothingLeft();
     await pair.a.exec("kill", ["-KILL", String(wl.pid)], { allowFailure: true });
+    await pair.b.exec("rm", ["-f", refuse]);
   });
 
   test("a dump CRIU refuses (an established TCP connection without --tcp-established): the process runs on", async () => {

@@ -194,6 +194,8 @@ describe("servers migrate and keep serving", { concurrency: false }, () => {
         "0",
         "--daemonize",
         "no",
+        "--protected-mode",
+        "no",
       ],
       { stdout: `${dir}/redis.log`, cwd: dir },
     );
