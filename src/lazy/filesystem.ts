@@ -24,6 +24,7 @@ import {
   isLink,
   type Node,
   now,
+  shownIno,
   type Timespec,
   timespecFromMs,
   timespecToMs,
@@ -117,7 +118,7 @@ export class LazyFileSystem implements FileSystem {
       for (const c of n.entries!.values()) if (c !== 0 && isDirIno(this.tree, c)) nlink++;
     }
     return {
-      ino: n.ino,
+      ino: shownIno(n),
       size: this.size(n),
       atimeMs: timespecToMs(n.atime),
       mtimeMs: timespecToMs(n.mtime),
@@ -272,13 +273,14 @@ export class LazyFileSystem implements FileSystem {
     let all = this.dirHandles.get(fh);
     if (offset === 0 || !all) {
       await this.lazy.list(n);
+      const parent = this.tree.get(n.parent) ?? n;
       all = [
-        { name: ".", ino: n.ino, mode: n.mode },
-        { name: "..", ino: n.parent, mode: this.tree.get(n.parent)?.mode ?? n.mode },
+        { name: ".", ino: shownIno(n), mode: n.mode },
+        { name: "..", ino: shownIno(parent), mode: parent.mode },
       ];
       for (const [name, c] of n.entries!) {
         const child = c === 0 ? undefined : this.tree.get(c);
-        if (child) all.push({ name, ino: c, mode: child.mode });
+        if (child) all.push({ name, ino: shownIno(child), mode: child.mode });
       }
       if (this.dirHandles.has(fh)) this.dirHandles.set(fh, all);
     }

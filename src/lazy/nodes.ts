@@ -54,6 +54,8 @@ export interface NodeRecord {
   unstatted?: boolean;
   /** Symbolic links. */
   target?: string;
+  /** st_ino shown for it: the origin's inode number of a planned file. */
+  stIno?: number;
 }
 
 export interface Node extends NodeRecord {
@@ -104,4 +106,14 @@ export function now(): Timespec {
 export function recordOf(n: Node): NodeRecord {
   const { entries: _, ...rec } = n;
   return rec;
+}
+
+/**
+ * Inode numbers the process sees: the origin's for planned files (a migrated SQLite checks
+ * that its database path still has the inode it opened), and for every other node its own
+ * number in a range far above any origin's, so that the two never collide.
+ */
+const OWN_INO_BASE = 2 ** 40;
+export function shownIno(n: NodeRecord): number {
+  return n.stIno ?? OWN_INO_BASE + n.ino;
 }

@@ -32,6 +32,8 @@ export interface TreeFile {
   mtimeMs: number;
   policy: Policy;
   served: boolean;
+  /** The origin's inode number, shown as st_ino (programs such as SQLite compare it). */
+  ino?: number;
 }
 
 /** An ancestor directory's attributes. */
@@ -256,6 +258,7 @@ export class Tree {
     const n = existing ?? this.create(parent.ino, S_IFREG);
     setAttrs(n, S_IFREG, f);
     n.fileId = f.targetPath;
+    if (f.ino !== undefined) n.stIno = f.ino;
     if (f.policy === "remote") n.policy = "remote";
     this.save(n);
     if (!existing) this.setEntry(parent, name, n.ino);

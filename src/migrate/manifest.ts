@@ -24,6 +24,8 @@ export interface ManifestFile {
   uid: number;
   gid: number;
   mtimeMs: number;
+  /** The origin's inode number, when known: the process is shown the same st_ino. */
+  ino?: number;
   policy: Policy;
   /**
    * Where the restored process finds it: inside the mount (`<mountpoint><targetPath>`) when

@@ -123,6 +123,7 @@ async function planFile(ref: FileRef, input: PlanInput): Promise<ManifestFile | 
     uid: st.uid,
     gid: st.gid,
     mtimeMs: st.mtimeMs,
+    ...(st.ino !== undefined ? { ino: st.ino } : {}),
     policy,
     uses: ref.usedBy,
   } as const;

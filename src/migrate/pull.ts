@@ -6,6 +6,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
+import { shq } from "../common/shell.js";
 import { loadFileTable } from "../criu/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 
@@ -43,19 +44,47 @@ export async function pullImages(
       const name = e.reg?.name;
       if (typeof name === "string" && name.startsWith("/")) paths.add(name);
     }
-    await Promise.all(
-      [...paths].map(async (path) => {
-        try {
-          stats[path] = await origin.stat(path);
-        } catch {
-          // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
-        }
-      }),
-    );
+    // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
+    Object.assign(stats, await statOnOrigin(origin, [...paths]));
   });
   await Promise.all([
     statting,
     ...entries.filter((e) => !TABLES.has(e.name)).map((e) => pull(e.name, e.stat.size)),
   ]);
   return { bytes, stats };
+}
+
+/**
+ * `stat` of many paths on the origin in one SSH exchange, with what SFTP does not tell:
+ * inode numbers (a migrated SQLite compares its database's inode with the path's) and
+ * nanosecond times. Paths missing there are left out.
+ */
+export async function statOnOrigin(
+  origin: SftpOrigin,
+  paths: readonly string[],
+): Promise<Record<string, OriginStat>> {
+  const out: Record<string, OriginStat> = {};
+  if (paths.length === 0) return out;
+  const format = "%i %s %f %u %g %.9X %.9Y %.9Z";
+  const r = await origin.exec(
+    `for p in ${paths.map(shq).join(" ")}; do stat -L --printf '${format}\\n' -- "$p" 2>/dev/null || echo -; done`,
+  );
+  const lines = r.stdout.split("\n");
+  paths.forEach((path, i) => {
+    const f = (lines[i] ?? "-").split(" ");
+    if (f.length !== 8) return;
+    const mode = Number.parseInt(f[2]!, 16);
+    out[path] = {
+      ino: Number(f[0]),
+      size: Number(f[1]),
+      mode,
+      uid: Number(f[3]),
+      gid: Number(f[4]),
+      atimeMs: Number(f[5]) * 1000,
+      mtimeMs: Number(f[6]) * 1000,
+      ctimeMs: Number(f[7]) * 1000,
+      isDirectory: (mode & 0o170000) === 0o040000,
+    };
+  });
+  return out;
 }

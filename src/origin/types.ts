@@ -9,6 +9,9 @@ export interface OriginStat {
   isDirectory: boolean;
   /** Last access, when the origin reports it. */
   atimeMs?: number;
+  /** Inode number and status-change time, when the origin reports them (SFTP does not). */
+  ino?: number;
+  ctimeMs?: number;
 }
 
 export type ReadPartCallback = (rel: number, length: number, whole: Buffer) => void;

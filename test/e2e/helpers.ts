@@ -4,7 +4,14 @@
  */
 
 import { fileURLToPath } from "node:url";
-import type { Host, HostPair, SshdHandle } from "../../src/hosts/index.js";
+import {
+  type ClientHostPair,
+  cleanupStaleHosts,
+  createHostPair,
+  type Host,
+  type HostPair,
+  type SshdHandle,
+} from "../../src/hosts/index.js";
 import type { DaemonStatus } from "../../src/migrate/index.js";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -112,3 +119,21 @@ export function errorLines(stderr: string): string[] {
  */
 export const AWAIT_GO =
   "import signal,time\n_go=[]\nsignal.signal(signal.SIGUSR1, lambda *a: _go.append(1))\ndef await_go():\n  while not _go: time.sleep(0.01)";
+
+/** A fresh pair of hosts (with a client host if asked) whose origin runs sshd. */
+export async function startHosts(): Promise<{ pair: HostPair; lazyfs: LazyfsOnB }>;
+export async function startHosts(opts: {
+  client: true;
+}): Promise<{ pair: ClientHostPair; lazyfs: LazyfsOnB }>;
+export async function startHosts(opts: { client?: boolean } = {}) {
+  await cleanupStaleHosts();
+  const pair = opts.client ? await createHostPair({ client: true }) : await createHostPair();
+  const sshd = await pair.startOriginSshd();
+  return { pair, lazyfs: new LazyfsOnB(pair, sshd) };
+}
+
+/** Stops every migration of the suite and removes the hosts. */
+export async function stopHosts(env: { pair?: HostPair; lazyfs?: LazyfsOnB }): Promise<void> {
+  await env.lazyfs?.cleanUp();
+  await env.pair?.destroy();
+}

@@ -4,17 +4,18 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
 import {
-  cleanupStaleHosts,
-  createHostPair,
-  DATA_DIR,
-  type HostPair,
-  type SshdHandle,
-} from "../../src/hosts/index.js";
-import { errorLines, LazyfsOnB, linesIn, sleep, waitFor } from "./helpers.js";
+  errorLines,
+  type LazyfsOnB,
+  linesIn,
+  sleep,
+  startHosts,
+  stopHosts,
+  waitFor,
+} from "./helpers.js";
 
 let pair: HostPair;
-let sshd: SshdHandle;
 let lazyfs: LazyfsOnB;
 
 /** Prints 0, 1, 2, ... every 5 ms, holding open a log that another process appends to. */
@@ -51,15 +52,9 @@ async function assertNothingLeft(): Promise<void> {
 
 describe("a failed migration never loses the process", { concurrency: false }, () => {
   before(async () => {
-    await cleanupStaleHosts();
-    pair = await createHostPair();
-    sshd = await pair.startOriginSshd();
-    lazyfs = new LazyfsOnB(pair, sshd);
+    ({ pair, lazyfs } = await startHosts());
   });
-  after(async () => {
-    await lazyfs?.cleanUp();
-    await pair?.destroy();
-  });
+  after(() => stopHosts({ pair, lazyfs }));
 
   test("the target's restore fails: the process runs on at the origin, even after its log changed there", async () => {
     const dir = `${DATA_DIR}/never-lose`;
