@@ -164,7 +164,7 @@ describe("servers migrate and keep serving", { concurrency: false }, () => {
     }
   });
 
-  test("Redis with AOF keeps its connected client's data, and its AOF checks valid", async () => {
+  test("Redis with AOF keeps its connected client's data; its AOF and a BGSAVE made on B check valid", async () => {
     const s = await serviceOnA();
     const dir = `${DATA_DIR}/redis`;
     await pair.a.exec("mkdir", ["-p", dir]);
@@ -216,6 +216,12 @@ for i in range(100): assert cmd(c,'GET','k%d'%i)=='v%d'%i, i
 for i in range(100,200): assert cmd(c,'SET','k%d'%i,'v%d'%i)=='OK'
 c2=conn()
 for i in range(200): assert cmd(c2,'GET','k%d'%i)=='v%d'%i, i
+before=cmd(c2,'LASTSAVE')
+assert cmd(c2,'BGSAVE').startswith('Background saving'), 'BGSAVE'
+for t in range(400):
+  if cmd(c2,'LASTSAVE')!=before: break
+  time.sleep(0.05)
+else: raise SystemExit('BGSAVE never finished')
 print('ok',cmd(c2,'DBSIZE'),flush=True)
 `;
     const go = `${DATA_DIR}/redis.go`;
@@ -239,6 +245,14 @@ print('ok',cmd(c2,'DBSIZE'),flush=True)
       });
       assert.equal(check.code, 0, check.stdout + check.stderr);
       assert.match(check.stdout, /is valid/);
+      // BGSAVE's child wrote a temporary file by name in Redis's dir and renamed it.
+      const rdb = await pair.b.exec(
+        "nsenter",
+        ["-t", String(m.pid), "-m", "redis-check-rdb", `${dir}/dump.rdb`],
+        { allowFailure: true },
+      );
+      assert.equal(rdb.code, 0, rdb.stdout + rdb.stderr);
+      assert.match(rdb.stdout, /RDB looks OK/);
     } finally {
       await lazyfs.stop(m);
       await serviceBackToA();
