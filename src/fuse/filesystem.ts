@@ -8,6 +8,7 @@ import { constants } from "node:os";
 import type { Attr, SetAttrIn, StatFs } from "./protocol.js";
 
 export type { Attr, SetAttrIn, StatFs } from "./protocol.js";
+export * from "./time.js";
 
 /** Who asked, and how to cooperate with the session while answering. */
 export interface RequestContext {

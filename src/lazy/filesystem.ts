@@ -15,7 +15,7 @@ import type {
   SetAttrIn,
   StatFs,
 } from "../fuse/index.js";
-import { FuseError } from "../fuse/index.js";
+import { FuseError, timespecFromMs, timespecToMs } from "../fuse/index.js";
 import { type Node, Tree, type TreeDir, type TreeFile } from "./tree.js";
 
 /** The tree changes only through us, so the kernel may cache names and attributes. */
@@ -58,9 +58,9 @@ export class LazyFileSystem implements FileSystem {
     return {
       ino: n.ino,
       size,
-      atimeMs: n.atimeMs,
-      mtimeMs: n.mtimeMs,
-      ctimeMs: n.ctimeMs,
+      atime: timespecFromMs(n.atimeMs),
+      mtime: timespecFromMs(n.mtimeMs),
+      ctime: timespecFromMs(n.ctimeMs),
       mode: n.mode,
       nlink: n.children
         ? 2 + [...n.children.values()].filter((c) => this.tree.get(c)?.children).length
@@ -105,8 +105,8 @@ export class LazyFileSystem implements FileSystem {
     if (c.mode !== undefined) n.mode = (n.mode & 0o170000) | (c.mode & 0o7777);
     if (c.uid !== undefined) n.uid = c.uid;
     if (c.gid !== undefined) n.gid = c.gid;
-    if (c.atimeMs !== undefined) n.atimeMs = c.atimeMs === "now" ? now : c.atimeMs;
-    if (c.mtimeMs !== undefined) n.mtimeMs = c.mtimeMs === "now" ? now : c.mtimeMs;
+    if (c.atime !== undefined) n.atimeMs = c.atime === "now" ? now : timespecToMs(c.atime);
+    if (c.mtime !== undefined) n.mtimeMs = c.mtime === "now" ? now : timespecToMs(c.mtime);
     if (c.mode !== undefined || c.uid !== undefined || c.gid !== undefined) n.ctimeMs = now;
     return { attr: this.attr(n), attrTimeoutMs: this.timeout(n) };
   }
