@@ -161,6 +161,26 @@ os.close(fd)`,
       assert.equal(r.stdout, "2 hello ENOENT\n6 0\n");
     });
 
+    test("rename flags: RENAME_NOREPLACE and RENAME_EXCHANGE", async () => {
+      const r = await py(
+        `${PY_PRELUDE}
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def rename2(a, b, flags):
+    if libc.renameat2(-100, (d+"/"+a).encode(), -100, (d+"/"+b).encode(), flags) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+with open(d+"/x", "w") as f: f.write("x")
+with open(d+"/y", "w") as f: f.write("y")
+print(e(lambda: rename2("x", "y", 1)), e(lambda: rename2("x", "z", 1)))
+print(e(lambda: rename2("z", "y", 2)), open(d+"/z").read(), open(d+"/y").read())
+os.unlink(d+"/y")
+print(open(d+"/z").read(), sorted(n for n in os.listdir(d) if n in "xyz"))`,
+        mp,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "EEXIST ok\nok y x\ny ['z']\n");
+    });
+
     test("times keep their nanoseconds, also before 1970", async () => {
       const r = await py(
         `${PY_PRELUDE}

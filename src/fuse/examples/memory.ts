@@ -4,10 +4,8 @@
  * or the parent's group under a set-group-ID directory); times are kept to the nanosecond.
  * Mount it with `defaultPermissions` to have the kernel check modes: this class does not.
  */
-import { constants as bufferConstants } from "node:buffer";
 import { constants } from "node:fs";
 import {
-  type Attr,
   type AttrReply,
   type DirEntry,
   type Entry,
@@ -21,38 +19,20 @@ import {
   timespecNow,
 } from "../filesystem.js";
 import { FUSE_ROOT_ID } from "../protocol.js";
+import { checkName, NAME_MAX, type Node, newNode, resize } from "./memory-node.js";
 
 const { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } = constants;
 const S_ISGID = 0o2000;
 /** Node types `mknod` creates. */
 const MKNOD_TYPES = new Set([S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK]);
-/** Longest file content a Buffer can hold: larger sizes answer EFBIG. */
-const MAX_SIZE = bufferConstants.MAX_LENGTH;
-const NAME_MAX = 255;
 const RENAME_NOREPLACE = 1;
-
-interface Node {
-  attr: Attr;
-  data: Buffer;
-  children?: Map<string, number>;
-  target?: string;
-  xattrs: Map<string, Buffer>;
-  nlookup: number;
-}
+const RENAME_EXCHANGE = 2;
 
 export interface MemoryOptions {
   /** Flags for every OPEN (e.g. `{ keepCache: true }`). */
   openReply?: OpenReply;
   entryTimeoutMs?: number;
   attrTimeoutMs?: number;
-}
-
-function checkName(name: string): void {
-  if (Buffer.byteLength(name) > NAME_MAX) throw new FuseError("ENAMETOOLONG");
-}
-
-function checkSize(size: number): void {
-  if (size > MAX_SIZE) throw new FuseError("EFBIG");
 }
 
 export class MemoryFileSystem implements FileSystem {
@@ -62,19 +42,9 @@ export class MemoryFileSystem implements FileSystem {
 
   constructor(options: MemoryOptions = {}) {
     this.opts = options;
-    this.nodes.set(FUSE_ROOT_ID, this.newNode(FUSE_ROOT_ID, S_IFDIR | 0o755, 0, 0));
+    this.nodes.set(FUSE_ROOT_ID, newNode(FUSE_ROOT_ID, S_IFDIR | 0o755, 0, 0));
     this.node(FUSE_ROOT_ID).children = new Map();
     this.node(FUSE_ROOT_ID).attr.nlink = 2;
-  }
-
-  private newNode(ino: number, mode: number, uid: number, gid: number): Node {
-    const now = timespecNow();
-    return {
-      attr: { ino, size: 0, atime: now, mtime: now, ctime: now, mode, nlink: 1, uid, gid },
-      data: Buffer.alloc(0),
-      xattrs: new Map(),
-      nlookup: 0,
-    };
   }
 
   protected node(ino: number): Node {
@@ -112,7 +82,7 @@ export class MemoryFileSystem implements FileSystem {
     const inherit = (p.mode & S_ISGID) !== 0;
     if (inherit && (mode & S_IFMT) === S_IFDIR) mode |= S_ISGID;
     const ino = this.nextIno++;
-    const n = this.newNode(ino, mode, ctx.uid, inherit ? p.gid : ctx.gid);
+    const n = newNode(ino, mode, ctx.uid, inherit ? p.gid : ctx.gid);
     if ((mode & S_IFMT) === S_IFDIR) {
       n.children = new Map();
       n.attr.nlink = 2;
@@ -181,7 +151,7 @@ export class MemoryFileSystem implements FileSystem {
     if (s.size !== undefined) {
       if (n.children) throw new FuseError("EISDIR");
       if ((a.mode & S_IFMT) !== S_IFREG) throw new FuseError("EINVAL");
-      this.resize(n, s.size);
+      resize(n, s.size);
       this.touch(n);
     }
     if (s.mode !== undefined) a.mode = (a.mode & S_IFMT) | (s.mode & 0o7777);
@@ -193,20 +163,6 @@ export class MemoryFileSystem implements FileSystem {
     if (s.mtime !== undefined) a.mtime = at(s.mtime);
     a.ctime = now;
     return this.getattr(ino);
-  }
-
-  private resize(n: Node, size: number): void {
-    checkSize(size);
-    if (size > n.data.length) {
-      const grown = Buffer.alloc(
-        Math.min(MAX_SIZE, Math.max(size, Math.min(n.data.length * 2, size + (64 << 20)))),
-      );
-      n.data.copy(grown, 0, 0, n.attr.size);
-      n.data = grown;
-    } else if (size < n.attr.size) {
-      n.data.fill(0, size, n.attr.size);
-    }
-    n.attr.size = size;
   }
 
   async readlink(ino: number): Promise<string> {
@@ -286,7 +242,9 @@ export class MemoryFileSystem implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    if (flags & ~RENAME_NOREPLACE) throw new FuseError("EINVAL", "only RENAME_NOREPLACE");
+    const exchange = (flags & RENAME_EXCHANGE) !== 0;
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (exchange && flags & RENAME_NOREPLACE))
+      throw new FuseError("EINVAL", "unsupported rename flags");
     checkName(newName);
     const from = this.dir(parent);
     const to = this.dir(newParent);
@@ -294,30 +252,51 @@ export class MemoryFileSystem implements FileSystem {
     if (ino === undefined) throw new FuseError("ENOENT");
     const existing = to.get(newName);
     if (existing !== undefined && flags & RENAME_NOREPLACE) throw new FuseError("EEXIST");
+    if (exchange && existing === undefined) throw new FuseError("ENOENT");
     if (existing === ino) return;
     const n = this.node(ino);
-    if (existing !== undefined) {
+    if (exchange) this.exchange(parent, name, newParent, newName);
+    else if (existing !== undefined) {
       const old = this.node(existing);
       if (n.children && !old.children) throw new FuseError("ENOTDIR");
       if (!n.children && old.children) throw new FuseError("EISDIR");
       this.remove(newParent, newName, old.children !== undefined);
     }
-    from.delete(name);
-    to.set(newName, ino);
-    if (n.children && parent !== newParent) {
-      this.node(parent).attr.nlink--;
-      this.node(newParent).attr.nlink++;
+    if (!exchange) {
+      from.delete(name);
+      to.set(newName, ino);
+      this.moved(n, parent, newParent);
     }
     n.attr.ctime = timespecNow();
     this.touch(this.node(parent));
     this.touch(this.node(newParent));
   }
 
+  /** RENAME_EXCHANGE: the two names swap their nodes. */
+  private exchange(parent: number, name: string, newParent: number, newName: string): void {
+    const from = this.dir(parent);
+    const to = this.dir(newParent);
+    const a = from.get(name) ?? 0;
+    const b = to.get(newName) ?? 0;
+    from.set(name, b);
+    to.set(newName, a);
+    this.moved(this.node(a), parent, newParent);
+    this.moved(this.node(b), newParent, parent);
+    this.node(b).attr.ctime = timespecNow();
+  }
+
+  /** A directory's ".." changed parent: the parents' link counts follow. */
+  private moved(n: Node, parent: number, newParent: number): void {
+    if (!n.children || parent === newParent) return;
+    this.node(parent).attr.nlink--;
+    this.node(newParent).attr.nlink++;
+  }
+
   async open(ino: number, flags: number): Promise<OpenReply> {
     const n = this.node(ino);
     if (n.children) throw new FuseError("EISDIR");
     if (flags & constants.O_TRUNC) {
-      this.resize(n, 0);
+      resize(n, 0);
       this.touch(n);
     }
     return { ...this.opts.openReply };
@@ -349,7 +328,7 @@ export class MemoryFileSystem implements FileSystem {
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
     const n = this.node(ino);
     const end = offset + data.length;
-    if (end > n.attr.size) this.resize(n, end);
+    if (end > n.attr.size) resize(n, end);
     data.copy(n.data, offset);
     this.touch(n);
     return data.length;
@@ -365,7 +344,7 @@ export class MemoryFileSystem implements FileSystem {
     if (mode !== 0) throw new FuseError("EOPNOTSUPP");
     const n = this.node(ino);
     if (offset + length > n.attr.size) {
-      this.resize(n, offset + length);
+      resize(n, offset + length);
       this.touch(n);
     }
   }

@@ -119,12 +119,20 @@ export class Inodes {
     this.byIno.get(ino)?.names.delete(k);
   }
 
-  renamed(parent: number, name: string, newParent: number, newName: string): void {
-    const ino = this.byName.get(key(parent, name));
+  /** `name` moved to `newName` (and with `exchange`, `newName` to `name`). */
+  renamed(
+    parent: number,
+    name: string,
+    newParent: number,
+    newName: string,
+    exchange = false,
+  ): void {
+    const moved = this.byIno.get(this.byName.get(key(parent, name)) ?? -1);
+    const other = this.byIno.get(this.byName.get(key(newParent, newName)) ?? -1);
     this.dropName(newParent, newName);
     this.dropName(parent, name);
-    const n = ino === undefined ? undefined : this.byIno.get(ino);
-    if (n) this.addName(n, newParent, newName);
+    if (moved) this.addName(moved, newParent, newName);
+    if (other && exchange) this.addName(other, parent, name);
   }
 
   /**

@@ -34,6 +34,7 @@ const fstat = promisify(fs.fstat);
 const fsp = fs.promises;
 const { O_CREAT, O_EXCL, O_NOCTTY, O_NOFOLLOW, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } = fs.constants;
 const S_ISGID = 0o2000;
+const RENAME_EXCHANGE = 2;
 
 export interface PassthroughOptions {
   /** Flags for every OPEN; default `{ keepCache: true }` (the source changes only through us). */
@@ -223,9 +224,13 @@ export class PassthroughFileSystem implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    if (flags !== 0) throw new FuseError("EINVAL", "rename flags not supported");
-    await fsp.rename(this.inodes.child(parent, name), this.inodes.child(newParent, newName));
-    this.inodes.renamed(parent, name, newParent, newName);
+    if (flags === 0) {
+      await fsp.rename(this.inodes.child(parent, name), this.inodes.child(newParent, newName));
+    } else {
+      const to = this.inodes.child(newParent, newName, true);
+      await this.helper.rename(this.inodes.child(parent, name, true), to, flags);
+    }
+    this.inodes.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<Entry> {

@@ -1,7 +1,8 @@
 /**
  * Syscalls Node has no binding for, made by one long-lived `python3` child: mknod(2) of
- * fifos, sockets and device nodes, and utimensat(2) to the nanosecond (Node's utimes takes
- * seconds as a double, rounds to microseconds and cannot set times before 1970). Requests go
+ * fifos, sockets and device nodes, utimensat(2) to the nanosecond (Node's utimes takes
+ * seconds as a double, rounds to microseconds and cannot set times before 1970), and
+ * renameat2(2) with flags. Requests go
  * as JSON lines and are answered in order with an errno (0 = success).
  */
 import { type ChildProcessByStdio, spawn } from "node:child_process";
@@ -9,7 +10,8 @@ import type { Readable, Writable } from "node:stream";
 import { FuseError } from "../filesystem.js";
 
 const SCRIPT = `
-import json, os, sys
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
 for line in sys.stdin:
     a = json.loads(line)
     try:
@@ -17,6 +19,9 @@ for line in sys.stdin:
             os.mknod(a[1], a[2], a[3])
         elif a[0] == "utime":
             os.utime(a[1], ns=(int(a[2]), int(a[3])), follow_symlinks=a[4])
+        elif a[0] == "rename":
+            if libc.renameat2(-100, os.fsencode(a[1]), -100, os.fsencode(a[2]), a[3]) != 0:
+                raise OSError(ctypes.get_errno(), "renameat2")
         r = 0
     except OSError as e:
         r = e.errno or 5
@@ -78,6 +83,11 @@ export class SyscallHelper {
   /** Sets both times, in nanoseconds since the epoch; follows a final symlink if asked. */
   utimes(path: string, atimeNs: bigint, mtimeNs: bigint, follow: boolean): Promise<void> {
     return this.call(["utime", path, String(atimeNs), String(mtimeNs), follow]);
+  }
+
+  /** renameat2 with RENAME_NOREPLACE (1), RENAME_EXCHANGE (2) or RENAME_WHITEOUT (4). */
+  rename(from: string, to: string, flags: number): Promise<void> {
+    return this.call(["rename", from, to, flags]);
   }
 
   close(): void {
