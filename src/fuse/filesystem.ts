@@ -8,6 +8,7 @@ import { constants } from "node:os";
 import type { Attr, SetAttrIn, StatFs } from "./protocol.js";
 
 export type { Attr, SetAttrIn, StatFs } from "./protocol.js";
+export * from "./time.js";
 
 /** Who asked, and how to cooperate with the session while answering. */
 export interface RequestContext {
@@ -91,6 +92,13 @@ export interface FileSystem {
   getattr?(ino: number, fh: number | undefined, ctx: RequestContext): Promise<AttrReply>;
   setattr?(ino: number, changes: SetAttrIn, ctx: RequestContext): Promise<AttrReply>;
   readlink?(ino: number, ctx: RequestContext): Promise<string>;
+  /**
+   * MKNOD, MKDIR, CREATE and SYMLINK make a node the caller owns: uid `ctx.uid`, gid `ctx.gid`
+   * (POSIX: the parent's gid if the parent is set-group-ID, and a new directory inherits the
+   * bit). `mode` is final: the kernel already applied the caller's umask (FUSE_DONT_MASK is
+   * not negotiated), so the node gets exactly these bits, not these minus the server's umask.
+   * `mknod` makes regular files, fifos, sockets and (with `rdev`) character/block devices.
+   */
   mknod?(
     parent: number,
     name: string,

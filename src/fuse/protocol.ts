@@ -4,6 +4,8 @@
  * Everything here is little-endian and pure (no I/O), so it can be unit-tested alone.
  */
 
+import type { Timespec } from "./time.js";
+
 export const FUSE_KERNEL_VERSION = 7;
 /** Highest minor version this library speaks; the kernel's may be lower or higher. */
 export const FUSE_KERNEL_MINOR_VERSION = 45;
@@ -173,15 +175,15 @@ export function encodeOutHeader(b: Buffer, len: number, error: number, unique: b
   b.writeBigUInt64LE(unique, 8);
 }
 
-/** File attributes as the kernel wants them; times in milliseconds since the epoch. */
+/** File attributes as the kernel wants them; times to the nanosecond. */
 export interface Attr {
   ino: number;
   size: number;
   /** 512-byte blocks; derived from size when omitted. */
   blocks?: number;
-  atimeMs: number;
-  mtimeMs: number;
-  ctimeMs: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
   /** File type and permission bits (S_IFREG | 0o644, ...). */
   mode: number;
   nlink: number;
@@ -191,19 +193,18 @@ export interface Attr {
   blksize?: number;
 }
 
-function writeTime(b: Buffer, secOff: number, nsecOff: number, ms: number): void {
-  const sec = Math.floor(ms / 1000);
-  b.writeBigInt64LE(BigInt(sec), secOff);
-  b.writeUInt32LE(Math.min(999_999_999, Math.max(0, Math.round((ms - sec * 1000) * 1e6))), nsecOff);
+function writeTime(b: Buffer, secOff: number, nsecOff: number, t: Timespec): void {
+  b.writeBigInt64LE(BigInt(t.sec), secOff);
+  b.writeUInt32LE(t.nsec, nsecOff);
 }
 
 export function encodeAttr(b: Buffer, off: number, a: Attr): void {
   b.writeBigUInt64LE(BigInt(a.ino), off);
   b.writeBigUInt64LE(BigInt(a.size), off + 8);
   b.writeBigUInt64LE(BigInt(a.blocks ?? Math.ceil(a.size / 512)), off + 16);
-  writeTime(b, off + 24, off + 48, a.atimeMs);
-  writeTime(b, off + 32, off + 52, a.mtimeMs);
-  writeTime(b, off + 40, off + 56, a.ctimeMs);
+  writeTime(b, off + 24, off + 48, a.atime);
+  writeTime(b, off + 32, off + 52, a.mtime);
+  writeTime(b, off + 40, off + 56, a.ctime);
   b.writeUInt32LE(a.mode >>> 0, off + 60);
   b.writeUInt32LE(a.nlink, off + 64);
   b.writeUInt32LE(a.uid >>> 0, off + 68);
@@ -301,14 +302,14 @@ export interface SetAttrIn {
   mode?: number;
   uid?: number;
   gid?: number;
-  /** Milliseconds since the epoch, or "now". */
-  atimeMs?: number | "now";
-  mtimeMs?: number | "now";
-  ctimeMs?: number;
+  /** The time to set, or "now" (the server's clock). */
+  atime?: Timespec | "now";
+  mtime?: Timespec | "now";
+  ctime?: Timespec;
 }
 
-function readTime(b: Buffer, secOff: number, nsecOff: number): number {
-  return Number(b.readBigInt64LE(secOff)) * 1000 + b.readUInt32LE(nsecOff) / 1e6;
+function readTime(b: Buffer, secOff: number, nsecOff: number): Timespec {
+  return { sec: Number(b.readBigInt64LE(secOff)), nsec: b.readUInt32LE(nsecOff) };
 }
 
 export function decodeSetAttrIn(b: Buffer, off: number): SetAttrIn {
@@ -317,10 +318,10 @@ export function decodeSetAttrIn(b: Buffer, off: number): SetAttrIn {
   if (valid & FAttr.FH) s.fh = Number(b.readBigUInt64LE(off + 8));
   if (valid & FAttr.SIZE) s.size = Number(b.readBigUInt64LE(off + 16));
   if (valid & FAttr.ATIME)
-    s.atimeMs = valid & FAttr.ATIME_NOW ? "now" : readTime(b, off + 32, off + 56);
+    s.atime = valid & FAttr.ATIME_NOW ? "now" : readTime(b, off + 32, off + 56);
   if (valid & FAttr.MTIME)
-    s.mtimeMs = valid & FAttr.MTIME_NOW ? "now" : readTime(b, off + 40, off + 60);
-  if (valid & FAttr.CTIME) s.ctimeMs = readTime(b, off + 48, off + 64);
+    s.mtime = valid & FAttr.MTIME_NOW ? "now" : readTime(b, off + 40, off + 60);
+  if (valid & FAttr.CTIME) s.ctime = readTime(b, off + 48, off + 64);
   if (valid & FAttr.MODE) s.mode = b.readUInt32LE(off + 68);
   if (valid & FAttr.UID) s.uid = b.readUInt32LE(off + 76);
   if (valid & FAttr.GID) s.gid = b.readUInt32LE(off + 80);

@@ -19,16 +19,7 @@ import type {
 } from "../fuse/index.js";
 import { FuseError } from "../fuse/index.js";
 import { checkName, Names } from "./names.js";
-import {
-  isDir,
-  isLink,
-  type Node,
-  now,
-  shownIno,
-  type Timespec,
-  timespecFromMs,
-  timespecToMs,
-} from "./nodes.js";
+import { isDir, isLink, type Node, now, shownIno, type Timespec } from "./nodes.js";
 import { LazyDirs } from "./resolve.js";
 import { Tree, type TreeSpec } from "./tree.js";
 
@@ -49,10 +40,9 @@ export interface LazyOptions {
   policies?: readonly PolicyRule[];
 }
 
-function setTime(t: Timespec | number | "now" | undefined, fallback: Timespec): Timespec {
+function setTime(t: Timespec | "now" | undefined, fallback: Timespec): Timespec {
   if (t === undefined) return fallback;
-  if (t === "now") return now();
-  return typeof t === "number" ? timespecFromMs(t) : t;
+  return t === "now" ? now() : t;
 }
 
 export class LazyFileSystem implements FileSystem {
@@ -120,9 +110,9 @@ export class LazyFileSystem implements FileSystem {
     return {
       ino: shownIno(n),
       size: this.size(n),
-      atimeMs: timespecToMs(n.atime),
-      mtimeMs: timespecToMs(n.mtime),
-      ctimeMs: timespecToMs(n.ctime),
+      atime: n.atime,
+      mtime: n.mtime,
+      ctime: n.ctime,
       mode: n.mode,
       nlink,
       uid: n.uid,
@@ -192,10 +182,9 @@ export class LazyFileSystem implements FileSystem {
     if (c.mode !== undefined) n.mode = (n.mode & 0o170000) | (c.mode & 0o7777);
     if (c.uid !== undefined) n.uid = c.uid;
     if (c.gid !== undefined) n.gid = c.gid;
-    const times = c as { atimeMs?: number | "now"; mtimeMs?: number | "now" };
-    n.atime = setTime(times.atimeMs, n.atime);
-    n.mtime = setTime(times.mtimeMs, n.mtime);
-    n.ctime = t;
+    n.atime = setTime(c.atime, n.atime);
+    n.mtime = setTime(c.mtime, n.mtime);
+    n.ctime = c.ctime ?? t;
     this.tree.save(n);
     return { attr: this.attr(n), attrTimeoutMs: this.timeout(n) };
   }

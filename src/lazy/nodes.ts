@@ -9,12 +9,10 @@
  *   a name it does not know is asked of the origin;
  * - a symbolic link has `target` (an origin link's target is read on first readlink).
  */
+import { type Timespec, timespecNow } from "../fuse/index.js";
 import type { Policy } from "../store/index.js";
 
-export interface Timespec {
-  sec: number;
-  nsec: number;
-}
+export { type Timespec, timespecFromMs, timespecToMs } from "../fuse/index.js";
 
 export const ROOT_INO = 1;
 
@@ -88,18 +86,8 @@ export function unlisted(n: NodeRecord): boolean {
   return isDir(n) && n.originPath !== undefined && (!n.listed || !!n.unstatted);
 }
 
-export function timespecFromMs(ms: number): Timespec {
-  const sec = Math.floor(ms / 1000);
-  const nsec = Math.min(999_999_999, Math.max(0, Math.round((ms - sec * 1000) * 1e6)));
-  return { sec, nsec };
-}
-
-export function timespecToMs(t: Timespec): number {
-  return t.sec * 1000 + t.nsec / 1e6;
-}
-
 export function now(): Timespec {
-  return timespecFromMs(Date.now());
+  return timespecNow();
 }
 
 /** The record of a node (without its entries). */

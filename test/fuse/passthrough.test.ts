@@ -19,6 +19,7 @@ import {
   type OpenReply,
   PassthroughFileSystem,
   type RequestContext,
+  timespecNow,
 } from "../../src/fuse/index.js";
 import { py, run, Scratch, sha256 } from "./helpers.js";
 
@@ -70,14 +71,14 @@ print(st.f_bsize > 0, st.f_blocks > 0)`,
   test("unimplemented operations answer ENOSYS", async () => {
     const minimal: FileSystem = {
       async getattr() {
-        const now = Date.now();
+        const now = timespecNow();
         return {
           attr: {
             ino: 1,
             size: 0,
-            atimeMs: now,
-            mtimeMs: now,
-            ctimeMs: now,
+            atime: now,
+            mtime: now,
+            ctime: now,
             mode: 0o40755,
             nlink: 2,
             uid: 0,

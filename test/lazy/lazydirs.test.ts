@@ -227,9 +227,7 @@ out["gd"] = st(A + "/sub/gd")["mode"]`,
     assert.equal(snapshot(originApp), before0);
   });
 
-  it("keeps timestamps to the nanosecond", {
-    todo: "fuse/ carries milliseconds until the fuse-posix branch's Timespec interface is merged",
-  }, async () => {
+  it("keeps timestamps to the nanosecond", async () => {
     const origin = new RecordingOrigin(new LocalOrigin());
     const f = await start("m3", origin);
     const o = await pyfs(

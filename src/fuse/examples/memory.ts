@@ -1,7 +1,11 @@
-/** Example: a small in-memory file system (files, directories, symlinks, hard links, xattrs). */
+/**
+ * Example: an in-memory POSIX file system (files, directories, symlinks, fifos, sockets,
+ * device nodes, hard links, xattrs). New nodes belong to the caller (the request's uid/gid,
+ * or the parent's group under a set-group-ID directory); times are kept to the nanosecond.
+ * Mount it with `defaultPermissions` to have the kernel check modes: this class does not.
+ */
 import { constants } from "node:fs";
 import {
-  type Attr,
   type AttrReply,
   type DirEntry,
   type Entry,
@@ -11,19 +15,18 @@ import {
   type RequestContext,
   type SetAttrIn,
   type StatFs,
+  type Timespec,
+  timespecNow,
 } from "../filesystem.js";
 import { FUSE_ROOT_ID } from "../protocol.js";
+import { checkName, NAME_MAX, type Node, newNode, resize } from "./memory-node.js";
 
-const { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } = constants;
-
-interface Node {
-  attr: Attr;
-  data: Buffer;
-  children?: Map<string, number>;
-  target?: string;
-  xattrs: Map<string, Buffer>;
-  nlookup: number;
-}
+const { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } = constants;
+const S_ISGID = 0o2000;
+/** Node types `mknod` creates. */
+const MKNOD_TYPES = new Set([S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK]);
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
 
 export interface MemoryOptions {
   /** Flags for every OPEN (e.g. `{ keepCache: true }`). */
@@ -39,19 +42,9 @@ export class MemoryFileSystem implements FileSystem {
 
   constructor(options: MemoryOptions = {}) {
     this.opts = options;
-    this.nodes.set(FUSE_ROOT_ID, this.newNode(FUSE_ROOT_ID, S_IFDIR | 0o755, 0, 0));
+    this.nodes.set(FUSE_ROOT_ID, newNode(FUSE_ROOT_ID, S_IFDIR | 0o755, 0, 0));
     this.node(FUSE_ROOT_ID).children = new Map();
     this.node(FUSE_ROOT_ID).attr.nlink = 2;
-  }
-
-  private newNode(ino: number, mode: number, uid: number, gid: number): Node {
-    const now = Date.now();
-    return {
-      attr: { ino, size: 0, atimeMs: now, mtimeMs: now, ctimeMs: now, mode, nlink: 1, uid, gid },
-      data: Buffer.alloc(0),
-      xattrs: new Map(),
-      nlookup: 0,
-    };
   }
 
   protected node(ino: number): Node {
@@ -77,20 +70,33 @@ export class MemoryFileSystem implements FileSystem {
     };
   }
 
+  /**
+   * A new node named `name` in `parent`, owned by the caller; under a set-group-ID directory
+   * it takes the directory's group (and a new directory keeps the set-group-ID bit).
+   */
   private add(parent: number, name: string, mode: number, ctx: { uid: number; gid: number }): Node {
+    checkName(name);
     const d = this.dir(parent);
     if (d.has(name)) throw new FuseError("EEXIST");
-    if (Buffer.byteLength(name) > 255) throw new FuseError("ENAMETOOLONG");
+    const p = this.node(parent).attr;
+    const inherit = (p.mode & S_ISGID) !== 0;
+    if (inherit && (mode & S_IFMT) === S_IFDIR) mode |= S_ISGID;
     const ino = this.nextIno++;
-    const n = this.newNode(ino, mode, ctx.uid, ctx.gid);
+    const n = newNode(ino, mode, ctx.uid, inherit ? p.gid : ctx.gid);
+    if ((mode & S_IFMT) === S_IFDIR) {
+      n.children = new Map();
+      n.attr.nlink = 2;
+      p.nlink++;
+    }
     this.nodes.set(ino, n);
     d.set(name, ino);
     this.touch(this.node(parent));
     return n;
   }
 
+  /** Content changed: mtime and ctime are now. */
   private touch(n: Node): void {
-    n.attr.mtimeMs = n.attr.ctimeMs = Date.now();
+    n.attr.mtime = n.attr.ctime = timespecNow();
   }
 
   private maybeDrop(ino: number): void {
@@ -114,19 +120,15 @@ export class MemoryFileSystem implements FileSystem {
   addDir(path: string): number {
     let ino = FUSE_ROOT_ID;
     for (const part of path.split("/").filter(Boolean)) {
-      const next = this.dir(ino).get(part);
-      if (next !== undefined) ino = next;
-      else {
-        const n = this.add(ino, part, S_IFDIR | 0o755, { uid: 0, gid: 0 });
-        n.children = new Map();
-        n.attr.nlink = 2;
-        ino = n.attr.ino;
-      }
+      ino =
+        this.dir(ino).get(part) ??
+        this.add(ino, part, S_IFDIR | 0o755, { uid: 0, gid: 0 }).attr.ino;
     }
     return ino;
   }
 
   async lookup(parent: number, name: string): Promise<Entry> {
+    checkName(name);
     const ino = this.dir(parent).get(name);
     if (ino === undefined) throw new FuseError("ENOENT");
     return this.entry(ino);
@@ -148,27 +150,19 @@ export class MemoryFileSystem implements FileSystem {
     const a = n.attr;
     if (s.size !== undefined) {
       if (n.children) throw new FuseError("EISDIR");
-      this.resize(n, s.size);
-      a.mtimeMs = Date.now();
+      if ((a.mode & S_IFMT) !== S_IFREG) throw new FuseError("EINVAL");
+      resize(n, s.size);
+      this.touch(n);
     }
     if (s.mode !== undefined) a.mode = (a.mode & S_IFMT) | (s.mode & 0o7777);
     if (s.uid !== undefined) a.uid = s.uid;
     if (s.gid !== undefined) a.gid = s.gid;
-    if (s.atimeMs !== undefined) a.atimeMs = s.atimeMs === "now" ? Date.now() : s.atimeMs;
-    if (s.mtimeMs !== undefined) a.mtimeMs = s.mtimeMs === "now" ? Date.now() : s.mtimeMs;
-    a.ctimeMs = Date.now();
+    const now = timespecNow();
+    const at = (t: Timespec | "now"): Timespec => (t === "now" ? now : { ...t });
+    if (s.atime !== undefined) a.atime = at(s.atime);
+    if (s.mtime !== undefined) a.mtime = at(s.mtime);
+    a.ctime = now;
     return this.getattr(ino);
-  }
-
-  private resize(n: Node, size: number): void {
-    if (size > n.data.length) {
-      const grown = Buffer.alloc(Math.max(size, Math.min(n.data.length * 2, size + (64 << 20))));
-      n.data.copy(grown, 0, 0, n.attr.size);
-      n.data = grown;
-    } else if (size < n.attr.size) {
-      n.data.fill(0, size, n.attr.size);
-    }
-    n.attr.size = size;
   }
 
   async readlink(ino: number): Promise<string> {
@@ -181,18 +175,18 @@ export class MemoryFileSystem implements FileSystem {
     parent: number,
     name: string,
     mode: number,
-    _rdev: number,
+    rdev: number,
     ctx: RequestContext,
   ): Promise<Entry> {
-    if ((mode & S_IFMT) !== S_IFREG) throw new FuseError("EPERM", "only regular files");
-    return this.entry(this.add(parent, name, mode, ctx).attr.ino);
+    const type = mode & S_IFMT;
+    if (!MKNOD_TYPES.has(type)) throw new FuseError("EINVAL", "not a file type mknod makes");
+    const n = this.add(parent, name, mode, ctx);
+    if (type === S_IFCHR || type === S_IFBLK) n.attr.rdev = rdev;
+    return this.entry(n.attr.ino);
   }
 
   async mkdir(parent: number, name: string, mode: number, ctx: RequestContext): Promise<Entry> {
-    const n = this.add(parent, name, S_IFDIR | (mode & 0o7777), ctx);
-    n.children = new Map();
-    n.attr.nlink = 2;
-    return this.entry(n.attr.ino);
+    return this.entry(this.add(parent, name, S_IFDIR | (mode & 0o7777), ctx).attr.ino);
   }
 
   async symlink(parent: number, name: string, target: string, ctx: RequestContext): Promise<Entry> {
@@ -203,13 +197,15 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<Entry> {
+    checkName(newName);
     const n = this.node(ino);
     if (n.children) throw new FuseError("EPERM");
     const d = this.dir(newParent);
     if (d.has(newName)) throw new FuseError("EEXIST");
     d.set(newName, ino);
     n.attr.nlink++;
-    n.attr.ctimeMs = Date.now();
+    n.attr.ctime = timespecNow();
+    this.touch(this.node(newParent));
     return this.entry(ino);
   }
 
@@ -222,8 +218,11 @@ export class MemoryFileSystem implements FileSystem {
     if (!wantDir && n.children) throw new FuseError("EISDIR");
     if (n.children && n.children.size > 0) throw new FuseError("ENOTEMPTY");
     d.delete(name);
-    n.attr.nlink = n.children ? 0 : n.attr.nlink - 1;
-    n.attr.ctimeMs = Date.now();
+    if (n.children) {
+      n.attr.nlink = 0;
+      this.node(parent).attr.nlink--;
+    } else n.attr.nlink--;
+    n.attr.ctime = timespecNow();
     this.touch(this.node(parent));
     this.maybeDrop(ino);
   }
@@ -243,25 +242,63 @@ export class MemoryFileSystem implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    if (flags !== 0) throw new FuseError("EINVAL", "rename flags not supported");
+    const exchange = (flags & RENAME_EXCHANGE) !== 0;
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (exchange && flags & RENAME_NOREPLACE))
+      throw new FuseError("EINVAL", "unsupported rename flags");
+    checkName(newName);
     const from = this.dir(parent);
     const to = this.dir(newParent);
     const ino = from.get(name);
     if (ino === undefined) throw new FuseError("ENOENT");
     const existing = to.get(newName);
+    if (existing !== undefined && flags & RENAME_NOREPLACE) throw new FuseError("EEXIST");
+    if (exchange && existing === undefined) throw new FuseError("ENOENT");
     if (existing === ino) return;
-    if (existing !== undefined)
-      this.remove(newParent, newName, this.node(existing).children !== undefined);
-    from.delete(name);
-    to.set(newName, ino);
+    const n = this.node(ino);
+    if (exchange) this.exchange(parent, name, newParent, newName);
+    else if (existing !== undefined) {
+      const old = this.node(existing);
+      if (n.children && !old.children) throw new FuseError("ENOTDIR");
+      if (!n.children && old.children) throw new FuseError("EISDIR");
+      this.remove(newParent, newName, old.children !== undefined);
+    }
+    if (!exchange) {
+      from.delete(name);
+      to.set(newName, ino);
+      this.moved(n, parent, newParent);
+    }
+    n.attr.ctime = timespecNow();
     this.touch(this.node(parent));
     this.touch(this.node(newParent));
+  }
+
+  /** RENAME_EXCHANGE: the two names swap their nodes. */
+  private exchange(parent: number, name: string, newParent: number, newName: string): void {
+    const from = this.dir(parent);
+    const to = this.dir(newParent);
+    const a = from.get(name) ?? 0;
+    const b = to.get(newName) ?? 0;
+    from.set(name, b);
+    to.set(newName, a);
+    this.moved(this.node(a), parent, newParent);
+    this.moved(this.node(b), newParent, parent);
+    this.node(b).attr.ctime = timespecNow();
+  }
+
+  /** A directory's ".." changed parent: the parents' link counts follow. */
+  private moved(n: Node, parent: number, newParent: number): void {
+    if (!n.children || parent === newParent) return;
+    this.node(parent).attr.nlink--;
+    this.node(newParent).attr.nlink++;
   }
 
   async open(ino: number, flags: number): Promise<OpenReply> {
     const n = this.node(ino);
     if (n.children) throw new FuseError("EISDIR");
-    if (flags & constants.O_TRUNC) this.resize(n, 0);
+    if (flags & constants.O_TRUNC) {
+      resize(n, 0);
+      this.touch(n);
+    }
     return { ...this.opts.openReply };
   }
 
@@ -291,7 +328,7 @@ export class MemoryFileSystem implements FileSystem {
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
     const n = this.node(ino);
     const end = offset + data.length;
-    if (end > n.attr.size) this.resize(n, end);
+    if (end > n.attr.size) resize(n, end);
     data.copy(n.data, offset);
     this.touch(n);
     return data.length;
@@ -306,7 +343,10 @@ export class MemoryFileSystem implements FileSystem {
   ): Promise<void> {
     if (mode !== 0) throw new FuseError("EOPNOTSUPP");
     const n = this.node(ino);
-    if (offset + length > n.attr.size) this.resize(n, offset + length);
+    if (offset + length > n.attr.size) {
+      resize(n, offset + length);
+      this.touch(n);
+    }
   }
 
   async readdir(ino: number, _fh: number, offset: number): Promise<DirEntry[]> {
@@ -330,7 +370,7 @@ export class MemoryFileSystem implements FileSystem {
       files: this.nodes.size + 1_000_000,
       ffree: 1_000_000,
       bsize: 4096,
-      namelen: 255,
+      namelen: NAME_MAX,
       frsize: 4096,
     };
   }

@@ -1,5 +1,12 @@
-/** Example: mirrors a local directory (every request becomes the same syscall on the source). */
-import fs from "node:fs";
+/**
+ * Example: mirrors a local directory, every request becoming the same syscall on the source.
+ * Files are reached through their inode's O_PATH fd (`Inodes`), never through a path joined
+ * onto the root. The server runs as root: a new file is created, then given to the caller
+ * (the request's uid, and its gid unless the parent directory is set-group-ID) and the exact
+ * mode the kernel asked for. Mount it with `defaultPermissions`: this class checks no modes.
+ * Needs `python3` for mknod of fifos, sockets and devices and for sub-microsecond times.
+ */
+import fs, { type BigIntStats } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import {
@@ -13,13 +20,21 @@ import {
   type RequestContext,
   type SetAttrIn,
   type StatFs,
+  statTimes,
+  type Timespec,
+  timespecNow,
+  timespecToNs,
 } from "../filesystem.js";
-import { FUSE_ROOT_ID } from "../protocol.js";
+import { type Inode, Inodes } from "./passthrough-inodes.js";
+import { SyscallHelper } from "./syscall-helper.js";
 
 const fsRead = promisify(fs.read);
 const fsWrite = promisify(fs.write);
+const fstat = promisify(fs.fstat);
 const fsp = fs.promises;
-const { O_CREAT, O_EXCL, O_NOCTTY } = fs.constants;
+const { O_CREAT, O_EXCL, O_NOCTTY, O_NOFOLLOW, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } = fs.constants;
+const S_ISGID = 0o2000;
+const RENAME_EXCHANGE = 2;
 
 export interface PassthroughOptions {
   /** Flags for every OPEN; default `{ keepCache: true }` (the source changes only through us). */
@@ -33,27 +48,25 @@ export interface PassthroughOptions {
   fastPath?: boolean;
 }
 
-function toAttr(st: fs.Stats, ino: number): Attr {
+function toAttr(st: BigIntStats, ino: number): Attr {
   return {
     ino,
-    size: st.size,
-    blocks: st.blocks,
-    atimeMs: st.atimeMs,
-    mtimeMs: st.mtimeMs,
-    ctimeMs: st.ctimeMs,
-    mode: st.mode,
-    nlink: st.nlink,
-    uid: st.uid,
-    gid: st.gid,
-    rdev: st.rdev,
-    blksize: st.blksize,
+    size: Number(st.size),
+    blocks: Number(st.blocks),
+    ...statTimes(st),
+    mode: Number(st.mode),
+    nlink: Number(st.nlink),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
   };
 }
 
 export class PassthroughFileSystem implements FileSystem {
   readonly root: string;
-  private readonly paths = new Map<number, string>();
-  private readonly lookups = new Map<number, number>();
+  private readonly inodes: Inodes;
+  private readonly helper = new SyscallHelper();
   private readonly dirs = new Map<number, DirEntry[]>();
   private nextDir = 1;
   private readonly opts: PassthroughOptions;
@@ -61,102 +74,147 @@ export class PassthroughFileSystem implements FileSystem {
   constructor(root: string, options: PassthroughOptions = {}) {
     this.root = path.resolve(root);
     this.opts = options;
-    this.paths.set(FUSE_ROOT_ID, this.root);
+    this.inodes = new Inodes(this.root);
   }
 
-  private path(ino: number): string {
-    const p = this.paths.get(ino);
-    if (p === undefined) throw new FuseError("ESTALE", `unknown inode ${ino}`);
-    return p;
+  destroy(): void {
+    this.helper.close();
+    this.inodes.close();
   }
 
-  private child(parent: number, name: string): string {
-    return path.join(this.path(parent), name);
-  }
-
-  /** Our inode number for a source file: its st_ino, except the root. */
-  private inoOf(st: fs.Stats, p: string): number {
-    return p === this.root ? FUSE_ROOT_ID : Number(st.ino);
-  }
-
-  private async entryFor(p: string): Promise<Entry> {
-    const st = await fsp.lstat(p);
-    const ino = this.inoOf(st, p);
-    this.paths.set(ino, p);
-    this.lookups.set(ino, (this.lookups.get(ino) ?? 0) + 1);
+  private entry(node: Inode, st: BigIntStats): Entry {
     return {
-      ino,
-      attr: toAttr(st, ino),
+      ino: node.ino,
+      attr: toAttr(st, node.ino),
       entryTimeoutMs: this.opts.entryTimeoutMs,
       attrTimeoutMs: this.opts.attrTimeoutMs,
     };
   }
 
   async lookup(parent: number, name: string): Promise<Entry> {
-    return this.entryFor(this.child(parent, name));
+    const { node, st } = await this.inodes.lookup(parent, name);
+    return this.entry(node, st);
   }
 
   forget(ino: number, nlookup: number): void {
-    const left = (this.lookups.get(ino) ?? 0) - nlookup;
-    if (left > 0 || ino === FUSE_ROOT_ID) this.lookups.set(ino, left);
-    else {
-      this.lookups.delete(ino);
-      this.paths.delete(ino);
+    this.inodes.forget(ino, nlookup);
+  }
+
+  /**
+   * Looks up the node just made as `name` in `parent` and gives it to the caller: owner uid,
+   * group gid (the parent's under a set-group-ID parent, as the source already chose), and
+   * exactly `mode` (the kernel applied the caller's umask; ours must not count).
+   */
+  private async made(
+    parent: number,
+    name: string,
+    mode: number | undefined,
+    ctx: RequestContext,
+  ): Promise<Entry> {
+    const { node, st } = await this.inodes.lookup(parent, name);
+    const parentSt = await fstat(this.inodes.get(parent).fd, { bigint: true });
+    const gid = Number(parentSt.mode) & S_ISGID ? Number(st.gid) : ctx.gid;
+    const symlink = node.type === S_IFLNK;
+    let changed = false;
+    if (Number(st.uid) !== ctx.uid || Number(st.gid) !== gid) {
+      if (symlink) await fsp.lchown(this.inodes.child(parent, name), ctx.uid, gid);
+      else await fsp.chown(this.inodes.path(node.ino), ctx.uid, gid);
+      changed = true;
     }
+    if (mode !== undefined && !symlink) {
+      if (node.type === S_IFDIR) mode |= Number(st.mode) & S_ISGID;
+      if (changed || (Number(st.mode) & 0o7777) !== (mode & 0o7777)) {
+        await fsp.chmod(this.inodes.path(node.ino), mode & 0o7777);
+        changed = true;
+      }
+    }
+    return this.entry(node, changed ? await fstat(node.fd, { bigint: true }) : st);
   }
 
   async getattr(ino: number, fh: number | undefined): Promise<AttrReply> {
-    const st = fh !== undefined ? await promisify(fs.fstat)(fh) : await fsp.lstat(this.path(ino));
+    const st = await fstat(fh ?? this.inodes.get(ino).fd, { bigint: true });
     return { attr: toAttr(st, ino), attrTimeoutMs: this.opts.attrTimeoutMs };
   }
 
   async setattr(ino: number, s: SetAttrIn): Promise<AttrReply> {
-    const p = this.path(ino);
+    const node = this.inodes.get(ino);
+    const symlink = node.type === S_IFLNK;
+    const self = symlink ? undefined : this.inodes.path(ino);
     if (s.size !== undefined) {
       if (s.fh !== undefined) await promisify(fs.ftruncate)(s.fh, s.size);
-      else await fsp.truncate(p, s.size);
+      else await fsp.truncate(self ?? (await this.inodes.namePath(ino)), s.size);
     }
-    if (s.mode !== undefined) await fsp.chmod(p, s.mode & 0o7777);
-    if (s.uid !== undefined || s.gid !== undefined) await fsp.lchown(p, s.uid ?? -1, s.gid ?? -1);
-    if (s.atimeMs !== undefined || s.mtimeMs !== undefined) {
-      const st = await fsp.lstat(p);
-      const t = (v: number | "now" | undefined, old: number) =>
-        (v === "now" ? Date.now() : (v ?? old)) / 1000;
-      await fsp.lutimes(p, t(s.atimeMs, st.atimeMs), t(s.mtimeMs, st.mtimeMs));
+    if (s.uid !== undefined || s.gid !== undefined) {
+      if (self) await fsp.chown(self, s.uid ?? -1, s.gid ?? -1);
+      else await fsp.lchown(await this.inodes.namePath(ino), s.uid ?? -1, s.gid ?? -1);
     }
+    if (s.mode !== undefined && self) await fsp.chmod(self, s.mode & 0o7777);
+    if (s.atime !== undefined || s.mtime !== undefined) await this.utimes(node, s.atime, s.mtime);
     return this.getattr(ino, undefined);
   }
 
+  /** Sets atime and mtime ("now", a time, or unchanged when undefined) to the nanosecond. */
+  private async utimes(
+    node: Inode,
+    atime: Timespec | "now" | undefined,
+    mtime: Timespec | "now" | undefined,
+  ): Promise<void> {
+    const cur = statTimes(await fstat(node.fd, { bigint: true }));
+    const now = timespecNow();
+    const pick = (t: Timespec | "now" | undefined, old: Timespec) =>
+      t === "now" ? now : (t ?? old);
+    const a = pick(atime, cur.atime);
+    const m = pick(mtime, cur.mtime);
+    const symlink = node.type === S_IFLNK;
+    // Node's utimes is exact only for whole, non-negative seconds.
+    if (a.nsec === 0 && m.nsec === 0 && a.sec >= 0 && m.sec >= 0) {
+      if (symlink) await fsp.lutimes(await this.inodes.namePath(node.ino), a.sec, m.sec);
+      else await fsp.utimes(this.inodes.path(node.ino), a.sec, m.sec);
+      return;
+    }
+    const p = symlink
+      ? await this.inodes.namePath(node.ino, true)
+      : this.inodes.path(node.ino, true);
+    await this.helper.utimes(p, timespecToNs(a), timespecToNs(m), !symlink);
+  }
+
   async readlink(ino: number): Promise<string> {
-    return fsp.readlink(this.path(ino));
+    return fsp.readlink(await this.inodes.namePath(ino));
   }
 
-  async mknod(parent: number, name: string, mode: number): Promise<Entry> {
-    if ((mode & fs.constants.S_IFMT) !== fs.constants.S_IFREG)
-      throw new FuseError("EPERM", "only regular files");
-    const p = this.child(parent, name);
-    await (await fsp.open(p, O_CREAT | O_EXCL, mode & 0o7777)).close();
-    return this.entryFor(p);
+  async mknod(
+    parent: number,
+    name: string,
+    mode: number,
+    rdev: number,
+    ctx: RequestContext,
+  ): Promise<Entry> {
+    if ((mode & S_IFMT) === S_IFREG) {
+      await (await fsp.open(this.inodes.child(parent, name), O_CREAT | O_EXCL, 0)).close();
+    } else {
+      await this.helper.mknod(this.inodes.child(parent, name, true), mode & ~0o7777, rdev);
+    }
+    return this.made(parent, name, mode, ctx);
   }
 
-  async mkdir(parent: number, name: string, mode: number): Promise<Entry> {
-    const p = this.child(parent, name);
-    await fsp.mkdir(p, mode & 0o7777);
-    return this.entryFor(p);
+  async mkdir(parent: number, name: string, mode: number, ctx: RequestContext): Promise<Entry> {
+    await fsp.mkdir(this.inodes.child(parent, name), 0o700);
+    return this.made(parent, name, mode, ctx);
   }
 
   async unlink(parent: number, name: string): Promise<void> {
-    await fsp.unlink(this.child(parent, name));
+    await fsp.unlink(this.inodes.child(parent, name));
+    this.inodes.dropName(parent, name);
   }
 
   async rmdir(parent: number, name: string): Promise<void> {
-    await fsp.rmdir(this.child(parent, name));
+    await fsp.rmdir(this.inodes.child(parent, name));
+    this.inodes.dropName(parent, name);
   }
 
-  async symlink(parent: number, name: string, target: string): Promise<Entry> {
-    const p = this.child(parent, name);
-    await fsp.symlink(target, p);
-    return this.entryFor(p);
+  async symlink(parent: number, name: string, target: string, ctx: RequestContext): Promise<Entry> {
+    await fsp.symlink(target, this.inodes.child(parent, name));
+    return this.made(parent, name, undefined, ctx);
   }
 
   async rename(
@@ -166,24 +224,26 @@ export class PassthroughFileSystem implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    if (flags !== 0) throw new FuseError("EINVAL", "rename flags not supported");
-    const from = this.child(parent, name);
-    const to = this.child(newParent, newName);
-    await fsp.rename(from, to);
-    for (const [ino, p] of this.paths) {
-      if (p === from) this.paths.set(ino, to);
-      else if (p.startsWith(`${from}/`)) this.paths.set(ino, to + p.slice(from.length));
+    if (flags === 0) {
+      await fsp.rename(this.inodes.child(parent, name), this.inodes.child(newParent, newName));
+    } else {
+      const to = this.inodes.child(newParent, newName, true);
+      await this.helper.rename(this.inodes.child(parent, name, true), to, flags);
     }
+    this.inodes.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<Entry> {
-    const p = this.child(newParent, newName);
-    await fsp.link(this.path(ino), p);
-    return this.entryFor(p);
+    await fsp.link(await this.inodes.namePath(ino), this.inodes.child(newParent, newName));
+    const { node, st } = await this.inodes.lookup(newParent, newName);
+    return this.entry(node, st);
   }
 
   async open(ino: number, flags: number): Promise<OpenReply> {
-    const fd = await promisify(fs.open)(this.path(ino), flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
+    const fd = await promisify(fs.open)(
+      this.inodes.path(ino),
+      flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW),
+    );
     return this.openReply(fd);
   }
 
@@ -197,14 +257,25 @@ export class PassthroughFileSystem implements FileSystem {
     name: string,
     mode: number,
     flags: number,
+    ctx: RequestContext,
   ): Promise<{ entry: Entry; open: OpenReply }> {
-    const p = this.child(parent, name);
-    const fd = await promisify(fs.open)(p, flags | O_CREAT, mode & 0o7777);
+    const p = this.inodes.child(parent, name);
+    const open = promisify(fs.open);
+    let fd: number;
+    let created = true;
     try {
-      return {
-        entry: await this.entryFor(p),
-        open: this.openReply(fd),
-      };
+      fd = await open(p, flags | O_CREAT | O_EXCL, 0o600);
+    } catch (e) {
+      // Without O_EXCL an existing file is opened as it is (the kernel's cache was stale).
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || flags & O_EXCL) throw e;
+      fd = await open(p, flags & ~(O_CREAT | O_NOCTTY));
+      created = false;
+    }
+    try {
+      const entry = created
+        ? await this.made(parent, name, mode, ctx)
+        : await this.lookup(parent, name);
+      return { entry, open: this.openReply(fd) };
     } catch (e) {
       fs.close(fd, () => {});
       throw e;
@@ -236,15 +307,15 @@ export class PassthroughFileSystem implements FileSystem {
   }
 
   async opendir(ino: number): Promise<OpenReply> {
-    const p = this.path(ino);
+    const p = this.inodes.path(ino);
     const names = await fsp.readdir(p);
     const entries: DirEntry[] = [
-      { name: ".", ino, mode: fs.constants.S_IFDIR },
-      { name: "..", ino, mode: fs.constants.S_IFDIR },
+      { name: ".", ino, mode: S_IFDIR },
+      { name: "..", ino, mode: S_IFDIR },
     ];
     for (const name of names) {
       try {
-        const st = await fsp.lstat(path.join(p, name));
+        const st = await fsp.lstat(`${p}/${name}`);
         entries.push({ name, ino: Number(st.ino), mode: st.mode });
       } catch {
         /* vanished meanwhile */
@@ -266,7 +337,7 @@ export class PassthroughFileSystem implements FileSystem {
   }
 
   async statfs(ino: number): Promise<StatFs> {
-    const s = await fsp.statfs(this.path(ino));
+    const s = await fsp.statfs(this.inodes.path(ino));
     return {
       blocks: s.blocks,
       bfree: s.bfree,
@@ -280,6 +351,6 @@ export class PassthroughFileSystem implements FileSystem {
   }
 
   async access(ino: number, mask: number): Promise<void> {
-    await fsp.access(this.path(ino), mask);
+    await fsp.access(this.inodes.path(ino), mask);
   }
 }
