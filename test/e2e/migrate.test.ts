@@ -15,7 +15,7 @@ import {
   type SshdHandle,
 } from "../../src/hosts/index.js";
 import type { DaemonStatus } from "../../src/migrate/index.js";
-import { AWAIT_GO } from "./helpers.js";
+import { AWAIT_GO, linesIn as linesOf, sleep, waitFor } from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 /** Per run: other runs of this file may use the machine at the same time. */
@@ -64,25 +64,10 @@ async function stop(m: Migrated) {
   await lazyfs(["unmount", m.id, "--force"], true);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Tells a restored process waiting in await_go() to go on. */
 const go = (m: Migrated) => pair.b.exec("kill", ["-USR1", String(m.pid)]);
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-async function linesIn(host: "a" | "b", path: string): Promise<string[]> {
-  const text = await pair[host].readFile(path);
-  return text.split("\n").filter((l) => l.length > 0);
-}
+const linesIn = (host: "a" | "b", path: string) => linesOf(pair[host], path);
 
 const sha256 = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
