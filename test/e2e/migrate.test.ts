@@ -193,6 +193,10 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
         return l.length >= 2 ? l : undefined;
       });
       assert.equal(lines[1], want);
+      // The mapping shows the file's original path, in the process's own view.
+      const maps = await pair.b.exec("cat", [`/proc/${m.pid}/maps`]);
+      assert.ok(maps.stdout.includes(` ${data}\n`), "maps names the original path");
+      assert.ok(!maps.stdout.includes("/lazyfs/"), "and nothing under the mount");
       const st = await status(m.id);
       const f = st.perFile.find((x) => x.path === data);
       assert.ok(f, "the mapped file is served");
