@@ -209,4 +209,32 @@ describe("programs that reach files by name after the migration", { concurrency:
       for (const { m } of started) await lazyfs.stop(m);
     }
   });
+  test("--map OLD=NEW: the process finds its files, cwd and output under the new path", async () => {
+    const from = `${DATA_DIR}/map-from`;
+    const to = `${DATA_DIR}/map-to`;
+    await pair.a.exec("mkdir", ["-p", from]);
+    await pair.a.writeFile(`${from}/in.txt`, "mapped content\n".repeat(1000));
+    const want = (await pair.a.exec("sha256sum", [`${from}/in.txt`])).stdout.split(" ")[0];
+    const program = `${AWAIT_GO}\nimport hashlib,os,sys\nf=open(sys.argv[1],'rb')\nprint('open',flush=True)\nawait_go()\nprint(hashlib.sha256(f.read()).hexdigest(),os.getcwd(),flush=True)\ntime.sleep(600)`;
+    const wl = await pair.a.startWorkload("python3", ["-c", program, `${from}/in.txt`], {
+      stdout: `${from}/out.txt`,
+      cwd: from,
+    });
+    await waitFor("open", async () =>
+      (await linesIn(pair.a, `${from}/out.txt`)).length ? true : undefined,
+    );
+    const m = await lazyfs.migrate(wl.pid, ["--map", `${from}=${to}`]);
+    try {
+      const fds = (await pair.b.exec("ls", ["-l", `/proc/${m.pid}/fd`])).stdout;
+      assert.ok(fds.includes(`-> ${to}/in.txt`) && fds.includes(`-> ${to}/out.txt`), fds);
+      await pair.b.exec("kill", ["-USR1", String(m.pid)]);
+      const lines = await waitFor("the hash on B", async () => {
+        const l = await linesIn(pair.b, `${m.mountpoint}${to}/out.txt`);
+        return l.length >= 2 ? l : undefined;
+      });
+      assert.equal(lines[1], `${want} ${to}`);
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
 });
