@@ -303,10 +303,18 @@ export class Engine extends EventEmitter {
   /** Registers more work that needs the origin (see Crawler); prefetch runs it too. */
   addCrawler(c: Crawler): void {
     this.crawlers.push(c);
+    this.crawlWorkAdded();
+  }
+
+  /**
+   * A crawler has more to list (a plan with lazy directories arrived after the mount): once
+   * prefetch has started, it lists that too.
+   */
+  crawlWorkAdded(): void {
     this.independentEmitted = false;
     if (this.prefetchState === "running" || this.prefetchState === "done") {
       this.prefetchState = "running";
-      this.runCrawlers();
+      void this.runCrawlers();
     }
   }
 
@@ -355,7 +363,9 @@ export class Engine extends EventEmitter {
         return { source: this.scrubOrigin, path: m.originPath, fromOrigin: false };
       if (m.policy === "local" && m.localPath) {
         const st = await stat(m.localPath).catch(() => undefined);
-        if (st && st.size === m.size && sameMtime(st.mtimeMs, m.mtimeMs, 1)) {
+        // Identical as the plan judged it: same size, same mtime to the origin's precision.
+        const p = this.opts.origin.mtimePrecisionMs;
+        if (st && st.size === m.size && sameMtime(st.mtimeMs, m.mtimeMs, p)) {
           e.dependsOnOrigin = false;
           return { source: new LocalOrigin("/"), path: m.localPath, fromOrigin: false };
         }

@@ -69,6 +69,7 @@ export class LazyFileSystem implements FileSystem {
   /** Adds placeholders (the plan of a migration whose mount already exists). */
   add(spec: TreeSpec): void {
     this.tree.add(spec);
+    if ((spec.lazyDirs?.length ?? 0) > 0) this.engine.crawlWorkAdded();
     this.engine.checkIndependent();
   }
 
