@@ -11,7 +11,10 @@ mkdir -p "$WORK/origin" "$WORK/mnt"
 echo "origin file" > "$WORK/origin/seed.txt"
 node "$ROOT/dist/test/lazy/pjd-mount.js" "$WORK/mnt" "$WORK/origin" "$WORK/cache" > "$WORK/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; umount -l "$WORK/mnt" 2>/dev/null; rm -rf "$WORK"; true' EXIT
+trap 'rc=${status:-$?}; set +e; kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; umount -l "$WORK/mnt" 2>/dev/null; rm -rf "$WORK"; exit "$rc"' EXIT
 for _ in $(seq 100); do grep -q ready "$WORK/server.log" && break; sleep 0.1; done
 cd "$WORK/mnt/lazy"
-prove -r "${@:-$PJD/tests}"
+status=0
+prove -r "${@:-$PJD/tests}" || status=$?
+cd /
+exit "$status"

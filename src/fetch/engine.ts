@@ -32,154 +32,39 @@ import { stat } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { LocalOrigin } from "../origin/local.js";
-import { type ScrubContent, ScrubOrigin } from "../origin/scrub.js";
+import { ScrubOrigin } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
-import { ABSENT, type BlockFile, DIRTY, PRESENT } from "../store/blockfile.js";
+import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { RateLimiter } from "./ratelimit.js";
+import {
+  type Counters,
+  type Crawler,
+  type CrawlProgress,
+  DEMAND,
+  type EngineOptions,
+  type EngineStatus,
+  type Entry,
+  type FileStatus,
+  type Job,
+  newCounters,
+  PREFETCH,
+  READAHEAD,
+  STORE_BATCH_BYTES,
+  sameCheckpoint,
+  sameMtime,
+} from "./types.js";
+
+export type {
+  Crawler,
+  CrawlProgress,
+  EngineOptions,
+  EngineStatus,
+  FileStatus,
+  PrefetchMode,
+} from "./types.js";
 
 const log = logger("fetch");
-
-export type PrefetchMode = "none" | "immediate" | "delay" | "idle";
-
-export interface EngineOptions {
-  cacheDir: string;
-  origin: Origin;
-  /** Default 256 KiB; an existing cache keeps its own. */
-  blockSize?: number;
-  bwlimitBytesPerSec?: number;
-  prefetch?: { mode: PrefetchMode; delayMs?: number; idleMs?: number };
-  /** Serve files whose origin size/mtime differ from the checkpoint (default: refuse). */
-  allowChanged?: boolean;
-  /** Content for the `scrub` policy: a generator spec or an origin (default zeros). */
-  scrub?: ScrubContent | Origin;
-  /** Largest coalesced origin read, default 4 MiB. */
-  maxRunBytes?: number;
-  /**
-   * Origin reads in flight, default 8; background work gets at most backgroundConcurrency,
-   * default 2 (2 x 4 MiB keeps a link busy; more in flight made whole-file fetch over loopback
-   * SSH slower, not faster).
-   */
-  concurrency?: number;
-  backgroundConcurrency?: number;
-  /** Largest readahead window for sequential readers, default 8 MiB. */
-  readaheadMaxBytes?: number;
-  /**
-   * Fetch a whole file on its first reference instead of the blocks touched: what the paper's
-   * implementation did with scp (a baseline for benchmarks).
-   */
-  wholeFile?: boolean;
-}
-
-/**
- * Work that still needs the origin beyond the engine's files: LazyFS's lazy directories,
- * whose names are known only once listed there. `crawl` lists everything left (adding the
- * files it finds with `addFile`), going at `pace` (the prefetch schedule), and resolves when
- * done or when the engine closes.
- */
-export interface Crawler {
-  progress(): CrawlProgress;
-  crawl(pace: () => Promise<void>): Promise<void>;
-}
-
-export interface CrawlProgress {
-  /** Directories listed on the origin. */
-  crawled: number;
-  /** Directories whose listing is still only on the origin. */
-  uncrawled: number;
-  /** Files found on the origin and not yet handed to the engine. */
-  pendingFiles: number;
-}
-
-export interface FileStatus {
-  id: string;
-  path: string;
-  policy: FileMeta["policy"];
-  size: number;
-  bytesLocal: number;
-  bytesDirty: number;
-  bytesOnOrigin: number;
-  bytesFetched: number;
-  requests: number;
-  lastOriginAccessMs: number | null;
-}
-
-export interface EngineStatus {
-  files: FileStatus[];
-  total: Omit<FileStatus, "id" | "path" | "policy" | "lastOriginAccessMs"> & {
-    lastOriginAccessMs: number | null;
-  };
-  origins: Record<
-    string,
-    { bytesFetched: number; requests: number; lastOriginAccessMs: number | null }
-  >;
-  prefetch: {
-    mode: PrefetchMode;
-    state: "off" | "waiting" | "running" | "done";
-    bytesOnOrigin: number;
-  };
-  /** Lazy directories (all crawlers together). */
-  dirs: CrawlProgress;
-  independent: boolean;
-}
-
-/** Smallest run of arrived blocks written to the store in one go (the rest at the end). */
-const STORE_BATCH_BYTES = 1 << 20;
-
-const DEMAND = 0;
-const READAHEAD = 1;
-const PREFETCH = 2;
-
-interface Counters {
-  bytesFetched: number;
-  requests: number;
-  lastOriginAccessMs: number | null;
-}
-
-interface Job {
-  entry: Entry;
-  first: number;
-  count: number;
-  prio: number;
-  started: boolean;
-  seq: number;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-interface Entry {
-  meta: FileMeta;
-  blocks?: BlockFile;
-  remoteSize: number;
-  prepared?: Promise<{ source: Origin; path: string; fromOrigin: boolean }>;
-  /** Whether the content comes from the origin host (false for scrub, matched local). */
-  dependsOnOrigin: boolean;
-  inflight: Map<number, { promise: Promise<void>; job: Job }>;
-  stats: Counters;
-  seqEnd: number;
-  /** Bytes read in order up to seqEnd (the current sequential run). */
-  seqRun: number;
-  raWindow: number;
-  prefetching?: Promise<void>;
-}
-
-function newCounters(): Counters {
-  return { bytesFetched: 0, requests: 0, lastOriginAccessMs: null };
-}
-
-/** Equal mtimes at the origin's precision (sub-millisecond conversions are noise). */
-function sameMtime(a: number, b: number, precisionMs: number): boolean {
-  return Math.abs(a - b) < 1 || Math.floor(a / precisionMs) === Math.floor(b / precisionMs);
-}
-
-function sameCheckpoint(a: FileMeta, b: FileMeta): boolean {
-  return (
-    a.originPath === b.originPath &&
-    a.size === b.size &&
-    a.mtimeMs === b.mtimeMs &&
-    a.policy === b.policy
-  );
-}
 
 export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
