@@ -1,0 +1,255 @@
+/**
+ * One handler per FUSE opcode (go-fuse's raw layer): each decodes its request, calls the
+ * `FileSystem` and encodes the reply payload; session.ts dispatches to them and replies.
+ */
+import fs from "node:fs";
+import type { FileSystem, OpenReply } from "./filesystem.js";
+import {
+  decodeSetAttrIn,
+  encodeOpenOut,
+  encodeStatFs,
+  FOpen,
+  OPEN_OUT_SIZE,
+  Op,
+  readCString,
+  WRITE_IN_SIZE,
+} from "./protocol.js";
+import type { Payload, Request, Session } from "./session.js";
+
+export type Handler = (s: Session, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
+
+export function enosys(): never {
+  throw Object.assign(new Error("not implemented"), { code: "ENOSYS" });
+}
+
+/** `f[k]` bound to `f`, or an ENOSYS error if the file system does not implement it. */
+export function need<K extends keyof FileSystem>(f: FileSystem, k: K): NonNullable<FileSystem[K]> {
+  const m = f[k];
+  if (!m) enosys();
+  return (m as (...a: unknown[]) => unknown).bind(f) as NonNullable<FileSystem[K]>;
+}
+
+export function u64(b: Buffer, off: number): number {
+  return Number(b.readBigUInt64LE(off));
+}
+
+function openFlags(o: OpenReply): number {
+  return (
+    (o.directIo ? FOpen.DIRECT_IO : 0) |
+    (o.keepCache ? FOpen.KEEP_CACHE : 0) |
+    (o.nonseekable ? FOpen.NONSEEKABLE : 0) |
+    (o.cacheDir ? FOpen.CACHE_DIR : 0) |
+    (o.noFlush ? FOpen.NOFLUSH : 0) |
+    (o.parallelDirectWrites ? FOpen.PARALLEL_DIRECT_WRITES : 0)
+  );
+}
+
+function openOut(o: OpenReply): Buffer {
+  const b = Buffer.alloc(OPEN_OUT_SIZE);
+  encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
+  return b;
+}
+
+function u32Out(n: number, size = 8): Buffer {
+  const b = Buffer.alloc(size);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+
+function name0(r: Request, off = 0): string {
+  return readCString(r.body, off, r.body.length)[0];
+}
+
+/** One handler per opcode. A missing opcode (or FileSystem method) answers ENOSYS. */
+export const HANDLERS: Partial<Record<number, Handler>> = {
+  [Op.INIT]: (s, r) => s.init(r),
+  [Op.DESTROY]: (s) => s.destroy(),
+  [Op.LOOKUP]: async (s, r, f) => [
+    s.entryOut(await need(f, "lookup")(r.h.nodeid, name0(r), r.ctx)),
+  ],
+  [Op.GETATTR]: async (s, r, f) => {
+    const hasFh = r.body.length >= 16 && (r.body.readUInt32LE(0) & 1) !== 0;
+    return [
+      s.attrOut(await need(f, "getattr")(r.h.nodeid, hasFh ? u64(r.body, 8) : undefined, r.ctx)),
+    ];
+  },
+  [Op.SETATTR]: async (s, r, f) => [
+    s.attrOut(await need(f, "setattr")(r.h.nodeid, decodeSetAttrIn(r.body, 0), r.ctx)),
+  ],
+  [Op.READLINK]: async (_s, r, f) => [Buffer.from(await need(f, "readlink")(r.h.nodeid, r.ctx))],
+  [Op.SYMLINK]: async (s, r, f) => {
+    const [name, next] = readCString(r.body, 0, r.body.length);
+    const target = readCString(r.body, next, r.body.length)[0];
+    return [s.entryOut(await need(f, "symlink")(r.h.nodeid, name, target, r.ctx))];
+  },
+  [Op.MKNOD]: async (s, r, f) => {
+    const mode = r.body.readUInt32LE(0);
+    const rdev = r.body.readUInt32LE(4);
+    return [s.entryOut(await need(f, "mknod")(r.h.nodeid, name0(r, 16), mode, rdev, r.ctx))];
+  },
+  [Op.MKDIR]: async (s, r, f) => [
+    s.entryOut(await need(f, "mkdir")(r.h.nodeid, name0(r, 8), r.body.readUInt32LE(0), r.ctx)),
+  ],
+  [Op.UNLINK]: async (_s, r, f) => {
+    await need(f, "unlink")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+  [Op.RMDIR]: async (_s, r, f) => {
+    await need(f, "rmdir")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+  [Op.RENAME]: (_s, r, f) => rename(r, f, 8, 0),
+  [Op.RENAME2]: (_s, r, f) => rename(r, f, 16, r.body.readUInt32LE(8)),
+  [Op.LINK]: async (s, r, f) => [
+    s.entryOut(await need(f, "link")(u64(r.body, 0), r.h.nodeid, name0(r, 8), r.ctx)),
+  ],
+  [Op.OPEN]: async (s, r, f) => [
+    openOut(s.opened(f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {})),
+  ],
+  [Op.READ]: async (s, r, f) => {
+    const bfd = s.backingOf(u64(r.body, 0));
+    if (bfd !== undefined) {
+      const buf = r.ctx.buffer(r.body.readUInt32LE(16));
+      const n = await new Promise<number>((res, rej) =>
+        fs.read(bfd, buf, 0, buf.length, u64(r.body, 8), (e, k) => (e ? rej(e) : res(k))),
+      );
+      return [buf.subarray(0, n)];
+    }
+    const data = await need(f, "read")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      r.body.readUInt32LE(16),
+      r.ctx,
+    );
+    const max = r.body.readUInt32LE(16);
+    return [data.length > max ? data.subarray(0, max) : data];
+  },
+  [Op.WRITE]: async (s, r, f) => {
+    const size = r.body.readUInt32LE(16);
+    const data = r.body.subarray(WRITE_IN_SIZE, WRITE_IN_SIZE + size);
+    const bfd = s.backingOf(u64(r.body, 0));
+    if (bfd !== undefined) {
+      const n = await new Promise<number>((res, rej) =>
+        fs.write(bfd, data, 0, data.length, u64(r.body, 8), (e, k) => (e ? rej(e) : res(k))),
+      );
+      return [u32Out(n)];
+    }
+    return [
+      u32Out(await need(f, "write")(r.h.nodeid, u64(r.body, 0), u64(r.body, 8), data, r.ctx)),
+    ];
+  },
+  [Op.STATFS]: async (_s, r, f) => [
+    encodeStatFs(
+      f.statfs
+        ? await f.statfs(r.h.nodeid, r.ctx)
+        : {
+            blocks: 0,
+            bfree: 0,
+            bavail: 0,
+            files: 0,
+            ffree: 0,
+            bsize: 4096,
+            namelen: 255,
+            frsize: 4096,
+          },
+    ),
+  ],
+  [Op.RELEASE]: async (s, r, f) => {
+    s.released(u64(r.body, 0));
+    await f.release?.(r.h.nodeid, u64(r.body, 0), r.body.readUInt32LE(8), r.ctx);
+    return [];
+  },
+  [Op.FLUSH]: async (_s, r, f) => {
+    await f.flush?.(r.h.nodeid, u64(r.body, 0), r.ctx);
+    return [];
+  },
+  [Op.FSYNC]: async (_s, r, f) => {
+    await f.fsync?.(r.h.nodeid, u64(r.body, 0), (r.body.readUInt32LE(8) & 1) !== 0, r.ctx);
+    return [];
+  },
+  [Op.OPENDIR]: async (_s, r, f) => [
+    openOut(f.opendir ? await f.opendir(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
+  ],
+  [Op.READDIR]: (s, r) => s.readdir(r, false),
+  [Op.READDIRPLUS]: (s, r) => s.readdir(r, true),
+  [Op.RELEASEDIR]: async (_s, r, f) => {
+    await f.releasedir?.(r.h.nodeid, u64(r.body, 0), r.ctx);
+    return [];
+  },
+  [Op.FSYNCDIR]: async (_s, r, f) => {
+    await f.fsyncdir?.(r.h.nodeid, u64(r.body, 0), (r.body.readUInt32LE(8) & 1) !== 0, r.ctx);
+    return [];
+  },
+  [Op.ACCESS]: async (_s, r, f) => {
+    await f.access?.(r.h.nodeid, r.body.readUInt32LE(0), r.ctx);
+    return [];
+  },
+  [Op.CREATE]: async (s, r, f) => {
+    const flags = r.body.readUInt32LE(0);
+    const mode = r.body.readUInt32LE(4);
+    const res = await need(f, "create")(r.h.nodeid, name0(r, 16), mode, flags, r.ctx);
+    return [s.entryOut(res.entry), openOut(s.opened(res.open))];
+  },
+  [Op.LSEEK]: async (_s, r, f) => {
+    const off = await need(f, "lseek")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      r.body.readUInt32LE(16),
+      r.ctx,
+    );
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(off));
+    return [b];
+  },
+  [Op.FALLOCATE]: async (_s, r, f) => {
+    await need(f, "fallocate")(
+      r.h.nodeid,
+      u64(r.body, 0),
+      u64(r.body, 8),
+      u64(r.body, 16),
+      r.body.readUInt32LE(24),
+      r.ctx,
+    );
+    return [];
+  },
+  [Op.SETXATTR]: async (_s, r, f) => {
+    const size = r.body.readUInt32LE(0);
+    const [name, next] = readCString(r.body, 8, r.body.length);
+    await need(f, "setxattr")(
+      r.h.nodeid,
+      name,
+      r.body.subarray(next, next + size),
+      r.body.readUInt32LE(4),
+      r.ctx,
+    );
+    return [];
+  },
+  [Op.GETXATTR]: async (_s, r, f) =>
+    sized(r, await need(f, "getxattr")(r.h.nodeid, name0(r, 8), r.ctx)),
+  [Op.LISTXATTR]: async (_s, r, f) => {
+    const names = await need(f, "listxattr")(r.h.nodeid, r.ctx);
+    return sized(r, Buffer.from(names.map((n) => `${n}\0`).join("")));
+  },
+  [Op.REMOVEXATTR]: async (_s, r, f) => {
+    await need(f, "removexattr")(r.h.nodeid, name0(r), r.ctx);
+    return [];
+  },
+};
+
+/** GETXATTR/LISTXATTR: size 0 asks for the length; a too-small buffer is ERANGE. */
+function sized(r: Request, value: Buffer): Payload {
+  const size = r.body.readUInt32LE(0);
+  if (size === 0) return [u32Out(value.length)];
+  if (value.length > size)
+    throw Object.assign(new Error("xattr buffer too small"), { code: "ERANGE" });
+  return [value];
+}
+
+async function rename(r: Request, f: FileSystem, namesAt: number, flags: number): Promise<Payload> {
+  const [oldName, next] = readCString(r.body, namesAt, r.body.length);
+  const newName = readCString(r.body, next, r.body.length)[0];
+  await need(f, "rename")(r.h.nodeid, oldName, u64(r.body, 0), newName, flags, r.ctx);
+  return [];
+}
