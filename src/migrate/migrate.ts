@@ -38,7 +38,14 @@ import {
 } from "./origin-tree.js";
 import { emptyManifest } from "./plan.js";
 import { pullImages } from "./pull.js";
-import { type RestoreRequest, type RestoreResult, restoreLazily, startDaemon } from "./restore.js";
+import {
+  type DumpedTree,
+  dumpedTree,
+  type RestoreRequest,
+  type RestoreResult,
+  restoreLazily,
+  startDaemon,
+} from "./restore.js";
 import { migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("migrate");
@@ -160,6 +167,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let signals: { release(): void } | undefined;
   let restoredPid: number | undefined;
   let originCriu: OriginCriu | undefined;
+  /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
+  let keepStopped = true;
   try {
     await origin.connect();
     const [targetCriu, originSpace, targetSpace] = await Promise.all([
@@ -169,7 +178,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       originPidSpace(origin),
       localPidSpace(),
     ]);
-    const keepStopped = !samePidSpace(originSpace, targetSpace);
+    keepStopped = !samePidSpace(originSpace, targetSpace);
     if (!keepStopped) {
       log.warn(
         "origin and target share one kernel and pid namespace: the original must end at the dump (its pids are needed here); a failed restore is restored back on the origin from the images",
@@ -262,7 +271,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     dumped = false;
     restoredPid = undefined;
     if (keepStopped) {
-      await originTree(origin, paths.images, req.pid, criuOpts, originCriu.nftPath)
+      await originTree(origin, restored.dumped, req.pid, criuOpts, originCriu.nftPath)
         .then((tree) => tree.end())
         .catch((err) =>
           log.warn("could not end the original on the origin; it is still stopped there", {
@@ -332,9 +341,10 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   }
 
   async function bringBack(remoteDir: string): Promise<string> {
-    const sameSpace = samePidSpace(await originPidSpace(origin), await localPidSpace());
-    if (!sameSpace) {
-      const tree = await originTree(origin, paths.images, req.pid, criuOpts, originCriu?.nftPath);
+    if (keepStopped) {
+      // Without the images (their transfer failed) the origin's /proc knows the tree.
+      const dumped = await loadDump(paths.images).then(dumpedTree, () => undefined);
+      const tree = await originTree(origin, dumped, req.pid, criuOpts, originCriu?.nftPath);
       await tree.resume();
       const running = await tree.alive();
       if (running.length < tree.pids.length) {
@@ -357,23 +367,16 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   }
 }
 
-/** The dumped tree on the origin, from the pulled images, else from the origin's /proc. */
+/** The dumped tree on the origin, as the images describe it, else from the origin's /proc. */
 async function originTree(
   origin: SftpOrigin,
-  imagesDir: string,
+  dumped: DumpedTree | undefined,
   rootPid: number,
   criu: CriuOptions,
   nftPath: string | undefined,
 ): Promise<OriginTree> {
-  let pids: number[];
-  let runId: string | undefined;
-  try {
-    const dump = await loadDump(imagesDir);
-    pids = dump.tasks.map((t) => t.pid);
-    runId = dump.criuRunId;
-  } catch {
-    pids = await originTreePids(origin, rootPid);
-  }
+  const pids = dumped?.processes ?? (await originTreePids(origin, rootPid));
+  const runId = dumped?.criuRunId;
   const lock = criu.tcpEstablished
     ? {
         method: criu.networkLock ?? "iptables",

@@ -12,6 +12,7 @@ import {
   type CriuOptions,
   criuRestore,
   criuRestoreArgs,
+  type DumpModel,
   loadDump,
   rewriteImages,
 } from "../criu/index.js";
@@ -64,6 +65,8 @@ export interface RestoreResult {
   id: string;
   pid: number;
   manifest: Manifest;
+  /** The dumped tree as the images describe it: its processes (root first) and CRIU's run id. */
+  dumped: DumpedTree;
   planMs: number;
   mountMs: number;
   rewriteMs: number;
@@ -74,10 +77,22 @@ export interface RestoreResult {
 
 const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 
+export interface DumpedTree {
+  processes: number[];
+  criuRunId?: string;
+}
+
+export function dumpedTree(dump: DumpModel): DumpedTree {
+  return {
+    processes: dump.tasks.map((t) => t.pid),
+    ...(dump.criuRunId ? { criuRunId: dump.criuRunId } : {}),
+  };
+}
+
 /** Plans the migration and writes its manifest. */
 export async function prepare(
   req: RestoreRequest,
-): Promise<{ manifest: Manifest; pids: number[]; ms: number }> {
+): Promise<{ manifest: Manifest; pids: number[]; dumped: DumpedTree; ms: number }> {
   const t0 = Date.now();
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
@@ -103,7 +118,7 @@ export async function prepare(
     });
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
-    return { manifest, pids: [...new Set(pids)], ms: Date.now() - t0 };
+    return { manifest, pids: [...new Set(pids)], dumped: dumpedTree(dump), ms: Date.now() - t0 };
   } finally {
     if (!req.originConnection) await origin.close();
   }
@@ -215,7 +230,7 @@ export async function rewriteForMount(manifest: Manifest, outDir: string): Promi
 }
 
 export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult> {
-  const { manifest, pids, ms: planMs } = await prepare(req);
+  const { manifest, pids, dumped, ms: planMs } = await prepare(req);
   const paths = migrationPaths(manifest.id);
   await waitPidsFree(pids, req.pidWaitMs ?? 10_000);
   // The daemon loads the plan while the images are rewritten: both only need the manifest.
@@ -256,5 +271,15 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
   const criuRestoreMs = Date.now() - t;
   const mountNs = await mountNamespaceOf(pid);
   await writeFile(paths.restored, `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`);
-  return { id: manifest.id, pid, manifest, planMs, mountMs, rewriteMs, criuRestoreMs, rewritten };
+  return {
+    id: manifest.id,
+    pid,
+    manifest,
+    dumped,
+    planMs,
+    mountMs,
+    rewriteMs,
+    criuRestoreMs,
+    rewritten,
+  };
 }
