@@ -1,43 +1,45 @@
 /**
  * SFTP origin over one SSH connection (ssh2), as a standard OpenSSH server offers it.
  *
- * - Authentication by identity file and/or ssh-agent (`SSH_AUTH_SOCK`).
- * - Host key checked against known_hosts; an unknown key is refused unless
- *   `acceptNewHostKey` (then it is appended), a changed or revoked key is always refused.
+ * - The destination is resolved as OpenSSH resolves it (`ssh -G`, ssh-config.ts): identities
+ *   (agent, then identity files), known_hosts and StrictHostKeyChecking, ProxyJump,
+ *   ConnectTimeout and ServerAliveInterval come from the user's SSH configuration.
  * - A range read is split into requests of at most the server's read limit, all in flight at
  *   once on the same channel; file handles are kept open per path.
  * - Every request has a timeout; a dropped connection is re-established with exponential
  *   backoff and the request retried. Failures are `UserError`s naming host and path.
  */
-import { readFile, stat } from "node:fs/promises";
-import { homedir } from "node:os";
-import { join } from "node:path";
-import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
+import { stat } from "node:fs/promises";
+import type { Client, ClientChannel, SFTPWrapper, Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import {
-  appendKnownHost,
-  checkKnownHosts,
-  fingerprint,
-  type HostKeyVerdict,
-  keyType,
-  readKnownHosts,
-} from "./knownhosts.js";
+import { sshChainFor } from "./ssh-chain.js";
+import type { SshConfig } from "./ssh-config.js";
+import { connectSshChain, SshRefusedError } from "./ssh-connect.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
 
 const log = logger("origin/sftp");
 
 export interface SftpOriginOptions {
+  /**
+   * The destination as typed for `ssh` (host, user@host, Host alias, ssh://user@host:port);
+   * default `ssh://username@host:port` from the fields below.
+   */
+  destination?: string;
+  /** `ssh -F FILE`. */
+  sshConfigFile?: string;
+  /** `ssh -o KEY=VALUE` options, in order. */
+  sshOptions?: string[];
   host: string;
   port?: number;
   username?: string;
-  /** Private key file; when absent (or in addition) the ssh-agent at `agent` is used. */
+  /** Private key file, tried first (`ssh -i`); then the agent and the configured ones. */
   identityFile?: string;
-  /** ssh-agent socket, default `$SSH_AUTH_SOCK`. */
+  /** ssh-agent socket (`-o IdentityAgent`); present but undefined: no agent. */
   agent?: string;
-  /** Default `~/.ssh/known_hosts`. */
+  /** Replaces UserKnownHostsFile (default: the SSH configuration's, ~/.ssh/known_hosts). */
   knownHostsFile?: string;
-  /** Accept (and record) a host key never seen before. A changed key is still refused. */
+  /** Accept (and record) a host key never seen before (StrictHostKeyChecking accept-new). */
   acceptNewHostKey?: boolean;
   /** Per-request timeout (and connect timeout), default 30 000 ms. */
   timeoutMs?: number;
@@ -97,8 +99,19 @@ function cb<T>(resolve: (v: T) => void, reject: (e: unknown) => void) {
 export class SftpOrigin implements Origin {
   readonly name: string;
   readonly mtimePrecisionMs = 1000;
-  private readonly opts: Required<Omit<SftpOriginOptions, "identityFile" | "agent">> &
-    Pick<SftpOriginOptions, "identityFile" | "agent">;
+  private readonly opts: Required<
+    Omit<
+      SftpOriginOptions,
+      "identityFile" | "agent" | "destination" | "sshConfigFile" | "sshOptions" | "knownHostsFile"
+    >
+  > &
+    Pick<
+      SftpOriginOptions,
+      "identityFile" | "agent" | "destination" | "sshConfigFile" | "sshOptions" | "knownHostsFile"
+    >;
+  private readonly noAgent: boolean;
+  /** The connection chain (`ssh -G` of the destination and its jump hosts), once resolved. */
+  private route?: Promise<SshConfig[]>;
   private conn?: Promise<Connection>;
   private closing = false;
 
@@ -106,16 +119,17 @@ export class SftpOrigin implements Origin {
     this.opts = {
       port: 22,
       username: process.env.USER ?? "root",
-      knownHostsFile: join(homedir(), ".ssh", "known_hosts"),
       acceptNewHostKey: false,
       timeoutMs: 30_000,
       maxRetries: 5,
       backoffMs: 200,
       readChunkBytes: DEFAULT_READ_CHUNK,
-      agent: process.env.SSH_AUTH_SOCK,
       ...options,
     };
-    this.name = `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
+    this.noAgent = "agent" in options && !options.agent;
+    this.name = options.destination
+      ? options.destination.replace(/^ssh:\/\//, "").replace(/\/$/, "")
+      : `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
   }
 
   /** Opens the connection now (otherwise the first request does); surfaces auth/host-key errors. */
@@ -136,86 +150,49 @@ export class SftpOrigin implements Origin {
   }
 
   private async openConnection(): Promise<Connection> {
-    const { host, port, knownHostsFile } = this.opts;
-    const knownText = await readKnownHosts(knownHostsFile);
-    const config: ConnectConfig = {
-      host,
-      port,
-      username: this.opts.username,
-      readyTimeout: this.opts.timeoutMs,
-      keepaliveInterval: 10_000,
-      keepaliveCountMax: 3,
-      algorithms: {
-        cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"],
-      },
-    };
-    if (this.opts.identityFile) {
-      try {
-        config.privateKey = await readFile(this.opts.identityFile);
-      } catch (err) {
-        throw new FatalError(
-          `${this.name}: cannot read identity file ${this.opts.identityFile}: ${errorMessage(err)}`,
-        );
-      }
+    const route = this.route ?? sshChainFor(this.opts, this.noAgent);
+    this.route = route;
+    route.catch(() => {
+      if (this.route === route) this.route = undefined;
+    });
+    let chain: SshConfig[];
+    try {
+      chain = await route;
+    } catch (err) {
+      // An invalid destination or SSH configuration: retrying cannot help.
+      throw err instanceof UserError ? new FatalError(err.message) : err;
     }
-    if (this.opts.agent) config.agent = this.opts.agent;
-    if (!config.privateKey && !config.agent) {
-      throw new FatalError(`${this.name}: no identity file given and no ssh-agent (SSH_AUTH_SOCK)`);
+    let client: Client;
+    try {
+      client = await connectSshChain(chain, {
+        timeoutMs: this.opts.timeoutMs,
+        keepaliveMs: 10_000,
+        algorithms: {
+          cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"],
+        },
+      });
+    } catch (err) {
+      if (err instanceof SshRefusedError) throw new FatalError(err.message);
+      throw err;
     }
-    let verdict: HostKeyVerdict | undefined;
-    let newKey: Buffer | undefined;
-    let seenKey: Buffer | undefined;
-    config.hostVerifier = (key: Buffer) => {
-      seenKey = key;
-      verdict = checkKnownHosts(knownText, host, port, key);
-      if (verdict === "unknown" && this.opts.acceptNewHostKey) {
-        newKey = key;
-        return true;
-      }
-      return verdict === "known";
-    };
-    const client = new Client();
+    // Small requests and window updates must not wait for ACKs of earlier ones (Nagle).
+    client.setNoDelay(true);
     const conn = await new Promise<Connection>((resolve, reject) => {
-      client.once("ready", () => {
-        // Small requests and window updates must not wait for ACKs of earlier ones (Nagle).
-        client.setNoDelay(true);
-        client.sftp((err, sftp) => {
-          if (err) {
-            client.end();
-            reject(new UserError(`${this.name}: SFTP subsystem refused: ${err.message}`));
-            return;
-          }
-          resolve({
-            client,
-            sftp,
-            readHandles: new Map(),
-            writeHandles: new Map(),
-            closed: false,
-          });
+      client.sftp((err, sftp) => {
+        if (err) {
+          client.end();
+          reject(new UserError(`${this.name}: SFTP subsystem refused: ${err.message}`));
+          return;
+        }
+        resolve({
+          client,
+          sftp,
+          readHandles: new Map(),
+          writeHandles: new Map(),
+          closed: false,
         });
       });
-      client.on("error", (err: Error & { level?: string }) => {
-        if (verdict !== undefined && verdict !== "known" && !newKey && seenKey) {
-          const fp = fingerprint(seenKey);
-          const why =
-            verdict === "unknown"
-              ? `unknown host key ${keyType(seenKey)} ${fp}, not in ${knownHostsFile} (accept it explicitly to trust it)`
-              : verdict === "revoked"
-                ? `host key ${fp} is revoked in ${knownHostsFile}`
-                : `HOST KEY CHANGED: ${keyType(seenKey)} ${fp} does not match ${knownHostsFile}; refusing (possible man-in-the-middle)`;
-          reject(new FatalError(`${this.name}: ${why}`));
-        } else if (err.level === "client-authentication") {
-          reject(new FatalError(`${this.name}: authentication failed (${err.message})`));
-        } else {
-          reject(new UserError(`${this.name}: cannot connect: ${err.message}`, { cause: err }));
-        }
-      });
-      client.connect(config);
     });
-    if (newKey) {
-      await appendKnownHost(knownHostsFile, host, port, newKey);
-      log.warn("accepted new host key", { host: this.name, fingerprint: fingerprint(newKey) });
-    }
     const drop = () => {
       conn.closed = true;
       if (this.conn && !this.closing) {
