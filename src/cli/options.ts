@@ -1,4 +1,5 @@
 /** Options shared by mount, rewrite, restore and migrate, and their conversion. */
+import { resolve as resolvePath } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
@@ -20,9 +21,24 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function addSshOptions(cmd: Command): Command {
   return cmd
-    .option("-i, --identity <file>", "SSH private key (default: ssh-agent)")
-    .option("--known-hosts <file>", "known_hosts file (default: ~/.ssh/known_hosts)")
-    .option("--accept-new-host-key", "trust and record an unknown origin host key")
+    .option(
+      "-i, --identity <file>",
+      "SSH private key, tried first (as ssh -i); then ssh-agent and the configured identities",
+    )
+    .option("-F, --ssh-config <file>", "SSH configuration file (as ssh -F)")
+    .option(
+      "-o, --ssh-option <key=value>",
+      "SSH option as for ssh -o, e.g. -o Port=2222 (repeatable)",
+      collect,
+    )
+    .option(
+      "--known-hosts <file>",
+      "known_hosts file (default: the SSH configuration's UserKnownHostsFile)",
+    )
+    .option(
+      "--accept-new-host-key",
+      "trust and record an unknown origin host key (StrictHostKeyChecking accept-new)",
+    )
     .option("--ssh-timeout <ms>", "timeout of every SSH request in ms", "30000");
 }
 
@@ -83,6 +99,8 @@ export function addCriuOptions(cmd: Command): Command {
 
 export interface CommonOpts {
   identity?: string;
+  sshConfig?: string;
+  sshOption?: string[];
   knownHosts?: string;
   acceptNewHostKey?: boolean;
   sshTimeout: string;
@@ -141,9 +159,12 @@ function positiveInt(text: string, what: string): number {
 }
 
 export function sshOptions(o: CommonOpts): SshOptions {
+  // Absolute: a daemon restarted later (`mount --id`) may run from another directory.
   return {
-    ...(o.identity ? { identityFile: o.identity } : {}),
-    ...(o.knownHosts ? { knownHostsFile: o.knownHosts } : {}),
+    ...(o.identity ? { identityFile: resolvePath(o.identity) } : {}),
+    ...(o.sshConfig ? { configFile: resolvePath(o.sshConfig) } : {}),
+    ...(o.sshOption?.length ? { options: o.sshOption } : {}),
+    ...(o.knownHosts ? { knownHostsFile: resolvePath(o.knownHosts) } : {}),
     acceptNewHostKey: o.acceptNewHostKey ?? false,
     timeoutMs: positiveInt(o.sshTimeout, "--ssh-timeout"),
   };

@@ -1,17 +1,29 @@
-import { SftpOrigin } from "../origin/index.js";
+import { parseDestination, SftpOrigin } from "../origin/index.js";
 import type { SshOptions } from "./options.js";
-import { parseOriginUrl } from "./url.js";
 
-/** The SFTP origin for an `ssh://` URL with the user's SSH options. */
-export function openOrigin(url: string, ssh: SshOptions): SftpOrigin {
-  const a = parseOriginUrl(url);
+/**
+ * The SFTP origin for a destination as `ssh` takes it (host, user@host, a Host alias,
+ * ssh://user@host[:port]) with the user's SSH options; resolved with `ssh -G` when it first
+ * connects. Every command that talks to an origin opens it here. Throws a UserError at once
+ * for text `ssh` would not take.
+ */
+export function openOrigin(destination: string, ssh: SshOptions): SftpOrigin {
+  const d = parseDestination(destination);
   return new SftpOrigin({
-    host: a.host,
-    port: a.port,
-    username: a.user,
+    destination,
+    host: d.host,
+    ...(d.port ? { port: d.port } : {}),
+    ...(d.user ? { username: d.user } : {}),
+    ...(ssh.configFile ? { sshConfigFile: ssh.configFile } : {}),
+    ...(ssh.options?.length ? { sshOptions: ssh.options } : {}),
     ...(ssh.identityFile ? { identityFile: ssh.identityFile } : {}),
     ...(ssh.knownHostsFile ? { knownHostsFile: ssh.knownHostsFile } : {}),
     ...(ssh.timeoutMs ? { timeoutMs: ssh.timeoutMs } : {}),
     acceptNewHostKey: ssh.acceptNewHostKey ?? false,
   });
+}
+
+/** Checks that `destination` is one `ssh` takes (UserError naming it otherwise). */
+export function checkDestination(destination: string): void {
+  parseDestination(destination);
 }

@@ -3,6 +3,7 @@
  * restore, migrate, status and unmount.
  */
 
+export { checkDestination, openOrigin } from "./connect.js";
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
 export { findHolders, type Holder } from "./holders.js";

@@ -5,6 +5,10 @@ import type { ScrubContent } from "../origin/index.js";
 
 export interface SshOptions {
   identityFile?: string;
+  /** `ssh -F FILE`. */
+  configFile?: string;
+  /** `ssh -o KEY=VALUE`, in order. */
+  options?: string[];
   knownHostsFile?: string;
   acceptNewHostKey?: boolean;
   timeoutMs?: number;

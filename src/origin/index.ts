@@ -3,12 +3,20 @@
  *
  *   interface Origin { name; mtimePrecisionMs; stat(path); read(path, offset, length);
  *                      readdir(path); write(path, offset, data); truncate(path, size); close() }
- *   new SftpOrigin({ host, port?, username?, identityFile?, agent?, knownHostsFile?,
- *                    acceptNewHostKey?, timeoutMs?, maxRetries?, backoffMs? })
+ *   new SftpOrigin({ destination?, sshConfigFile?, sshOptions?, host, port?, username?,
+ *                    identityFile?, agent?, knownHostsFile?, acceptNewHostKey?, timeoutMs?,
+ *                    maxRetries?, backoffMs? })   // resolved with `ssh -G` (ssh-config.ts)
  *   new LocalOrigin(root = "/")               // same machine; root stands for the origin's "/"
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
-export { checkKnownHosts, fingerprint, hostPortName } from "./knownhosts.js";
+export { type Destination, parseDestination } from "./destination.js";
+export {
+  checkKnownHosts,
+  fingerprint,
+  hashHostName,
+  hostPortName,
+  judgeHostKey,
+} from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
 export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";

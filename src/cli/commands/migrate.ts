@@ -32,7 +32,10 @@ export function registerMigrate(program: Command): void {
     .description(
       "run on the target: checkpoint PID on the origin over SSH, pull the images, restore it here with its files following on reference",
     )
-    .requiredOption("--from <url>", "the origin host: ssh://user@host[:port]")
+    .requiredOption(
+      "--from <dest>",
+      "the origin host as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
+    )
     .requiredOption("--pid <pid>", "root of the process tree to migrate (on the origin)")
     .option(
       "--origin-criu <path>",

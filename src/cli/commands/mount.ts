@@ -18,7 +18,10 @@ export function registerMount(program: Command): void {
       "serve the files a dump references under a FUSE mount, fetched from the origin on first touch (foreground unless --background)",
     )
     .option("--images <dir>", "CRIU images directory")
-    .option("--origin <url>", "where the files are: ssh://user@host[:port]")
+    .option(
+      "--origin <dest>",
+      "where the files are, as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
+    )
     .option("--cache <dir>", "local block store (default /var/lib/lazyfs/<id>/cache)")
     .option("--id <id>", "serve an already planned migration again (e.g. after a daemon crash)")
     .option("--background", "detach; print the migration id and mount point");
@@ -26,7 +29,7 @@ export function registerMount(program: Command): void {
     let id = o.id;
     if (!id) {
       if (!o.images || !o.origin) {
-        throw new UserError("mount needs --images DIR and --origin ssh://user@host, or --id ID");
+        throw new UserError("mount needs --images DIR and --origin DEST (as for ssh), or --id ID");
       }
       const cacheDir = absoluteDir(o.cache, "--cache");
       const { manifest } = await prepare({

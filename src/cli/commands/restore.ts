@@ -24,7 +24,10 @@ export function registerRestore(program: Command): void {
       "restore a dump here with its files served lazily from the origin (plan, mount, rewrite, criu restore -d); prints the restored PID",
     )
     .requiredOption("--images <dir>", "CRIU images directory (copied from the origin host)")
-    .requiredOption("--origin <url>", "where the files are: ssh://user@host[:port]")
+    .requiredOption(
+      "--origin <dest>",
+      "where the files are, as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
+    )
     .option("--json", "print the result as JSON");
   addCriuOptions(addCommonOptions(cmd)).action(async (o: RestoreOpts) => {
     if (!o.images) throw new UserError("--images needs a directory");

@@ -1,0 +1,276 @@
+/**
+ * End to end: `lazyfs migrate` reaches the origin the way `ssh` would, from the user's own
+ * OpenSSH set-up: a Host alias of ~/.ssh/config, a key held only by ssh-agent, the default
+ * ~/.ssh/id_ed25519, and a ProxyJump through host c to an origin address host b cannot reach.
+ *
+ * The user's home is the test's: ssh (like LazyFS) takes `~` from the password database, so
+ * host b's /root is a bind mount of a temporary directory, in b's own mount namespace only.
+ * Nothing of the real user's ~/.ssh is read or written.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { LINE_READER } from "../../src/demo/demo.js";
+import {
+  type ClientHostPair,
+  cleanupStaleHosts,
+  createHostPair,
+  DATA_DIR,
+  type SshdHandle,
+  startSshd,
+} from "../../src/hosts/index.js";
+import { CLI, errorLines, linesIn, waitFor } from "./helpers.js";
+
+const run = promisify(execFile);
+const STATE = `/var/lib/lazyfs-test-openssh-${process.pid}`;
+/** The origin sshd's port: not 22, so that the alias's Port matters. */
+const PORT = 2222;
+
+let pair: ClientHostPair;
+let sshd: SshdHandle;
+/** The test user's home directory (b's /root). */
+let home: string;
+const ssh = () => join(home, ".ssh");
+const stopLater: { stop(): Promise<void> }[] = [];
+
+interface Migrated {
+  id: string;
+  pid: number;
+  mountpoint: string;
+}
+
+/** The CLI on b with the test's home and nothing of the caller's agent unless given. */
+function lazyfs(args: string[], env: Record<string, string> = {}, allowFailure = false) {
+  const base = { ...process.env };
+  delete base.SSH_AUTH_SOCK;
+  return pair.b.exec(process.execPath, [CLI, ...args], {
+    allowFailure,
+    env: { ...base, HOME: "/root", LAZYFS_STATE_DIR: STATE, ...env },
+    timeoutMs: 120_000,
+  });
+}
+
+async function keygen(file: string, passphrase = ""): Promise<string> {
+  await rm(file, { force: true });
+  await rm(`${file}.pub`, { force: true });
+  await run("ssh-keygen", [
+    "-q",
+    "-t",
+    "ed25519",
+    "-N",
+    passphrase,
+    "-C",
+    "openssh-test",
+    "-f",
+    file,
+  ]);
+  return (await readFile(`${file}.pub`, "utf8")).trim();
+}
+
+/** Lets `pub` log in as root on the sshd (it reads authorized_keys at every login). */
+async function authorize(server: SshdHandle, pub: string): Promise<void> {
+  await appendFile(join(server.dir, "authorized_keys"), `${pub}\n`);
+}
+
+/** A line reader on a whose output must go on exactly after the migration to b. */
+async function startReader(tag: string) {
+  const dir = `${DATA_DIR}/openssh-${tag}-${randomBytes(3).toString("hex")}`;
+  const input = `${dir}/input.txt`;
+  const output = `${dir}/output.txt`;
+  await pair.a.exec("mkdir", ["-p", dir]);
+  await pair.a.exec("python3", [
+    "-c",
+    "import sys\nwith open(sys.argv[1],'w') as f:\n  for i in range(int(sys.argv[2])): f.write('line %06d\\n' % i)",
+    input,
+    "1500",
+  ]);
+  const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, "0.002"], {
+    stdout: output,
+  });
+  await waitFor("30 lines on A", async () =>
+    (await linesIn(pair.a, output)).length >= 30 ? true : undefined,
+  );
+  return { pid: wl.pid, output };
+}
+
+/** Migrates a fresh reader with `args` and checks its output goes on exactly on b. */
+async function migrateReader(tag: string, args: string[], env: Record<string, string> = {}) {
+  const r = await startReader(tag);
+  const res = await lazyfs(["migrate", ...args, "--pid", String(r.pid), "--json"], env, true);
+  assert.equal(res.code, 0, `migrate failed: ${errorLines(res.stderr).join("\n")}`);
+  const m = JSON.parse(res.stdout) as Migrated;
+  try {
+    const lines = await waitFor(
+      "the reader to finish on B",
+      async () => {
+        const l = await linesIn(pair.b, `${m.mountpoint}${r.output}`);
+        return l.length === 1500 ? l : undefined;
+      },
+      60_000,
+    );
+    assert.deepEqual(
+      lines,
+      Array.from({ length: 1500 }, (_, i) => `line ${String(i).padStart(6, "0")}`),
+    );
+    assert.ok((await linesIn(pair.a, r.output)).length < 1500, "the origin's copy stopped");
+  } finally {
+    await pair.b.kill(m.pid, "SIGKILL");
+    await lazyfs(["unmount", m.id, "--force", "--purge"], env, true);
+  }
+  return res;
+}
+
+let agentRunning: { sock: string; env: NodeJS.ProcessEnv; dir: string } | undefined;
+
+/** One ssh-agent for the file (stopped after it), on a socket of a temporary directory. */
+async function agent() {
+  if (agentRunning) return agentRunning;
+  const dir = await mkdtemp(join(tmpdir(), "lazyfs-openssh-agent-"));
+  const sock = join(dir, "agent.sock");
+  const child: ChildProcess = spawn("ssh-agent", ["-D", "-a", sock], {
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+  stopLater.push({
+    stop: async () => {
+      child.kill("SIGTERM");
+      await rm(dir, { recursive: true, force: true });
+    },
+  });
+  const env = { ...process.env, SSH_AUTH_SOCK: sock };
+  // ssh-add -l: 1 = an agent without keys answered, 2 = no agent (yet).
+  await waitFor("ssh-agent's socket", () =>
+    run("ssh-add", ["-l"], { env }).then(
+      () => true,
+      (e: { code?: number }) => (e.code === 1 ? true : undefined),
+    ),
+  );
+  agentRunning = { sock, env, dir };
+  return agentRunning;
+}
+
+describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, () => {
+  before(async () => {
+    await cleanupStaleHosts();
+    pair = await createHostPair({ client: true });
+    sshd = await pair.startOriginSshd({ port: PORT });
+    home = await mkdtemp(join(tmpdir(), "lazyfs-openssh-home-"));
+    await mkdir(ssh(), { mode: 0o700 });
+    await writeFile(join(ssh(), "known_hosts"), `${sshd.hostKeyLine}\n`, { mode: 0o600 });
+    // Only in b's own mount namespace: the rest of the machine keeps its /root.
+    await pair.b.exec("mount", ["--bind", home, "/root"]);
+    await pair.b.exec("rm", ["-rf", STATE]);
+  });
+  after(async () => {
+    await pair?.b.exec(process.execPath, [CLI, "unmount", "--all", "--force"], {
+      allowFailure: true,
+      env: { ...process.env, LAZYFS_STATE_DIR: STATE },
+    });
+    for (const s of stopLater.splice(0)) await s.stop().catch(() => {});
+    await pair?.b.exec("rm", ["-rf", STATE]).catch(() => {});
+    await pair?.destroy();
+    if (home) await rm(home, { recursive: true, force: true });
+  });
+
+  test("a Host alias of ~/.ssh/config (HostName, Port, User, IdentityFile, IdentitiesOnly)", async () => {
+    await authorize(sshd, await keygen(join(ssh(), "origin_key")));
+    await writeFile(
+      join(ssh(), "config"),
+      [
+        "Host origin-alias",
+        `  HostName ${pair.a.address}`,
+        `  Port ${PORT}`,
+        "  User root",
+        "  IdentityFile ~/.ssh/origin_key",
+        "  IdentitiesOnly yes",
+        "",
+      ].join("\n"),
+    );
+    // An agent with more keys the origin refuses than its MaxAuthTries (6): only IdentitiesOnly
+    // keeps them from being offered.
+    const { sock, env: agentEnv, dir } = await agent();
+    for (let i = 0; i < 7; i++) {
+      await keygen(join(dir, `junk${i}`));
+      await run("ssh-add", ["-q", join(dir, `junk${i}`)], { env: agentEnv });
+    }
+    try {
+      await migrateReader("alias", ["--from", "origin-alias"], { SSH_AUTH_SOCK: sock });
+    } finally {
+      await rm(join(ssh(), "config"), { force: true });
+    }
+  });
+
+  test("a key held only by ssh-agent (its file deleted)", async () => {
+    const { sock, env: agentEnv, dir } = await agent();
+    const key = join(dir, "agent_only");
+    await authorize(sshd, await keygen(key));
+    await run("ssh-add", ["-q", "-D"], { env: agentEnv });
+    await run("ssh-add", ["-q", key], { env: agentEnv });
+    await rm(key);
+    await rm(`${key}.pub`);
+    // user@host with the port as an ssh -o option.
+    await migrateReader("agent", ["--from", `root@${pair.a.address}`, "-o", `Port=${PORT}`], {
+      SSH_AUTH_SOCK: sock,
+    });
+  });
+
+  test("the default ~/.ssh/id_ed25519 with no -i", async () => {
+    await authorize(sshd, await keygen(join(ssh(), "id_ed25519")));
+    try {
+      await migrateReader("default", ["--from", `ssh://root@${pair.a.address}:${PORT}`]);
+    } finally {
+      await rm(join(ssh(), "id_ed25519"), { force: true });
+    }
+  });
+
+  test("ProxyJump through host c to an origin address b cannot reach", async () => {
+    // a's end of its link to c: b has no route there, c has.
+    const hidden = pair.a.address.replace(/^10\.213\.(\d+)\.1$/, "10.214.$1.1");
+    assert.notEqual(hidden, pair.a.address);
+    const origin = await startSshd({
+      address: hidden,
+      commandPrefix: pair.a.commandPrefix(),
+    });
+    stopLater.push(origin);
+    const jump = await startSshd({
+      address: pair.c.address,
+      commandPrefix: pair.c.commandPrefix(),
+    });
+    stopLater.push(jump);
+    const direct = await pair.b.exec("bash", ["-c", `exec 3<>/dev/tcp/${hidden}/${origin.port}`], {
+      allowFailure: true,
+      timeoutMs: 20_000,
+    });
+    assert.notEqual(direct.code, 0, "b must not reach the hidden origin address directly");
+    await writeFile(
+      join(ssh(), "known_hosts"),
+      `${sshd.hostKeyLine}\n${origin.hostKeyLine}\n${jump.hostKeyLine}\n`,
+    );
+    await writeFile(
+      join(ssh(), "config"),
+      [
+        "Host jumphost",
+        `  HostName ${pair.c.address}`,
+        `  Port ${jump.port}`,
+        "  User root",
+        `  IdentityFile ${jump.identityFile}`,
+        "Host hidden-origin",
+        `  HostName ${hidden}`,
+        `  Port ${origin.port}`,
+        "  User root",
+        `  IdentityFile ${origin.identityFile}`,
+        "  ProxyJump jumphost",
+        "",
+      ].join("\n"),
+    );
+    try {
+      await migrateReader("jump", ["--from", "hidden-origin"]);
+    } finally {
+      await rm(join(ssh(), "config"), { force: true });
+    }
+  });
+});
