@@ -19,6 +19,7 @@ import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { bindsOfOthers, removeMountPoints } from "./namespace.js";
+import { receiveSecrets } from "./secrets.js";
 import { migrationPaths } from "./state.js";
 
 const log = logger("daemon");
@@ -360,6 +361,7 @@ class Daemon {
 
 /** Runs the daemon of migration `id` (mounted at once) until unmounted or signalled. */
 export async function runDaemon(id: string): Promise<void> {
+  await receiveSecrets();
   const daemon = new Daemon(id);
   await daemon.serve();
   await daemon.listen();

@@ -31,6 +31,7 @@ import {
 } from "./namespace.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 import { planMigration } from "./plan.js";
+import { secretsForChild } from "./secrets.js";
 import { migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("restore");
@@ -144,16 +145,19 @@ export async function startDaemon(
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const logFh = await open(paths.log, "a", 0o600);
   const args = [CLI_MAIN, "mount", "--id", id];
+  const secrets = secretsForChild();
   const child = spawn(process.execPath, args, {
     detached: true,
-    stdio: ["ignore", logFh.fd, logFh.fd],
+    stdio: [secrets.stdin, logFh.fd, logFh.fd],
     // Disk I/O of the block store runs on libuv's pool; FUSE device reads do not.
     env: {
       ...process.env,
       LAZYFS_LOG: process.env.LAZYFS_LOG ?? "info",
       UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
+      ...secrets.env,
     },
   });
+  secrets.send(child.stdin);
   await logFh.close();
   let exited: string | undefined;
   child.on("exit", (code, signal) => {

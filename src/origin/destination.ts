@@ -23,7 +23,7 @@ function checkPort(text: string, where: string): number {
 function checkHost(host: string, where: string): string {
   if (!host || host.startsWith("-") || /[\s/@'"`\\]/.test(host)) {
     throw new UserError(
-      `${where}: not an SSH destination (host, user@host, a Host alias, or ssh://user@host[:port])`,
+      `${where} is not of the form ssh://user@host[:port], user@host, host or a Host alias`,
     );
   }
   return host;
@@ -38,7 +38,7 @@ export function parseDestination(text: string, opts: { hop?: boolean } = {}): De
   const uri = /^ssh:\/\/(?:([^@/]+)@)?(\[[0-9a-fA-F:.]+\]|[^@/:[\]]+)(?::([^/]*))?\/?$/.exec(text);
   if (text.startsWith("ssh://")) {
     if (!uri) {
-      throw new UserError(`${where}: not of the form ssh://[user@]host[:port]`);
+      throw new UserError(`${where} is not of the form ssh://user@host[:port]`);
     }
     const host = checkHost(uri[2]!.replace(/^\[|\]$/g, ""), where);
     return {

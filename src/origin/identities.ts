@@ -8,7 +8,8 @@
  *    NumberOfPasswordPrompts tries) when stdin is one, and otherwise skipped with one line.
  *
  * Unlocked keys are kept for the life of the process (a reconnect never asks twice), and a
- * skipped key is reported once.
+ * skipped key is reported once. The passphrases typed go to the daemon the process starts
+ * (over its stdin, see migrate/secrets.ts), which has no terminal to ask on.
  */
 import { readFile } from "node:fs/promises";
 import ssh2, {
@@ -31,12 +32,21 @@ const { parseKey } = ssh2.utils;
 
 /** Private keys unlocked in this process, by file. */
 const unlocked = new Map<string, ParsedKey>();
+/** Passphrases typed (or handed over by the parent process), by identity file. */
+const passphrases = new Map<string, string>();
 /** Files already reported as skipped (one line per file per process). */
 const reported = new Set<string>();
 
-/** Keys held in memory (no agent socket): what the daemon gets from its parent, say. */
-export function rememberKey(file: string, key: ParsedKey): void {
-  unlocked.set(file, key);
+/** The passphrases typed in this process, for a daemon it starts (never written to disk). */
+export function typedPassphrases(): Record<string, string> {
+  return Object.fromEntries(passphrases);
+}
+
+/** Passphrases handed over by the process that started this one. */
+export function rememberPassphrases(byFile: Record<string, string>): void {
+  for (const [file, pass] of Object.entries(byFile)) {
+    if (typeof pass === "string") passphrases.set(file, pass);
+  }
 }
 
 function isEncryptedError(err: Error): boolean {
@@ -130,6 +140,14 @@ async function loadKey(
     warnOnce(file, `${file}: cannot parse identity file (${plain.message}); skipped`);
     return undefined;
   }
+  const given = passphrases.get(file);
+  if (given !== undefined) {
+    const key = parseKey(data, given);
+    if (!(key instanceof Error)) {
+      unlocked.set(file, key);
+      return key;
+    }
+  }
   if (cfg.batchMode || !canAsk()) {
     warnOnce(
       file,
@@ -143,6 +161,7 @@ async function loadKey(
     const key = parseKey(data, pass);
     if (!(key instanceof Error)) {
       unlocked.set(file, key);
+      passphrases.set(file, pass);
       return key;
     }
     if (!isBadPassphrase(key)) {

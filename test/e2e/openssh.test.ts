@@ -227,6 +227,75 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     }
   });
 
+  test("an encrypted key: its passphrase asked on the terminal (no echo), and the daemon uses it too", async () => {
+    const key = join(ssh(), "encrypted_key");
+    const passphrase = `pass ${randomBytes(4).toString("hex")}`;
+    await authorize(sshd, await keygen(key, passphrase));
+    await rm(`${key}.pub`);
+    const r = await startReader("passphrase");
+    const cli = [
+      process.execPath,
+      CLI,
+      "migrate",
+      "--from",
+      `ssh://root@${pair.a.address}:${PORT}`,
+      "-i",
+      "/root/.ssh/encrypted_key",
+      "--pid",
+      String(r.pid),
+      "--json",
+    ]
+      .map((a) => `'${a.replace(/'/g, "'\\''")}'`)
+      .join(" ");
+    // script(1) gives the CLI a terminal; the passphrase is typed on it.
+    const base = { ...process.env };
+    delete base.SSH_AUTH_SOCK;
+    const child = pair.b.spawn("script", ["-qec", cli, "/dev/null"], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...base, HOME: "/root", LAZYFS_STATE_DIR: STATE },
+    });
+    let out = "";
+    let typed = false;
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on("error", reject);
+      child.stdout!.on("data", (d: Buffer) => {
+        out += d.toString();
+        // Typed once the question is on the terminal, as a user would.
+        if (!typed && out.includes("Enter passphrase for key")) {
+          typed = true;
+          child.stdin!.write(`${passphrase}\r`);
+        }
+      });
+      child.stderr!.resume();
+      child.on("exit", (c) => resolve(c));
+    });
+    child.stdin!.destroy();
+    out = out.replace(/\r/g, "");
+    assert.equal(code, 0, out);
+    assert.match(out, /Enter passphrase for key '\/root\/\.ssh\/encrypted_key': /);
+    assert.ok(!out.includes(passphrase.slice(5)), `the passphrase is not echoed: ${out}`);
+    const m = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1)) as Migrated;
+    try {
+      // Every line after the checkpoint is read through the daemon's own SSH connection.
+      const lines = await waitFor(
+        "the reader to finish on B",
+        async () => {
+          const l = await linesIn(pair.b, `${m.mountpoint}${r.output}`);
+          return l.length === 1500 ? l : undefined;
+        },
+        60_000,
+      );
+      assert.deepEqual(
+        lines,
+        Array.from({ length: 1500 }, (_, i) => `line ${String(i).padStart(6, "0")}`),
+      );
+    } finally {
+      await pair.b.kill(m.pid, "SIGKILL");
+      await lazyfs(["unmount", m.id, "--force", "--purge"], {}, true);
+      await rm(key, { force: true });
+    }
+  });
+
   test("ProxyJump through host c to an origin address b cannot reach", async () => {
     // a's end of its link to c: b has no route there, c has.
     const hidden = pair.a.address.replace(/^10\.213\.(\d+)\.1$/, "10.214.$1.1");
