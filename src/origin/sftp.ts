@@ -127,9 +127,12 @@ export class SftpOrigin implements Origin {
       ...options,
     };
     this.noAgent = "agent" in options && !options.agent;
-    this.name = options.destination
-      ? options.destination.replace(/^ssh:\/\//, "").replace(/\/$/, "")
-      : `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
+    // As typed, except a full ssh:// URL: `user@host:port` as before.
+    const typed = options.destination;
+    this.name =
+      typed && !(typed.startsWith("ssh://") && options.username)
+        ? typed.replace(/^ssh:\/\//, "").replace(/\/$/, "")
+        : `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
   }
 
   /** Opens the connection now (otherwise the first request does); surfaces auth/host-key errors. */
