@@ -26,9 +26,10 @@ export function askLine(question: string, opts: { echo: boolean }): Promise<stri
           resolve(undefined);
           return;
         }
-        process.stderr.write(question);
+        // Echo off before the question shows: an answer typed at once is not echoed either.
         const wasRaw = stdin.isRaw;
         stdin.setRawMode(true);
+        process.stderr.write(question);
         stdin.resume();
         let text = "";
         const finish = (value: string | undefined) => {

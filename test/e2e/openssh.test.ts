@@ -78,7 +78,7 @@ async function authorize(server: SshdHandle, pub: string): Promise<void> {
 }
 
 /** A line reader on a whose output must go on exactly after the migration to b. */
-async function startReader(tag: string) {
+async function startReader(tag: string, delaySeconds = "0.002") {
   const dir = `${DATA_DIR}/openssh-${tag}-${randomBytes(3).toString("hex")}`;
   const input = `${dir}/input.txt`;
   const output = `${dir}/output.txt`;
@@ -89,7 +89,7 @@ async function startReader(tag: string) {
     input,
     "1500",
   ]);
-  const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, "0.002"], {
+  const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, delaySeconds], {
     stdout: output,
   });
   await waitFor("30 lines on A", async () =>
@@ -227,12 +227,15 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     }
   });
 
-  test("an encrypted key: its passphrase asked on the terminal (no echo), and the daemon uses it too", async () => {
+  test("on a terminal: an unknown host key asked about (StrictHostKeyChecking ask) and recorded hashed; an encrypted key's passphrase asked without echo, and the daemon uses it too", async () => {
     const key = join(ssh(), "encrypted_key");
+    const knownHosts = join(ssh(), "known_hosts");
+    await writeFile(knownHosts, "");
     const passphrase = `pass ${randomBytes(4).toString("hex")}`;
     await authorize(sshd, await keygen(key, passphrase));
     await rm(`${key}.pub`);
-    const r = await startReader("passphrase");
+    // Slower: it must still run when the questions have been answered.
+    const r = await startReader("passphrase", "0.01");
     const cli = [
       process.execPath,
       CLI,
@@ -256,11 +259,16 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     });
     let out = "";
     let typed = false;
+    let answered = false;
     const code = await new Promise<number | null>((resolve, reject) => {
       child.on("error", reject);
       child.stdout!.on("data", (d: Buffer) => {
         out += d.toString();
         // Typed once the question is on the terminal, as a user would.
+        if (!answered && out.includes("Are you sure you want to continue connecting")) {
+          answered = true;
+          child.stdin!.write("yes\r");
+        }
         if (!typed && out.includes("Enter passphrase for key")) {
           typed = true;
           child.stdin!.write(`${passphrase}\r`);
@@ -274,6 +282,12 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     assert.equal(code, 0, out);
     assert.match(out, /Enter passphrase for key '\/root\/\.ssh\/encrypted_key': /);
     assert.ok(!out.includes(passphrase.slice(5)), `the passphrase is not echoed: ${out}`);
+    assert.match(out, /The authenticity of host '\[[\d.]+\]:2222' can't be established/);
+    // Recorded as ssh records it (Debian's ssh_config hashes), and ssh-keygen finds it.
+    const recorded = await readFile(knownHosts, "utf8");
+    assert.match(recorded, /^\|1\|\S+ ssh-ed25519 \S+\n$/);
+    const found = await run("ssh-keygen", ["-F", `[${pair.a.address}]:${PORT}`, "-f", knownHosts]);
+    assert.ok(found.stdout.includes(sshd.hostKeyLine.split(" ")[2]!), found.stdout);
     const m = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1)) as Migrated;
     try {
       // Every line after the checkpoint is read through the daemon's own SSH connection.
@@ -293,6 +307,7 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
       await pair.b.kill(m.pid, "SIGKILL");
       await lazyfs(["unmount", m.id, "--force", "--purge"], {}, true);
       await rm(key, { force: true });
+      await writeFile(knownHosts, `${sshd.hostKeyLine}\n`);
     }
   });
 
