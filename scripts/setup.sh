@@ -19,7 +19,8 @@ PACKAGES=(
   libfuse-dev      # headers for the fuse-native peer in bench:fuse (libfuse2 coexists with fuse3)
   pkg-config
   openssh-server   # tests and the demo run a real sshd as the origin host
-  openssh-client
+  openssh-client   # ssh -G resolves origins as ssh does; ssh-agent/ssh-add/ssh-keygen in tests
+  bsdutils         # script(1): the e2e test types a passphrase on a real terminal
   sshfs            # the shared-namespace baseline in bench:migrate
   iproute2         # network namespaces, veth, tbf
   rsync
