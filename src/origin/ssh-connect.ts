@@ -79,11 +79,14 @@ async function connectHop(
       const refused = check.refusal();
       if (refused) {
         reject(new SshRefusedError(`${where}: ${refused}`));
-      } else if (err.level === "client-authentication") {
+      } else if (
+        err.level === "client-authentication" ||
+        /too many authentication failures/i.test(err.message)
+      ) {
         const tried = attempts.tried.length ? attempts.tried.join(", ") : "no usable identity";
         reject(
           new SshRefusedError(
-            `${where}: authentication failed (tried ${tried}; identity files: ${cfg.identityFiles.join(", ") || "none"}${cfg.identityAgent ? `; agent ${cfg.identityAgent}` : "; no agent"})`,
+            `${where}: authentication failed (${err.level === "client-authentication" ? "" : `${err.message} after `}tried ${tried}; identity files: ${cfg.identityFiles.join(", ") || "none"}${cfg.identityAgent ? `; agent ${cfg.identityAgent}` : "; no agent"}${cfg.identitiesOnly ? "" : "; IdentitiesOnly yes limits the agent's keys to these files"})`,
           ),
         );
       } else {
