@@ -311,43 +311,50 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     }
   });
 
-  test("ProxyJump through host c to an origin address b cannot reach", async () => {
-    // a's end of its link to c: b has no route there, c has.
-    const hidden = pair.a.address.replace(/^10\.213\.(\d+)\.1$/, "10.214.$1.1");
-    assert.notEqual(hidden, pair.a.address);
-    const origin = await startSshd({
-      address: hidden,
-      commandPrefix: pair.a.commandPrefix(),
-    });
+  test("ProxyJump through two jump hosts on c to an origin address b cannot reach", async () => {
+    // a's and c's ends of their link: b has no route there, c has.
+    const net = /^10\.213\.(\d+)\.1$/.exec(pair.a.address)![1];
+    const hidden = `10.214.${net}.1`;
+    const secondJump = `10.214.${net}.2`;
+    const origin = await startSshd({ address: hidden, commandPrefix: pair.a.commandPrefix() });
     stopLater.push(origin);
-    const jump = await startSshd({
+    const jump1 = await startSshd({
       address: pair.c.address,
       commandPrefix: pair.c.commandPrefix(),
     });
-    stopLater.push(jump);
-    const direct = await pair.b.exec("bash", ["-c", `exec 3<>/dev/tcp/${hidden}/${origin.port}`], {
-      allowFailure: true,
-      timeoutMs: 20_000,
-    });
-    assert.notEqual(direct.code, 0, "b must not reach the hidden origin address directly");
+    stopLater.push(jump1);
+    const jump2 = await startSshd({ address: secondJump, commandPrefix: pair.c.commandPrefix() });
+    stopLater.push(jump2);
+    for (const [address, port] of [
+      [hidden, origin.port],
+      [secondJump, jump2.port],
+    ] as const) {
+      const direct = await pair.b.exec("bash", ["-c", `exec 3<>/dev/tcp/${address}/${port}`], {
+        allowFailure: true,
+        timeoutMs: 20_000,
+      });
+      assert.notEqual(direct.code, 0, `b must not reach ${address} directly`);
+    }
     await writeFile(
       join(ssh(), "known_hosts"),
-      `${sshd.hostKeyLine}\n${origin.hostKeyLine}\n${jump.hostKeyLine}\n`,
+      [sshd, origin, jump1, jump2].map((s) => `${s.hostKeyLine}\n`).join(""),
     );
     await writeFile(
       join(ssh(), "config"),
       [
-        "Host jumphost",
+        "Host jump1",
         `  HostName ${pair.c.address}`,
-        `  Port ${jump.port}`,
-        "  User root",
-        `  IdentityFile ${jump.identityFile}`,
+        `  Port ${jump1.port}`,
+        `  IdentityFile ${jump1.identityFile}`,
+        "Host jump2",
+        `  HostName ${secondJump}`,
+        `  IdentityFile ${jump2.identityFile}`,
         "Host hidden-origin",
         `  HostName ${hidden}`,
         `  Port ${origin.port}`,
         "  User root",
         `  IdentityFile ${origin.identityFile}`,
-        "  ProxyJump jumphost",
+        `  ProxyJump jump1,root@jump2:${jump2.port}`,
         "",
       ].join("\n"),
     );
