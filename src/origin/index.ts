@@ -8,6 +8,7 @@
  *   new LocalOrigin(root = "/")               // same machine; root stands for the origin's "/"
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
+export { type ConnectionState, OriginHealth, type OriginHealthFigures } from "./health.js";
 export { checkKnownHosts, fingerprint, hostPortName } from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
