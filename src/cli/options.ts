@@ -1,4 +1,5 @@
 /** Options shared by mount, rewrite, restore and migrate, and their conversion. */
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
@@ -6,6 +7,7 @@ import type { PolicyRule } from "../fetch/index.js";
 import {
   type PathMap,
   parseBlockSize,
+  parseListen,
   parseMaps,
   parsePolicyRules,
   parsePrefetch,
@@ -56,7 +58,12 @@ export function addServeOptions(cmd: Command): Command {
     .option(
       "--criu <path>",
       "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
-    );
+    )
+    .option(
+      "--access-log <file>",
+      "record every request of the process to its files as JSON lines (read with lazyfs log ID)",
+    )
+    .option("--metrics <host:port>", "serve this migration's metrics (OpenMetrics) there");
 }
 
 /** CRIU's own options; each goes to the side(s) of dump and restore that need it. */
@@ -97,6 +104,8 @@ export interface CommonOpts {
   wholeFile?: boolean;
   blockSize?: string;
   criu?: string;
+  accessLog?: string;
+  metrics?: string;
 }
 
 export interface CriuOpts {
@@ -157,7 +166,15 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     ...(o.wholeFile ? { wholeFile: true } : {}),
     ...(o.blockSize ? { blockSize: parseBlockSize(o.blockSize) } : {}),
     scrub: parseScrub(o.scrub),
+    ...(o.accessLog ? { accessLog: resolve(o.accessLog) } : {}),
+    ...(o.metrics ? { metrics: checkListen(o.metrics) } : {}),
   };
+}
+
+/** A `--metrics` address, checked now rather than when the daemon starts. */
+function checkListen(addr: string): string {
+  parseListen(addr, "--metrics");
+  return addr;
 }
 
 export function rules(o: CommonOpts): {

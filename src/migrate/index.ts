@@ -5,7 +5,20 @@
 
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export {
+  type EventFields,
+  type EventType,
+  type MigrationEvent,
+  readEvents,
+  recordEvent,
+} from "./events.js";
 export { findHolders, type Holder } from "./holders.js";
+export {
+  accessLogOf,
+  followAccessLog,
+  type LogFilter,
+  readAccessLog,
+} from "./log.js";
 export {
   type Manifest,
   type ManifestDir,
@@ -13,6 +26,13 @@ export {
   type PathMap,
   readManifest,
 } from "./manifest.js";
+export {
+  type MigrationSample,
+  metricsRegistry,
+  parseListen,
+  sampleMigrations,
+  serveMetrics,
+} from "./metrics.js";
 export {
   type MigrateRequest,
   type MigrateResult,
@@ -28,6 +48,7 @@ export {
   type ServeOptions,
   type SshOptions,
 } from "./options.js";
+export type { OriginFigures } from "./origin-figures.js";
 export { mapPath, parseMaps, parsePolicyRules, planMigration } from "./plan.js";
 export {
   prepare,
