@@ -198,14 +198,20 @@ export class AccessLog {
     };
   }
 
-  /** Writes every open run and closes the file. */
-  async close(): Promise<void> {
-    clearInterval(this.timer);
+  /** Writes out every open run (later requests start new records) and waits for the writer. */
+  async flush(): Promise<void> {
     if (!this.closed) {
       const runs = [...this.runs.values()].sort((a, b) => a.rec.t - b.rec.t);
       this.runs.clear();
       for (const run of runs) this.emit(run.rec);
     }
+    while (this.writing) await this.writing;
+  }
+
+  /** Writes every open run and closes the file. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
     this.closed = true;
     while (this.writing) await this.writing;
     await this.fh?.close();

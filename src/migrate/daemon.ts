@@ -357,7 +357,8 @@ class Daemon {
         `${manifest.mountpoint} is still in use by ${holders.length} process(es): ${holdersText(holders)} (use --force to unmount anyway)`,
       );
     }
-    // Reply first; the shutdown happens right after.
+    // Reply first (with the access log written out); the shutdown happens right after.
+    await this.observer.flush();
     setImmediate(
       () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
     );

@@ -71,6 +71,11 @@ export class Observer {
     };
   }
 
+  /** Writes out the access log's open runs (before an unmount is acknowledged). */
+  async flush(): Promise<void> {
+    await this.accessLog?.flush();
+  }
+
   /** Stops the metrics endpoint; writes out and closes the access log (after the unmount). */
   async close(): Promise<void> {
     this.metricsServer?.close();
