@@ -100,7 +100,7 @@ export function parseOpenMetrics(body: string): Map<string, Family> {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (\S+))?$/.exec(line);
     if (!m) throw new Error(`line ${ln}: bad sample ${line}`);
     const [, name, labelText, value] = m as unknown as [string, string, string | undefined, string];
-    if (!current || !current.type) throw new Error(`line ${ln}: sample ${name} before its TYPE`);
+    if (!current?.type) throw new Error(`line ${ln}: sample ${name} before its TYPE`);
     const ok = SUFFIXES[current.type]!.some((s) => name === current!.name + s);
     if (!ok) throw new Error(`line ${ln}: sample ${name} does not belong to ${current.name}`);
     const v = parseValue(value, ln);
