@@ -1,5 +1,6 @@
 /** Options shared by mount, rewrite, restore and migrate, and their conversion. */
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
@@ -166,9 +167,17 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     ...(o.wholeFile ? { wholeFile: true } : {}),
     ...(o.blockSize ? { blockSize: parseBlockSize(o.blockSize) } : {}),
     scrub: parseScrub(o.scrub),
-    ...(o.accessLog ? { accessLog: resolve(o.accessLog) } : {}),
+    ...(o.accessLog ? { accessLog: checkAccessLog(o.accessLog) } : {}),
     ...(o.metrics ? { metrics: checkListen(o.metrics) } : {}),
   };
+}
+
+/** The `--access-log` file as an absolute path; its directory must exist. */
+function checkAccessLog(file: string): string {
+  const abs = resolve(file);
+  const dir = dirname(abs);
+  if (!existsSync(dir)) throw new UserError(`--access-log ${file}: no directory ${dir}`);
+  return abs;
 }
 
 /** A `--metrics` address, checked now rather than when the daemon starts. */

@@ -9,9 +9,9 @@
  * interleave within a line.
  */
 import { appendFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { errorMessage } from "../common/errors.js";
+import { completeLines } from "../common/jsonl.js";
 import { logger } from "../common/log.js";
 
 const log = logger("events");
@@ -60,13 +60,7 @@ export function recordEvent(stateDir: string, type: EventType, fields: EventFiel
 /** The events of a state directory in time order (a torn last line is skipped). */
 export async function readEvents(stateDir: string): Promise<MigrationEvent[]> {
   const file = join(stateDir, EVENTS_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return [];
-    throw new UserError(`${file}: ${errorMessage(err)}`);
-  }
+  const text = await completeLines(file);
   const events: MigrationEvent[] = [];
   for (const [i, line] of text.split("\n").entries()) {
     if (line.trim() === "") continue;

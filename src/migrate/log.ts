@@ -4,8 +4,9 @@
  * caller pid, and following the file as it grows.
  */
 import { existsSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
-import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { open } from "node:fs/promises";
+import { UserError } from "../common/errors.js";
+import { completeLines } from "../common/jsonl.js";
 import { matchGlob } from "../fetch/index.js";
 import type { AccessRecord } from "../lazy/index.js";
 import { readManifest } from "./manifest.js";
@@ -61,16 +62,8 @@ function parseLines(text: string, file: string, firstLine: number): AccessRecord
 
 /** Every record of `file` matching `filter`, by the time its first request arrived. */
 export async function readAccessLog(file: string, filter: LogFilter = {}): Promise<AccessRecord[]> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return [];
-    throw new UserError(`${file}: ${errorMessage(err)}`);
-  }
   // A line still being written (no newline yet) is left for later.
-  const end = text.lastIndexOf("\n") + 1;
-  return parseLines(text.slice(0, end), file, 1)
+  return parseLines(await completeLines(file), file, 1)
     .filter((r) => matches(r, filter))
     .sort((a, b) => a.t - b.t);
 }

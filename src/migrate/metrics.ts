@@ -54,79 +54,47 @@ export function metricsRegistry(
   reg.setContentType(
     openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE,
   );
-  const registers = [reg];
-  const mp = ["migration", "policy"] as const;
-  const mo = ["migration", "origin"] as const;
-  const up = new Gauge({
-    name: "lazyfs_daemon_up",
-    help: "Whether the migration's daemon answered (1) or not (0)",
-    labelNames: ["migration"],
-    registers,
-  });
-  const independent = new Gauge({
-    name: "lazyfs_independent",
-    help: "1 once nothing the process may need is left only on the origin",
-    labelNames: ["migration"],
-    registers,
-  });
-  const counters = BYTE_COUNTERS.map(
-    ([name, field, help]) =>
-      [field, new Counter({ name, help, labelNames: mp, registers })] as const,
+  const m = ["migration"];
+  const mp = ["migration", "policy"];
+  const mo = ["migration", "origin"];
+  const gauge = (name: string, labelNames: string[], help: string) =>
+    new Gauge({ name, help, labelNames, registers: [reg] });
+  const counter = (name: string, labelNames: string[], help: string) =>
+    new Counter({ name, help, labelNames, registers: [reg] });
+  const up = gauge("lazyfs_daemon_up", m, "Whether the migration's daemon answered (1) or not (0)");
+  const independent = gauge(
+    "lazyfs_independent",
+    m,
+    "1 once nothing the process may need is left only on the origin",
   );
-  const files = new Gauge({
-    name: "lazyfs_files",
-    help: "Files served",
-    labelNames: mp,
-    registers,
-  });
-  const filesLocal = new Gauge({
-    name: "lazyfs_files_local",
-    help: "Files with nothing left only on the origin",
-    labelNames: mp,
-    registers,
-  });
-  const size = new Gauge({
-    name: "lazyfs_size_bytes",
-    help: "Size of the files served",
-    labelNames: mp,
-    registers,
-  });
-  const local = new Gauge({
-    name: "lazyfs_local_bytes",
-    help: "Bytes of the files held locally",
-    labelNames: mp,
-    registers,
-  });
-  const onOrigin = new Gauge({
-    name: "lazyfs_only_on_origin_bytes",
-    help: "Bytes still only on the origin",
-    labelNames: mp,
-    registers,
-  });
-  const errors = new Counter({
-    name: "lazyfs_origin_errors",
-    help: "Failed requests to the origin (each attempt)",
-    labelNames: mo,
-    registers,
-  });
-  const reconnects = new Counter({
-    name: "lazyfs_origin_reconnects",
-    help: "Connections to the origin made after the first",
-    labelNames: mo,
-    registers,
-  });
-  const connected = new Gauge({
-    name: "lazyfs_origin_connected",
-    help: "1 while the connection to the origin is up, 0 otherwise (also once released)",
-    labelNames: mo,
-    registers,
-  });
-  const dropped = new Counter({
-    name: "lazyfs_access_log_dropped_records",
-    help: "Access log records dropped because the writer fell behind",
-    labelNames: ["migration"],
-    registers,
-  });
+  const counters = BYTE_COUNTERS.map(
+    ([name, field, help]) => [field, counter(name, mp, help)] as const,
+  );
+  const files = gauge("lazyfs_files", mp, "Files served");
+  const filesLocal = gauge("lazyfs_files_local", mp, "Files with nothing left only on the origin");
+  const size = gauge("lazyfs_size_bytes", mp, "Size of the files served");
+  const local = gauge("lazyfs_local_bytes", mp, "Bytes of the files held locally");
+  const onOrigin = gauge("lazyfs_only_on_origin_bytes", mp, "Bytes still only on the origin");
+  const errors = counter(
+    "lazyfs_origin_errors",
+    mo,
+    "Failed requests to the origin (each attempt)",
+  );
+  const reconnects = counter(
+    "lazyfs_origin_reconnects",
+    mo,
+    "Connections to the origin made after the first",
+  );
+  const connected = gauge(
+    "lazyfs_origin_connected",
+    mo,
+    "1 while the connection to the origin is up, 0 otherwise (also once released)",
+  );
+  const dropped = counter(
+    "lazyfs_access_log_dropped_records",
+    m,
+    "Access log records dropped because the writer fell behind",
+  );
   for (const s of samples) {
     const st = s.status;
     up.set({ migration: s.id }, st ? 1 : 0);

@@ -1,6 +1,7 @@
 /** Metrics from daemon statuses: names, labels, values, and a daemon that is down. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { newFileCounters } from "../../src/fetch/accounting.js";
 import { type DaemonStatus, metricsRegistry } from "../../src/migrate/index.js";
 import { parseOpenMetrics, sampleValue } from "../e2e/openmetrics.js";
 
@@ -13,14 +14,7 @@ function file(path: string, policy: string, fields: Record<string, number>) {
     bytesLocal: 100,
     bytesDirty: 0,
     bytesOnOrigin: 0,
-    bytesFromOrigin: 0,
-    bytesFetched: 0,
-    bytesSynthesized: 0,
-    bytesFromLocalCopy: 0,
-    bytesWritten: 0,
-    bytesServedFromStore: 0,
-    requests: 0,
-    lastOriginAccessMs: null,
+    ...newFileCounters(),
     ...fields,
   };
 }
