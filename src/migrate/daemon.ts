@@ -194,6 +194,8 @@ class Daemon {
         ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }
         : {}),
     });
+    // A cache that already holds files: this daemon takes over from one that stopped or died.
+    const resumed = engine.status().files.length > 0;
     let mount: LazyMount;
     try {
       const fs = new LazyFileSystem(manifest, engine, {
@@ -217,7 +219,11 @@ class Daemon {
     const follower = new RemoteFollower(engine, manifest);
     follower.follow(manifest);
     const serving = { manifest, sftp, engine, mount, follower };
-    this.observer.event("daemon-start", { pid: process.pid, mountpoint: manifest.mountpoint });
+    this.observer.event("daemon-start", {
+      pid: process.pid,
+      mountpoint: manifest.mountpoint,
+      resumed,
+    });
     engine.on("refused", (f: { path: string; reason: string }) =>
       this.observer.event("refused-file", f),
     );

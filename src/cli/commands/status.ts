@@ -91,7 +91,8 @@ function table(rows: Row[]): string {
 async function watch(ids: string[] | undefined, intervalMs: number): Promise<void> {
   const bars = new cliProgress.MultiBar(
     {
-      format: "{id} [{bar}] {percentage}% | {local}/{size} local | origin {origin} | {prefetch}",
+      format:
+        "{id} [{bar}] {percentage}% | {local}/{size} local | origin {origin}, {fetched} from it | {prefetch}",
       hideCursor: true,
       clearOnComplete: false,
     },
@@ -111,10 +112,18 @@ async function watch(ids: string[] | undefined, intervalMs: number): Promise<voi
             id: r.id,
             local: formatBytes(s.total.bytesLocal),
             size: formatBytes(s.total.size),
+            fetched: formatBytes(s.total.bytesFromOrigin ?? s.total.bytesFetched),
             origin: s.originState === "released" ? "not needed" : s.originState,
             prefetch: prefetchText(s),
           }
-        : { id: r.id, local: "-", size: "-", origin: "-", prefetch: "daemon not running" };
+        : {
+            id: r.id,
+            local: "-",
+            size: "-",
+            origin: "-",
+            fetched: "-",
+            prefetch: "daemon not running",
+          };
       let bar = byId.get(r.id);
       if (!bar) {
         bar = bars.create(total, 0, payload);
