@@ -133,7 +133,14 @@ export function withAccessLog(fs: LazyFileSystem, log: AccessLog): LazyFileSyste
       if (typeof v !== "function") return v;
       const shape = typeof prop === "string" ? OPS[prop] : undefined;
       const bound = (v as Fn).bind(target) as Fn;
-      const out = shape ? wrap(prop as string, shape, bound) : bound;
+      let out = shape ? wrap(prop as string, shape, bound) : bound;
+      if (prop === "forget") {
+        // A node the kernel forgot and the tree dropped needs no name any more.
+        out = (ino: unknown, n: unknown) => {
+          bound(ino, n);
+          if (!target.tree.get(ino as number)) paths.delete(ino as number);
+        };
+      }
       cache.set(prop, out);
       return out;
     },
