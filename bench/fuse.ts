@@ -7,6 +7,9 @@
  * run of every system: sync and drop the page cache. The three systems take turns within each round (so load from
  * elsewhere hits them alike); each figure is the median of BENCH_RUNS rounds (default 5).
  * Both FUSE mounts get the kernel readahead of the native disk (8 MiB here; printed).
+ * Two more systems serve the same file through LazyFS itself (the file fetched into its store
+ * beforehand): `lazyfs_store` without and `lazyfs_store_log` with an access log; their ratio
+ * (`access_log_on_vs_off`) is the access log's cost. BENCH_SYSTEMS=a,b,... runs only those.
  * Last line: one JSON object of figures.
  */
 import { execFile } from "node:child_process";
@@ -15,6 +18,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { ensureThreadPool, mount, PassthroughFileSystem } from "../src/fuse/index.js";
+import { mountLazyBench } from "./lazy-mount.js";
 
 if (ensureThreadPool(16)) process.exit();
 
@@ -243,29 +247,41 @@ async function main(): Promise<void> {
   });
   const peerDir = path.join(ROOT, "fuse-native");
   const peer = fuseNativePassthrough(peerDir);
-  const systems: [string, string][] = [
-    ["native", SRC],
-    ["lazyfs_fuse", ours],
-    ["fuse_native", peerDir],
-  ];
-  const rounds: Record<string, Figures[]> = { native: [], lazyfs_fuse: [], fuse_native: [] };
+  const accessLog = path.join(ROOT, "access.jsonl");
+  fs.rmSync(accessLog, { force: true });
+  const lazyOff = await mountLazyBench(ROOT, "lazyfs-store", big);
+  const lazyOn = await mountLazyBench(ROOT, "lazyfs-store-log", big, accessLog);
+  const want = process.env.BENCH_SYSTEMS?.split(",");
+  const systems = (
+    [
+      ["native", SRC],
+      ["lazyfs_fuse", ours],
+      ["fuse_native", peerDir],
+      ["lazyfs_store", lazyOff.dir],
+      ["lazyfs_store_log", lazyOn.dir],
+    ] as [string, string][]
+  ).filter(([name]) => !want || want.includes(name));
+  const rounds: Record<string, Figures[]> = Object.fromEntries(systems.map(([n]) => [n, []]));
+  let logFigures: Awaited<ReturnType<typeof lazyOn.unmount>> = null;
   try {
     await call((cb) => peer.mount(cb));
     await setReadahead(peerDir, READAHEAD_KB);
     for (let r = 0; r < RUNS; r++) {
       for (const [name, dir] of systems) {
         const f = await measure(dir);
-        rounds[name].push(f);
+        rounds[name]!.push(f);
         process.stderr.write(`round ${r + 1}/${RUNS} ${name} ${JSON.stringify(f)}\n`);
       }
     }
   } finally {
     await m.unmount();
     await call((cb) => peer.unmount(cb)).catch(() => {});
+    await lazyOff.unmount();
+    logFigures = await lazyOn.unmount();
   }
   const results: Record<string, Figures> = {};
   for (const [name] of systems) {
-    const of = (k: keyof Figures) => Math.round(median(rounds[name].map((f) => f[k])));
+    const of = (k: keyof Figures) => Math.round(median(rounds[name]!.map((f) => f[k])));
     results[name] = {
       seq_read_MBps: of("seq_read_MBps"),
       seq_write_MBps: of("seq_write_MBps"),
@@ -289,12 +305,30 @@ async function main(): Promise<void> {
     "rand_read_iops",
     "warm_read_MBps",
   ];
-  const cols = ["native", "lazyfs_fuse", "fuse_native"];
-  console.log(`${"metric".padEnd(22)}${cols.map((c) => c.padStart(14)).join("")}`);
-  for (const k of keys)
-    console.log(`${k.padEnd(22)}${cols.map((c) => String(results[c][k]).padStart(14)).join("")}`);
-  const json: Record<string, Record<string, number>> = {};
-  for (const k of keys) json[k] = Object.fromEntries(cols.map((c) => [c, results[c][k]]));
+  const cols = systems.map(([name]) => name);
+  const ratioCol = results.lazyfs_store && results.lazyfs_store_log;
+  const ratio = (k: keyof Figures) =>
+    Math.round((results.lazyfs_store_log![k] / results.lazyfs_store![k]) * 100) / 100;
+  const head = [...cols, ...(ratioCol ? ["log on/off"] : [])];
+  console.log(`${"metric".padEnd(22)}${head.map((c) => c.padStart(18)).join("")}`);
+  for (const k of keys) {
+    const cells = [
+      ...cols.map((c) => String(results[c]![k])),
+      ...(ratioCol ? [`${ratio(k)}x`] : []),
+    ];
+    console.log(`${k.padEnd(22)}${cells.map((c) => c.padStart(18)).join("")}`);
+  }
+  if (logFigures) {
+    console.log(
+      `access log: ${logFigures.records} records for ${logFigures.requests} requests, ${logFigures.dropped} dropped`,
+    );
+  }
+  const json: Record<string, unknown> = {};
+  for (const k of keys) json[k] = Object.fromEntries(cols.map((c) => [c, results[c]![k]]));
+  if (ratioCol) {
+    json.access_log_on_vs_off = Object.fromEntries(keys.map((k) => [k, ratio(k)]));
+    json.access_log = logFigures;
+  }
   console.log(JSON.stringify(json));
 }
 

@@ -9,6 +9,8 @@ import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerInspect } from "./commands/inspect.js";
+import { registerLog } from "./commands/log.js";
+import { registerMetrics } from "./commands/metrics.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMount } from "./commands/mount.js";
 import { registerRestore } from "./commands/restore.js";
@@ -31,6 +33,8 @@ registerRestore(program);
 registerMigrate(program);
 registerStatus(program);
 registerUnmount(program);
+registerLog(program);
+registerMetrics(program);
 registerDemo(program);
 
 try {

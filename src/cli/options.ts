@@ -1,5 +1,6 @@
 /** Options shared by mount, rewrite, restore and migrate, and their conversion. */
-import { resolve as resolvePath } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
@@ -7,6 +8,7 @@ import type { PolicyRule } from "../fetch/index.js";
 import {
   type PathMap,
   parseBlockSize,
+  parseListen,
   parseMaps,
   parsePolicyRules,
   parsePrefetch,
@@ -72,7 +74,12 @@ export function addServeOptions(cmd: Command): Command {
     .option(
       "--criu <path>",
       "CRIU binary on this host (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
-    );
+    )
+    .option(
+      "--access-log <file>",
+      "record every request of the process to its files as JSON lines (read with lazyfs log ID)",
+    )
+    .option("--metrics <host:port>", "serve this migration's metrics (OpenMetrics) there");
 }
 
 /** CRIU's own options; each goes to the side(s) of dump and restore that need it. */
@@ -115,6 +122,8 @@ export interface CommonOpts {
   wholeFile?: boolean;
   blockSize?: string;
   criu?: string;
+  accessLog?: string;
+  metrics?: string;
 }
 
 export interface CriuOpts {
@@ -161,10 +170,10 @@ function positiveInt(text: string, what: string): number {
 export function sshOptions(o: CommonOpts): SshOptions {
   // Absolute: a daemon restarted later (`mount --id`) may run from another directory.
   return {
-    ...(o.identity ? { identityFile: resolvePath(o.identity) } : {}),
-    ...(o.sshConfig ? { configFile: resolvePath(o.sshConfig) } : {}),
+    ...(o.identity ? { identityFile: resolve(o.identity) } : {}),
+    ...(o.sshConfig ? { configFile: resolve(o.sshConfig) } : {}),
     ...(o.sshOption?.length ? { options: o.sshOption } : {}),
-    ...(o.knownHosts ? { knownHostsFile: resolvePath(o.knownHosts) } : {}),
+    ...(o.knownHosts ? { knownHostsFile: resolve(o.knownHosts) } : {}),
     acceptNewHostKey: o.acceptNewHostKey ?? false,
     timeoutMs: positiveInt(o.sshTimeout, "--ssh-timeout"),
   };
@@ -178,7 +187,23 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     ...(o.wholeFile ? { wholeFile: true } : {}),
     ...(o.blockSize ? { blockSize: parseBlockSize(o.blockSize) } : {}),
     scrub: parseScrub(o.scrub),
+    ...(o.accessLog ? { accessLog: checkAccessLog(o.accessLog) } : {}),
+    ...(o.metrics ? { metrics: checkListen(o.metrics) } : {}),
   };
+}
+
+/** The `--access-log` file as an absolute path; its directory must exist. */
+function checkAccessLog(file: string): string {
+  const abs = resolve(file);
+  const dir = dirname(abs);
+  if (!existsSync(dir)) throw new UserError(`--access-log ${file}: no directory ${dir}`);
+  return abs;
+}
+
+/** A `--metrics` address, checked now rather than when the daemon starts. */
+function checkListen(addr: string): string {
+  parseListen(addr, "--metrics");
+  return addr;
 }
 
 export function rules(o: CommonOpts): {

@@ -36,9 +36,9 @@ import { ScrubOrigin } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
 import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
+import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
 import { RateLimiter } from "./ratelimit.js";
 import {
-  type Counters,
   type Crawler,
   type CrawlProgress,
   DEMAND,
@@ -47,7 +47,6 @@ import {
   type Entry,
   type FileStatus,
   type Job,
-  newCounters,
   PREFETCH,
   READAHEAD,
   STORE_BATCH_BYTES,
@@ -55,6 +54,7 @@ import {
   sameMtime,
 } from "./types.js";
 
+export type { ByteSource, FileCounters, SourceCounters, SummedField } from "./accounting.js";
 export type {
   Crawler,
   CrawlProgress,
@@ -77,7 +77,7 @@ export class Engine extends EventEmitter {
   private seq = 0;
   private readonly limiter: RateLimiter;
   private readonly scrubOrigin: Origin;
-  private readonly originStats = new Map<string, Counters>();
+  private readonly acct: Accounting;
   private readonly blockSize: number;
   private readonly maxRunBlocks: number;
   private readonly concurrency: number;
@@ -102,6 +102,7 @@ export class Engine extends EventEmitter {
     const scrub = opts.scrub;
     this.scrubOrigin =
       scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
+    this.acct = new Accounting(opts.origin, this.scrubOrigin);
     this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
     this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 2));
@@ -124,7 +125,7 @@ export class Engine extends EventEmitter {
       remoteSize: meta.size,
       dependsOnOrigin: meta.policy !== "scrub",
       inflight: new Map(),
-      stats: newCounters(),
+      stats: newFileCounters(),
       seqEnd: -1,
       seqRun: 0,
       raWindow: 0,
@@ -174,6 +175,7 @@ export class Engine extends EventEmitter {
     const e = this.entries.get(id);
     if (!e) return;
     this.entries.delete(id);
+    this.acct.retire(e.stats);
     await Promise.all([...e.inflight.values()].map((f) => f.promise.catch(() => {})));
     await e.prefetching;
     await e.blocks?.close();
@@ -263,6 +265,7 @@ export class Engine extends EventEmitter {
         st.size !== m.size || Math.floor(st.mtimeMs / p) !== Math.floor(m.mtimeMs / p);
       // A remote file is the origin's live content: it may have changed, that is the point.
       if (changed && !this.opts.allowChanged && m.policy !== "remote") {
+        this.emit("refused", { path: m.originPath, reason: "changed since the checkpoint" });
         throw new UserError(
           `${m.originPath} on ${origin.name} changed since the checkpoint: size ${m.size} -> ${st.size}, mtime ${new Date(m.mtimeMs).toISOString()} -> ${new Date(st.mtimeMs).toISOString()} (allow changed files to serve it anyway)`,
         );
@@ -274,20 +277,15 @@ export class Engine extends EventEmitter {
     return e.prepared;
   }
 
+  /** Counts `bytes` from `source` for file `e` (origin, scrub or local copy: see accounting.ts). */
   private account(e: Entry, source: Origin, bytes: number) {
-    const now = Date.now();
-    let o = this.originStats.get(source.name);
-    if (!o) {
-      o = newCounters();
-      this.originStats.set(source.name, o);
-    }
-    // A file's bytesFetched counts what crossed from the origin, not synthesized (scrub) or
-    // local-copy (policy local) bytes; those still show under their own source.
-    for (const c of source === this.opts.origin ? [e.stats, o] : [o]) {
-      c.bytesFetched += bytes;
-      c.requests++;
-      c.lastOriginAccessMs = now;
-    }
+    this.acct.fetched(e.stats, source, bytes);
+  }
+
+  /** Where a fetch for `e` gets its bytes (known once prepared; by policy before). */
+  private fetchSource(e: Entry): ByteSource {
+    if (e.meta.policy === "scrub") return "scrub";
+    return e.dependsOnOrigin ? "origin" : "local-copy";
   }
 
   // ---- scheduling -------------------------------------------------------------------------
@@ -442,8 +440,16 @@ export class Engine extends EventEmitter {
 
   // ---- public file operations ---------------------------------------------------------------
 
-  /** Bytes offset..offset+length of file `id` (fewer only at end of file). */
-  async read(id: string, offset: number, length: number): Promise<Buffer> {
+  /**
+   * Bytes offset..offset+length of file `id` (fewer only at end of file). `info.source`, when
+   * given, is set to where they came from: the store, or the source a fetch had to wait for.
+   */
+  async read(
+    id: string,
+    offset: number,
+    length: number,
+    info?: { source?: ByteSource },
+  ): Promise<Buffer> {
     const e = this.entry(id);
     if (offset < 0 || length < 0 || !Number.isSafeInteger(offset + length)) {
       throw new UserError(`read ${e.meta.originPath}: bad range @${offset}+${length}`);
@@ -455,6 +461,7 @@ export class Engine extends EventEmitter {
       await this.limiter.acquire(length);
       const data = await source.read(path, offset, length);
       this.account(e, source, data.length);
+      if (info) info.source = this.fetchSource(e);
       e.remoteSize = Math.max(e.remoteSize, offset + data.length);
       return data;
     }
@@ -464,8 +471,10 @@ export class Engine extends EventEmitter {
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + len - 1) / this.blockSize);
     this.demandOutstanding++;
+    let waited = false;
     try {
       for (let i = 0; i < 3 && !this.isLocal(e, first, last); i++) {
+        waited = true;
         await this.ensure(e, first, last, DEMAND);
       }
     } finally {
@@ -473,6 +482,8 @@ export class Engine extends EventEmitter {
       this.lastDemandMs = performance.now();
     }
     this.readahead(e, offset, len);
+    if (!waited) this.acct.served(e.stats, len);
+    if (info) info.source = waited ? this.fetchSource(e) : "store";
     return e.blocks.read(offset, len);
   }
 
@@ -512,8 +523,16 @@ export class Engine extends EventEmitter {
     );
   }
 
-  /** Writes `data` at `offset`; fetches first only the absent blocks it covers partially. */
-  async write(id: string, offset: number, data: Buffer): Promise<void> {
+  /**
+   * Writes `data` at `offset`; fetches first only the absent blocks it covers partially.
+   * `info.source` is set to where the bytes went: kept here, or the origin (`remote`).
+   */
+  async write(
+    id: string,
+    offset: number,
+    data: Buffer,
+    info?: { source?: ByteSource },
+  ): Promise<void> {
     const e = this.entry(id);
     if (offset < 0 || !Number.isSafeInteger(offset + data.length)) {
       throw new UserError(`write ${e.meta.originPath}: bad offset ${offset}`);
@@ -522,6 +541,8 @@ export class Engine extends EventEmitter {
       const { source, path } = await this.prepare(e);
       await source.write(path, offset, data);
       this.account(e, source, 0);
+      this.acct.written(e.stats, data.length);
+      if (info) info.source = "origin";
       e.remoteSize = Math.max(e.remoteSize, offset + data.length);
       return;
     }
@@ -543,6 +564,8 @@ export class Engine extends EventEmitter {
       await Promise.all(waits);
     }
     await b.write(offset, data);
+    this.acct.written(e.stats, data.length);
+    if (info) info.source = "local-write";
   }
 
   /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */
@@ -710,29 +733,19 @@ export class Engine extends EventEmitter {
         ...e.stats,
       });
     }
-    const sum = (
-      k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin" | "bytesFetched" | "requests",
-    ) => files.reduce((n, f) => n + f[k], 0);
-    const last = files.reduce<number | null>(
-      (m, f) =>
-        f.lastOriginAccessMs !== null && (m === null || f.lastOriginAccessMs > m)
-          ? f.lastOriginAccessMs
-          : m,
-      null,
-    );
+    const sum = (k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin") =>
+      files.reduce((n, f) => n + f[k], 0);
     const total = {
       size: sum("size"),
       bytesLocal: sum("bytesLocal"),
       bytesDirty: sum("bytesDirty"),
       bytesOnOrigin: sum("bytesOnOrigin"),
-      bytesFetched: sum("bytesFetched"),
-      requests: sum("requests"),
-      lastOriginAccessMs: last,
+      ...sumCounters([...files, this.acct.retired]),
     };
     return {
       files,
       total,
-      origins: Object.fromEntries([...this.originStats].map(([k, v]) => [k, { ...v }])),
+      origins: this.acct.status(),
       prefetch: {
         mode: this.opts.prefetch?.mode ?? "none",
         state: this.prefetchState,

@@ -5,13 +5,17 @@
 
 export type { FileMeta, Policy } from "../store/store.js";
 export {
+  type ByteSource,
   type Crawler,
   type CrawlProgress,
   Engine,
   type EngineOptions,
   type EngineStatus,
+  type FileCounters,
   type FileStatus,
   type PrefetchMode,
+  type SourceCounters,
+  type SummedField,
 } from "./engine.js";
 export { globToRegExp, matchGlob, type PolicyRule, resolvePolicy } from "./policy.js";
 export { RateLimiter } from "./ratelimit.js";

@@ -7,6 +7,7 @@ import type { ScrubContent } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
 import type { BlockFile } from "../store/blockfile.js";
 import type { FileMeta } from "../store/store.js";
+import type { FileCounters, SourceCounters } from "./accounting.js";
 
 export type PrefetchMode = "none" | "immediate" | "delay" | "idle";
 
@@ -59,7 +60,8 @@ export interface CrawlProgress {
   pendingFiles: number;
 }
 
-export interface FileStatus {
+/** A file's figures; the byte counters (FileCounters) say where its bytes came from. */
+export interface FileStatus extends FileCounters {
   id: string;
   path: string;
   policy: FileMeta["policy"];
@@ -67,20 +69,13 @@ export interface FileStatus {
   bytesLocal: number;
   bytesDirty: number;
   bytesOnOrigin: number;
-  bytesFetched: number;
-  requests: number;
-  lastOriginAccessMs: number | null;
 }
 
 export interface EngineStatus {
   files: FileStatus[];
-  total: Omit<FileStatus, "id" | "path" | "policy" | "lastOriginAccessMs"> & {
-    lastOriginAccessMs: number | null;
-  };
-  origins: Record<
-    string,
-    { bytesFetched: number; requests: number; lastOriginAccessMs: number | null }
-  >;
+  total: Omit<FileStatus, "id" | "path" | "policy">;
+  /** Per source of bytes (the origin host, the scrub generator, the target's local copies). */
+  origins: Record<string, SourceCounters>;
   prefetch: {
     mode: PrefetchMode;
     state: "off" | "waiting" | "running" | "done";
@@ -97,12 +92,6 @@ export const STORE_BATCH_BYTES = 1 << 20;
 export const DEMAND = 0;
 export const READAHEAD = 1;
 export const PREFETCH = 2;
-
-export interface Counters {
-  bytesFetched: number;
-  requests: number;
-  lastOriginAccessMs: number | null;
-}
 
 export interface Job {
   entry: Entry;
@@ -123,16 +112,12 @@ export interface Entry {
   /** Whether the content comes from the origin host (false for scrub, matched local). */
   dependsOnOrigin: boolean;
   inflight: Map<number, { promise: Promise<void>; job: Job }>;
-  stats: Counters;
+  stats: FileCounters;
   seqEnd: number;
   /** Bytes read in order up to seqEnd (the current sequential run). */
   seqRun: number;
   raWindow: number;
   prefetching?: Promise<void>;
-}
-
-export function newCounters(): Counters {
-  return { bytesFetched: 0, requests: 0, lastOriginAccessMs: null };
 }
 
 /** Equal mtimes at the origin's precision (sub-millisecond conversions are noise). */

@@ -18,6 +18,7 @@ import type {
   StatFs,
 } from "../fuse/index.js";
 import { FuseError } from "../fuse/index.js";
+import type { SourceReport } from "./logged-fs.js";
 import { checkName, Names } from "./names.js";
 import { isDir, isLink, type Node, now, shownIno, type Timespec } from "./nodes.js";
 import { LazyDirs } from "./resolve.js";
@@ -220,14 +221,29 @@ export class LazyFileSystem implements FileSystem {
     if (n) this.reap(n);
   }
 
-  async read(ino: number, _fh: number, offset: number, size: number): Promise<Buffer> {
-    return this.engine.read(await this.lazy.fileId(this.node(ino)), offset, size);
+  /** With an access log, `ctx.source` tells it where the bytes came from (logged-fs.ts). */
+  async read(
+    ino: number,
+    _fh: number,
+    offset: number,
+    size: number,
+    ctx?: RequestContext & SourceReport,
+  ): Promise<Buffer> {
+    const report = ctx && "source" in ctx ? ctx : undefined;
+    return this.engine.read(await this.lazy.fileId(this.node(ino)), offset, size, report);
   }
 
-  async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
+  async write(
+    ino: number,
+    _fh: number,
+    offset: number,
+    data: Buffer,
+    ctx?: RequestContext & SourceReport,
+  ): Promise<number> {
     const n = this.node(ino);
     checkSize(offset + data.length);
-    await this.engine.write(await this.lazy.fileId(n), offset, data);
+    const report = ctx && "source" in ctx ? ctx : undefined;
+    await this.engine.write(await this.lazy.fileId(n), offset, data, report);
     n.mtime = n.ctime = now();
     this.tree.saveSoon(n);
     return data.length;

@@ -7,7 +7,14 @@ import { mkdir } from "node:fs/promises";
 import { mount } from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
+export {
+  AccessLog,
+  type AccessLogFigures,
+  type AccessLogOptions,
+  type AccessRecord,
+} from "./access-log.js";
 export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
+export { type SourceReport, withAccessLog } from "./logged-fs.js";
 export { type Node, ROOT_INO, type Timespec } from "./nodes.js";
 export { Tree, type TreeDir, type TreeFile, type TreeLazyDir, type TreeSpec } from "./tree.js";
 

@@ -1,6 +1,6 @@
 /**
  * The daemon's control socket: one JSON request per connection, one JSON reply.
- * Requests: {op: "status"}, {op: "serve"} (mount now, for a daemon started with
+ * Requests: {op: "status", probe?: false (do not check the origin answers)}, {op: "serve"} (mount now, for a daemon started with
  * --await-plan) and {op: "unmount", force: boolean}.
  */
 import { readFileSync } from "node:fs";
@@ -8,7 +8,10 @@ import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server } from "node:net";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 
-export type ControlRequest = { op: "status" } | { op: "serve" } | { op: "unmount"; force: boolean };
+export type ControlRequest =
+  | { op: "status"; probe?: boolean }
+  | { op: "serve" }
+  | { op: "unmount"; force: boolean };
 export type ControlReply = { ok: true; data: unknown } | { ok: false; error: string };
 
 export async function serveControl(

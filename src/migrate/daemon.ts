@@ -19,6 +19,7 @@ import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { bindsOfOthers, removeMountPoints } from "./namespace.js";
+import { type ObservedFigures, Observer } from "./observe.js";
 import { receiveSecrets } from "./secrets.js";
 import { migrationPaths } from "./state.js";
 
@@ -26,7 +27,7 @@ const log = logger("daemon");
 
 export type OriginState = "connected" | "unreachable" | "released";
 
-export interface DaemonStatus {
+export interface DaemonStatus extends ObservedFigures {
   id: string;
   origin: string;
   originState: OriginState;
@@ -57,9 +58,10 @@ function watchOrigin(origin: Origin, onRead: () => void): Origin {
   return new Proxy(origin, {
     get(target, prop, receiver) {
       if (prop === "read") {
-        return (path: string, offset: number, length: number) => {
+        // Forward every argument: the engine's onPart stores pieces as they arrive.
+        return (...args: Parameters<Origin["read"]>) => {
           onRead();
-          return target.read(path, offset, length);
+          return target.read(...args);
         };
       }
       const v = Reflect.get(target, prop, receiver);
@@ -125,9 +127,11 @@ class Daemon {
   private stopping?: Promise<void>;
   private readonly samples: { t: number; bytes: number }[] = [];
   private sampler?: NodeJS.Timeout;
+  private readonly observer;
 
   constructor(readonly id: string) {
     this.paths = migrationPaths(id);
+    this.observer = new Observer(this.paths);
   }
 
   /** Reads the manifest, opens the engine and mounts; later calls add what the manifest added. */
@@ -176,7 +180,9 @@ class Daemon {
     const manifest = await readManifest(this.paths.manifest);
     const sftp = openOrigin(manifest.origin, manifest.ssh);
     const origin = watchOrigin(sftp, () => {
-      this.firstFetchAtMs ??= Date.now();
+      if (this.firstFetchAtMs !== null) return;
+      this.firstFetchAtMs = Date.now();
+      this.observer.event("first-origin-fetch", { origin: sftp.name });
     });
     const engine = await Engine.open({
       cacheDir: manifest.cacheDir,
@@ -190,6 +196,8 @@ class Daemon {
         ? { bwlimitBytesPerSec: manifest.serve.bwlimitBytesPerSec }
         : {}),
     });
+    // A cache that already holds files: this daemon takes over from one that stopped or died.
+    const resumed = engine.status().files.length > 0;
     let mount: LazyMount;
     try {
       const fs = new LazyFileSystem(manifest, engine, {
@@ -198,7 +206,7 @@ class Daemon {
       });
       await this.addFiles(engine, manifest, fs);
       await fs.dropOrphans(engine.status().files.map((f) => f.id));
-      mount = await mountLazyFs(manifest, fs);
+      mount = await mountLazyFs(manifest, await this.observer.serveAs(manifest, fs));
     } catch (err) {
       await engine.close();
       await sftp.close();
@@ -213,6 +221,17 @@ class Daemon {
     const follower = new RemoteFollower(engine, manifest);
     follower.follow(manifest);
     const serving = { manifest, sftp, engine, mount, follower };
+    this.observer.event("daemon-start", {
+      pid: process.pid,
+      mountpoint: manifest.mountpoint,
+      resumed,
+    });
+    engine.on("refused", (f: { path: string; reason: string }) =>
+      this.observer.event("refused-file", f),
+    );
+    await this.observer.startMetrics(manifest, () =>
+      this.status(false).then((status) => ({ id: this.id, status })),
+    );
     engine.on("independent", () => void this.release(serving));
     if (planned(manifest) && engine.status().independent) await this.release(serving);
     // Connect now so that the first fetch does not pay for the SSH handshake.
@@ -237,7 +256,12 @@ class Daemon {
   private async release(s: Serving) {
     // An empty plan (mounted before the dump) needs nothing yet; keep the origin.
     if (this.originState === "released" || !planned(s.manifest)) return;
-    this.independentAtMs ??= Date.now();
+    if (this.independentAtMs === null) {
+      this.independentAtMs = Date.now();
+      this.observer.event("independent", {
+        bytesFromOrigin: s.engine.status().total.bytesFromOrigin,
+      });
+    }
     // Independence must survive a crash: make every block's state and every name durable
     // before letting go.
     await s.engine.fsyncAll();
@@ -249,13 +273,15 @@ class Daemon {
     });
     await s.sftp.close().catch(() => {});
     this.releasedAtMs = Date.now();
+    this.observer.event("origin-released", { origin: s.manifest.origin });
   }
 
-  private async status(): Promise<DaemonStatus> {
+  /** `probe`: check that the origin answers (up to 2 s) unless it was released. */
+  private async status(probe = true): Promise<DaemonStatus> {
     if (!this.serving) throw new UserError(`migration ${this.id} is still starting`);
     const { manifest, engine, sftp } = await this.serving;
     const st = engine.status();
-    if (this.originState !== "released") {
+    if (this.originState !== "released" && probe) {
       const probe = await Promise.race([
         sftp.stat("/").then(
           () => "connected" as const,
@@ -296,6 +322,7 @@ class Daemon {
       independentAtMs: this.independentAtMs,
       releasedAtMs: this.releasedAtMs,
       perFile: st.files,
+      ...this.observer.figures(st, sftp, this.originState),
     };
   }
 
@@ -319,6 +346,8 @@ class Daemon {
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
       await s.sftp.close().catch(() => {});
+      await this.observer.close();
+      this.observer.event("unmount", { reason });
     })();
     return this.stopping;
   }
@@ -336,7 +365,8 @@ class Daemon {
         `${manifest.mountpoint} is still in use by ${holders.length} process(es): ${holdersText(holders)} (use --force to unmount anyway)`,
       );
     }
-    // Reply first; the shutdown happens right after.
+    // Reply first (with the access log written out); the shutdown happens right after.
+    await this.observer.flush();
     setImmediate(
       () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
     );
@@ -345,7 +375,7 @@ class Daemon {
 
   async listen(): Promise<void> {
     this.server = await serveControl(this.paths.socket, async (req: ControlRequest) => {
-      if (req.op === "status") return this.status();
+      if (req.op === "status") return this.status(req.probe !== false);
       if (req.op === "serve") {
         const s = await this.serve();
         return { mountpoint: s.manifest.mountpoint };

@@ -6,7 +6,20 @@
 export { checkDestination, openOrigin } from "./connect.js";
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export {
+  type EventFields,
+  type EventType,
+  type MigrationEvent,
+  readEvents,
+  recordEvent,
+} from "./events.js";
 export { findHolders, type Holder } from "./holders.js";
+export {
+  accessLogOf,
+  followAccessLog,
+  type LogFilter,
+  readAccessLog,
+} from "./log.js";
 export {
   type Manifest,
   type ManifestDir,
@@ -14,6 +27,13 @@ export {
   type PathMap,
   readManifest,
 } from "./manifest.js";
+export {
+  type MigrationSample,
+  metricsRegistry,
+  parseListen,
+  sampleMigrations,
+  serveMetrics,
+} from "./metrics.js";
 export {
   type MigrateRequest,
   type MigrateResult,
@@ -29,6 +49,7 @@ export {
   type ServeOptions,
   type SshOptions,
 } from "./options.js";
+export type { OriginFigures } from "./origin-figures.js";
 export { mapPath, parseMaps, parsePolicyRules, planMigration } from "./plan.js";
 export {
   prepare,

@@ -20,6 +20,7 @@ import {
 import type { SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
+import { recordEvent } from "./events.js";
 import { writeManifest } from "./manifest.js";
 import { ensureOriginCriu, type OriginCriu } from "./origin-criu.js";
 import {
@@ -241,12 +242,19 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     }
     dumped = true;
     const tPull = Date.now();
+    recordEvent(paths.dir, "dump", {
+      pid: req.pid,
+      origin: origin.name,
+      durationMs: tPull - tDump,
+      kept: keepStopped ? "stopped" : "killed",
+    });
     const { bytes: imageBytes, stats: checkpointStats } = await pullImages(
       origin,
       remoteDir,
       paths.images,
     );
     const tPulled = Date.now();
+    recordEvent(paths.dir, "image-transfer", { bytes: imageBytes, durationMs: tPulled - tPull });
     const restored = await restoreLazily({
       ...req,
       criu: criuOpts,
@@ -281,6 +289,11 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         );
     }
     const tEnded = Date.now();
+    recordEvent(paths.dir, "origin-process-ended", {
+      pid: req.pid,
+      origin: origin.name,
+      how: keepStopped ? "killed after the restore" : "ended at the dump",
+    });
     signals.release();
     signals = undefined;
     if (!req.keepOriginImages) await removeRemoteDir(origin, remoteDir);

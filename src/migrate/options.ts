@@ -24,6 +24,10 @@ export interface ServeOptions {
   scrub: ScrubContent;
   /** Fetch granularity of a new cache, bytes (a cache keeps the size it was made with). */
   blockSize?: number;
+  /** Absolute path of the access log (JSON lines, one per coalesced run of FUSE requests). */
+  accessLog?: string;
+  /** HOST:PORT where the daemon serves this migration's metrics. */
+  metrics?: string;
 }
 
 const MAX_BLOCK = 16 * 1024 * 1024;

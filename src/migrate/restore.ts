@@ -20,6 +20,7 @@ import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
+import { recordEvent } from "./events.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
   bindsOfOthers,
@@ -273,6 +274,7 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
     throw err;
   }
   const criuRestoreMs = Date.now() - t;
+  recordEvent(paths.dir, "restore", { pid, durationMs: criuRestoreMs, rewritten });
   const mountNs = await mountNamespaceOf(pid);
   await writeFile(paths.restored, `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`);
   return {

@@ -9,6 +9,7 @@
  *   <root>/<id>/daemon.log      the daemon's stderr
  *   <root>/<id>/control.sock    the daemon's control socket (status, unmount)
  *   <root>/<id>/restored.json   pids restored by CRIU, timeline
+ *   <root>/<id>/events.jsonl    the migration's life as events (events.ts)
  *
  * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
  */
@@ -39,6 +40,7 @@ export interface MigrationPaths {
   log: string;
   socket: string;
   restored: string;
+  events: string;
   defaultMountpoint: string;
 }
 
@@ -54,6 +56,7 @@ export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
     log: join(dir, "daemon.log"),
     socket: join(dir, "control.sock"),
     restored: join(dir, "restored.json"),
+    events: join(dir, "events.jsonl"),
     defaultMountpoint: join(DEFAULT_MOUNT_ROOT, id),
   };
 }

@@ -10,6 +10,7 @@
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
 export { type Destination, parseDestination } from "./destination.js";
+export { type ConnectionState, OriginHealth, type OriginHealthFigures } from "./health.js";
 export { rememberPassphrases, typedPassphrases } from "./identities.js";
 export {
   checkKnownHosts,

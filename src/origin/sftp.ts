@@ -13,10 +13,17 @@ import { stat } from "node:fs/promises";
 import type { Client, ClientChannel, SFTPWrapper, Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { OriginHealth } from "./health.js";
 import { sshChainFor } from "./ssh-chain.js";
 import type { SshConfig } from "./ssh-config.js";
 import { connectSshChain, SshRefusedError } from "./ssh-connect.js";
-import type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
+import {
+  isNotFound,
+  type Origin,
+  type OriginDirEntry,
+  type OriginStat,
+  type ReadPartCallback,
+} from "./types.js";
 
 const log = logger("origin/sftp");
 
@@ -114,6 +121,8 @@ export class SftpOrigin implements Origin {
   private route?: Promise<SshConfig[]>;
   private conn?: Promise<Connection>;
   private closing = false;
+  /** Connections, reconnects, failed requests and state, for status and metrics. */
+  readonly health = new OriginHealth();
 
   constructor(options: SftpOriginOptions) {
     this.opts = {
@@ -143,11 +152,17 @@ export class SftpOrigin implements Origin {
   private connection(): Promise<Connection> {
     if (this.closing) return Promise.reject(new UserError(`${this.name}: origin is closed`));
     if (!this.conn) {
+      this.health.connecting();
       const p = this.openConnection();
       this.conn = p;
-      p.catch(() => {
-        if (this.conn === p) this.conn = undefined;
-      });
+      p.then(
+        () => this.health.connected(),
+        (err) => {
+          this.health.error(errorMessage(err));
+          this.health.dropped();
+          if (this.conn === p) this.conn = undefined;
+        },
+      );
     }
     return this.conn;
   }
@@ -197,6 +212,7 @@ export class SftpOrigin implements Origin {
       });
     });
     const drop = () => {
+      if (!conn.closed && !this.closing) this.health.dropped();
       conn.closed = true;
       if (this.conn && !this.closing) {
         this.conn.then((c) => {
@@ -226,6 +242,9 @@ export class SftpOrigin implements Origin {
         return await this.withTimeout(what, conn, fn(conn), timeoutMs);
       } catch (err) {
         if (err instanceof FatalError || this.closing) throw err;
+        // A connection failure was counted where it happened (connection()); a name that
+        // does not exist is an answer, not an error.
+        if (conn && !isNotFound(err)) this.health.error(errorMessage(err));
         if (isSftpStatus(err)) {
           const code = (err as { code: number }).code;
           throw new UserError(`${this.name}: ${what}: ${SFTP_STATUS[code] ?? errorMessage(err)}`, {
@@ -454,6 +473,7 @@ export class SftpOrigin implements Origin {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.health.closed();
     const p = this.conn;
     this.conn = undefined;
     if (!p) return;

@@ -8,8 +8,16 @@ import {
 } from "../../migrate/index.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
+import { originsTable, printEvents, sourcesText } from "./status-extra.js";
 
 type Row = { id: string; status?: DaemonStatus; error?: string };
+
+interface StatusOpts {
+  json?: boolean;
+  watch?: boolean;
+  interval: string;
+  events?: boolean;
+}
 
 async function collect(ids?: string[]): Promise<Row[]> {
   const all = ids && ids.length > 0 ? ids : await listMigrations();
@@ -57,10 +65,11 @@ function table(rows: Row[]): string {
       "DIRTY",
       "ONLY ON ORIGIN",
       "PREFETCH",
+      "BYTES FROM",
     ],
     rows.map((r) => {
       const s = r.status;
-      if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-"];
+      if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-", "-"];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
       return [
@@ -73,6 +82,7 @@ function table(rows: Row[]): string {
         formatBytes(s.total.bytesDirty),
         formatBytes(s.total.bytesOnOrigin),
         prefetchText(s),
+        sourcesText(s),
       ];
     }),
   );
@@ -81,7 +91,8 @@ function table(rows: Row[]): string {
 async function watch(ids: string[] | undefined, intervalMs: number): Promise<void> {
   const bars = new cliProgress.MultiBar(
     {
-      format: "{id} [{bar}] {percentage}% | {local}/{total} local | origin {origin} | {prefetch}",
+      format:
+        "{id} [{bar}] {percentage}% | {local}/{size} local | origin {origin}, {fetched} from it | {prefetch}",
       hideCursor: true,
       clearOnComplete: false,
     },
@@ -100,11 +111,19 @@ async function watch(ids: string[] | undefined, intervalMs: number): Promise<voi
         ? {
             id: r.id,
             local: formatBytes(s.total.bytesLocal),
-            total: formatBytes(s.total.size),
+            size: formatBytes(s.total.size),
+            fetched: formatBytes(s.total.bytesFromOrigin ?? s.total.bytesFetched),
             origin: s.originState === "released" ? "not needed" : s.originState,
             prefetch: prefetchText(s),
           }
-        : { id: r.id, local: "-", total: "-", origin: "-", prefetch: "daemon not running" };
+        : {
+            id: r.id,
+            local: "-",
+            size: "-",
+            origin: "-",
+            fetched: "-",
+            prefetch: "daemon not running",
+          };
       let bar = byId.get(r.id);
       if (!bar) {
         bar = bars.create(total, 0, payload);
@@ -128,7 +147,12 @@ export function registerStatus(program: Command): void {
     .option("--json", "print the status as JSON")
     .option("--watch", "live progress bars (in a terminal) until Ctrl-C")
     .option("--interval <ms>", "refresh interval for --watch", "500")
-    .action(async (ids: string[], o: { json?: boolean; watch?: boolean; interval: string }) => {
+    .option("--events", "the migrations' events (dump, restore, first fetch, ...) in time order")
+    .action(async (ids: string[], o: StatusOpts) => {
+      if (o.events) {
+        await printEvents(ids.length > 0 ? ids : await listMigrations(), !!o.json);
+        return;
+      }
       if (o.watch && process.stdout.isTTY && !o.json) {
         await watch(ids, Math.max(100, Number(o.interval) || 500));
         return;
@@ -143,5 +167,7 @@ export function registerStatus(program: Command): void {
         return;
       }
       process.stdout.write(`${table(rows)}\n`);
+      const live = rows.flatMap((r) => (r.status ? [r.status] : []));
+      if (live.length > 0) process.stdout.write(`\n${originsTable(live)}\n`);
     });
 }
