@@ -7,6 +7,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
+import { printable } from "../common/printable.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerMigrate } from "./commands/migrate.js";
@@ -37,12 +38,14 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof UserError) {
-    process.stderr.write(`lazyfs: ${err.message.replace(/\n/g, "\\n")}\n`);
+    process.stderr.write(`lazyfs: ${printable(err.message)}\n`);
     process.exit(err.exitCode);
   }
   if (err instanceof CommanderError) {
     if (err.exitCode === 0) process.exit(0);
-    process.stderr.write(`lazyfs: ${err.message.replace(/^error: /, "").split("\n")[0]}\n`);
+    process.stderr.write(
+      `lazyfs: ${printable(err.message.replace(/^error: /, "").split("\n")[0]!)}\n`,
+    );
     process.exit(2);
   }
   throw err;

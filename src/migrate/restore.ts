@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, open, readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import { readTail } from "../common/bounded-read.js";
 import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import {
@@ -161,7 +162,10 @@ export async function startDaemon(
   });
   child.unref();
   const failure = async () => {
-    const tail = (await readFile(paths.log, "utf8").catch(() => "")).trim().split("\n");
+    const tail = (await readTail(paths.log, 64 * 1024, "daemon log").catch(() => Buffer.alloc(0)))
+      .toString("utf8")
+      .trim()
+      .split("\n");
     const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
     return new UserError(`LazyFS daemon for ${id} failed (${exited}): ${last}`);
   };
