@@ -16,6 +16,7 @@ import { registerRestore } from "./commands/restore.js";
 import { registerRewrite } from "./commands/rewrite.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUnmount } from "./commands/unmount.js";
+import { requireRootForPrivilegedCommands } from "./root.js";
 
 const program = new Command();
 program
@@ -25,6 +26,7 @@ program
   .exitOverride()
   .configureOutput({ outputError: () => {} });
 
+requireRootForPrivilegedCommands(program);
 registerInspect(program);
 registerMount(program);
 registerRewrite(program);

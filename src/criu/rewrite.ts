@@ -11,9 +11,10 @@
  * Entries are edited at the wire level (wire.ts): every other byte of every image is copied
  * unchanged, including images and fields LazyFS does not know.
  */
-import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { normalizeAbsolute } from "../common/paths.js";
+import { copyFileAtomic, writeFileAtomic } from "../common/private-files.js";
 import { type CriuImage, decodeEntry, encodeImage, readImage } from "./image.js";
 import { FD_KINDS } from "./model.js";
 import { removeField, spliceBytesField } from "./wire.js";
@@ -116,9 +117,9 @@ export async function rewriteImages(
     if (ent.name === "files.img" || ent.name === "reg-files.img") {
       const image = await readImage(src);
       changes.push(...rewriteImage(image, rewrite));
-      await writeFile(dst, encodeImage(image));
+      await writeFileAtomic(dst, encodeImage(image));
     } else {
-      await copyFile(src, dst);
+      await copyFileAtomic(src, dst);
     }
   }
   return changes;

@@ -3,8 +3,9 @@
  * restore, migrate, status and unmount.
  */
 
-export { type ControlRequest, callControl } from "./control.js";
+export { type ControlRequest, callControl, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export { CACHE_ENTRIES, checkMountpoint, discardMigration, removeCacheFiles } from "./discard.js";
 export { findHolders, type Holder } from "./holders.js";
 export {
   type Manifest,

@@ -23,6 +23,7 @@ import {
   keyType,
   readKnownHosts,
 } from "./knownhosts.js";
+import { permanentSshError } from "./ssh-errors.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
 
 const log = logger("origin/sftp");
@@ -246,6 +247,8 @@ export class SftpOrigin implements Origin {
         return await this.withTimeout(what, conn, fn(conn), timeoutMs);
       } catch (err) {
         if (err instanceof FatalError || this.closing) throw err;
+        const permanent = permanentSshError(this.name, this.opts.identityFile, err);
+        if (permanent) throw permanent;
         if (isSftpStatus(err)) {
           const code = (err as { code: number }).code;
           throw new UserError(`${this.name}: ${what}: ${SFTP_STATUS[code] ?? errorMessage(err)}`, {
