@@ -4,7 +4,7 @@
  * `mountLazyFs` mounts it; the returned handle unmounts.
  */
 import { mkdir, rm } from "node:fs/promises";
-import { errorMessage, UserError } from "../common/errors.js";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { mount } from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
@@ -20,13 +20,32 @@ export interface LazyMount {
   closed: Promise<void>;
 }
 
+/**
+ * `mkdir -p` that returns the first directory it created. Not `mkdir({ recursive: true })`:
+ * Node's loops forever on a path under /proc (ENOENT for a parent that exists).
+ */
+async function makeDirs(path: string): Promise<string | undefined> {
+  let first: string | undefined;
+  let at = "";
+  for (const part of path.split("/").filter(Boolean)) {
+    at += `/${part}`;
+    try {
+      await mkdir(at);
+      first ??= at;
+    } catch (err) {
+      if (errnoCode(err) !== "EEXIST") throw err;
+    }
+  }
+  return first;
+}
+
 export async function mountLazyFs(
   spec: { mountpoint: string; id?: string },
   fileSystem: LazyFileSystem,
 ): Promise<LazyMount> {
   let created: string | undefined;
   try {
-    created = await mkdir(spec.mountpoint, { recursive: true });
+    created = await makeDirs(spec.mountpoint);
   } catch (err) {
     throw new UserError(`mount point ${spec.mountpoint}: ${errorMessage(err)}`);
   }

@@ -48,7 +48,7 @@ export function cli(
       argv.slice(1),
       {
         cwd: "/",
-        env: { ...process.env, LAZYFS_LOG: "warn", ...opts.env },
+        env: { ...process.env, LAZYFS_LOG: "error", ...opts.env },
         timeout: opts.timeoutMs ?? 60_000,
       },
       (err, stdout, stderr) => {

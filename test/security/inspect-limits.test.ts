@@ -6,14 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import {
-  cpSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  truncateSync,
-  writeFileSync,
-} from "node:fs";
+import { cpSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { UserError } from "../../src/common/errors.js";
@@ -88,7 +81,10 @@ describe("inspect and the codec on hostile images directories", () => {
 
   test("an image larger than MAX_IMAGE_BYTES is refused without reading it", async () => {
     const d = variant((d) => truncateSync(join(d, "files.img"), MAX_IMAGE_BYTES + 1));
-    await oneLine(d, /files\.img: image file of \d+ bytes is larger than the limit of 67108864 bytes/);
+    await oneLine(
+      d,
+      /files\.img: image file of \d+ bytes is larger than the limit of 67108864 bytes/,
+    );
   });
 
   test("a 300 MB log, a FIFO log and a /dev/zero log: inspect answers, memory stays small", async () => {

@@ -33,7 +33,10 @@ describe("escaping non-printables in every message", () => {
     const bad = join(dir, `no${ESC}such\ndir\u202e`);
     const r = await cli(["inspect", bad]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^lazyfs: [^\n]*no\\x1b\[31msuch\\ndir\\u\{202e\}: no such directory\n$/);
+    assert.match(
+      r.stderr,
+      /^lazyfs: [^\n]*no\\x1b\[31msuch\\ndir\\u\{202e\}: no such directory\n$/,
+    );
     assert.doesNotMatch(r.stderr.slice(0, -1), RAW);
     const images = join(dir, `imgs${ESC}`);
     mkdirSync(images);
