@@ -100,6 +100,16 @@ describe("leftovers and rough edges", () => {
     assert.equal(existsSync(cache), false, "a --cache it created is left");
   });
 
+  test("a restore whose CRIU fails: daemon stopped, mount point and state removed", async () => {
+    const lazyfsDirs = () => (existsSync("/lazyfs") ? readdirSync("/lazyfs").sort() : []);
+    const before = lazyfsDirs();
+    const r = await cli(["restore", "--images", images, ...ssh, "--criu", "/bin/false"], { env });
+    oneLine(r, /criu/i);
+    nothingLeft();
+    assert.deepEqual(lazyfsDirs(), before, "a mount point is left");
+    assert.doesNotMatch(readFileSync("/proc/self/mountinfo", "utf8"), /lazyfs-m[0-9a-f]+/);
+  });
+
   test("--mountpoint naming a file: one line, nothing created", async () => {
     const file = join(dir, "a-file");
     writeFileSync(file, "x");
