@@ -7,6 +7,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
+import { printable } from "../common/printable.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerLog } from "./commands/log.js";
@@ -17,6 +18,7 @@ import { registerRestore } from "./commands/restore.js";
 import { registerRewrite } from "./commands/rewrite.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUnmount } from "./commands/unmount.js";
+import { requireRootForPrivilegedCommands } from "./root.js";
 
 const program = new Command();
 program
@@ -26,6 +28,7 @@ program
   .exitOverride()
   .configureOutput({ outputError: () => {} });
 
+requireRootForPrivilegedCommands(program);
 registerInspect(program);
 registerMount(program);
 registerRewrite(program);
@@ -41,12 +44,14 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof UserError) {
-    process.stderr.write(`lazyfs: ${err.message.replace(/\n/g, "\\n")}\n`);
+    process.stderr.write(`lazyfs: ${printable(err.message)}\n`);
     process.exit(err.exitCode);
   }
   if (err instanceof CommanderError) {
     if (err.exitCode === 0) process.exit(0);
-    process.stderr.write(`lazyfs: ${err.message.replace(/^error: /, "").split("\n")[0]}\n`);
+    process.stderr.write(
+      `lazyfs: ${printable(err.message.replace(/^error: /, "").split("\n")[0]!)}\n`,
+    );
     process.exit(2);
   }
   throw err;

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
+import { normalizeAbsolute } from "../common/paths.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import {
@@ -222,7 +223,7 @@ export function rules(o: CommonOpts): {
 export function absoluteDir(p: string | undefined, what: string): string | undefined {
   if (p === undefined) return undefined;
   if (!p.startsWith("/")) throw new UserError(`${what} ${p}: must be an absolute path`);
-  return p.length > 1 ? p.replace(/\/+$/, "") : p;
+  return normalizeAbsolute(p); // `.`/`..` resolved: `/srv/../etc` is `/etc`, as in dump paths
 }
 
 export function addCommonOptions(cmd: Command): Command {

@@ -14,13 +14,8 @@ export function formatTable(header: string[], rows: string[][]): string {
     .join("\n");
 }
 
-/** A path on one line: control characters and backslashes escaped as in C strings. */
-export function printable(path: string): string {
-  return path.replace(/[\\\x00-\x1f\x7f]/g, (c) => {
-    const named: Record<string, string> = { "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r" };
-    return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
-  });
-}
+/** A path on one line: see common/printable.ts. */
+export { printable } from "../common/printable.js";
 
 /** Write `value` as pretty JSON to stdout. */
 export function printJson(value: unknown): void {

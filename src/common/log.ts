@@ -3,6 +3,8 @@
  * otherwise `level scope: message key=value`. Level from LAZYFS_LOG (error|warn|info|debug),
  * default warn so that command output on stdout stays clean.
  */
+import { printable } from "./printable.js";
+
 export type LogLevel = "error" | "warn" | "info" | "debug";
 const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
@@ -29,14 +31,19 @@ function emit(level: LogLevel, scope: string, msg: string, fields?: Record<strin
   if (ORDER[level] > ORDER[threshold]) return;
   let line: string;
   if (process.env.LAZYFS_LOG_FORMAT === "json") {
-    line = JSON.stringify({ t: Date.now(), level, scope, msg, ...fields });
+    const safe = Object.fromEntries(
+      Object.entries(fields ?? {}).map(([k, v]) => [k, typeof v === "string" ? printable(v) : v]),
+    );
+    line = JSON.stringify({ t: Date.now(), level, scope, msg: printable(msg), ...safe });
   } else {
     const kv = fields
       ? Object.entries(fields)
-          .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+          .map(
+            ([k, v]) => `${k}=${printable(typeof v === "string" ? v : String(JSON.stringify(v)))}`,
+          )
           .join(" ")
       : "";
-    line = `${level} ${scope}: ${msg}${kv ? ` ${kv}` : ""}`;
+    line = `${level} ${scope}: ${printable(msg)}${kv ? ` ${kv}` : ""}`;
   }
   process.stderr.write(`${line}\n`);
 }

@@ -7,9 +7,10 @@
  * A parsed image keeps every byte it was read from, so `encodeImage(parseImage(b))` is `b`.
  * Entries whose `payload` was replaced (see rewrite.ts) are re-emitted with a new SIZE.
  */
-import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
-import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { readRegularFile } from "../common/bounded-read.js";
+import { errorMessage, UserError } from "../common/errors.js";
+import { MAX_IMAGE_BYTES, MAX_IMAGE_ENTRIES } from "./limits.js";
 import {
   IMG_COMMON_MAGIC,
   IMG_SERVICE_MAGIC,
@@ -87,6 +88,9 @@ export function parseImage(bytes: Uint8Array, file: string): CriuImage {
     if (ghost && image.entries.length === 1 && !ghostHasChunks(image)) break;
     if (pos + 4 > bytes.length) {
       throw new ImageError(file, pos, `truncated entry size (${bytes.length - pos} of 4 bytes)`);
+    }
+    if (image.entries.length >= MAX_IMAGE_ENTRIES) {
+      throw new ImageError(file, pos, `more than ${MAX_IMAGE_ENTRIES} entries (MAX_IMAGE_ENTRIES)`);
     }
     const size = u32(bytes, pos);
     if (pos + 4 + size > bytes.length) {
@@ -166,17 +170,12 @@ export function encodeImage(image: CriuImage): Uint8Array {
   return Buffer.concat(parts);
 }
 
-/** Read and parse one image file; a missing or unreadable file is a UserError. */
+/**
+ * Read and parse one image file: a regular file of at most MAX_IMAGE_BYTES (a FIFO, a device
+ * or a larger file is refused); a missing or unreadable file is a UserError.
+ */
 export async function readImage(path: string): Promise<CriuImage> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === "ENOENT") throw new UserError(`${path}: no such image file`);
-    if (code === "EISDIR") throw new ImageError(path, 0, "a directory, not a CRIU image");
-    throw new UserError(`${path}: cannot read image: ${errorMessage(err)}`);
-  }
+  const bytes = await readRegularFile(path, MAX_IMAGE_BYTES, "image file");
   return parseImage(bytes, path);
 }
 

@@ -12,7 +12,9 @@
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { readHead, UnreadableFileError } from "../common/bounded-read.js";
 import { errnoCode, UserError } from "../common/errors.js";
+import { normalizeAbsolute } from "../common/paths.js";
 import {
   type CriuImage,
   decodeEntries,
@@ -21,6 +23,7 @@ import {
   ImageError,
   readImage,
 } from "./image.js";
+import { LOG_HEAD_BYTES, MAX_TASKS } from "./limits.js";
 
 /** fd_types of fdinfo.proto, lower-cased. */
 export const FD_KINDS = [
@@ -249,7 +252,7 @@ export async function loadFileTable(dir: string): Promise<Map<number, FileEntry>
 function pathOf(table: Map<number, FileEntry>, id: number): string | undefined {
   const e = table.get(id);
   if (!e) return undefined;
-  if (e.reg) return String(e.reg.name);
+  if (e.reg) return normalizeAbsolute(String(e.reg.name));
   const sub = e.sub ?? {};
   switch (e.kind) {
     case "fifo":
@@ -269,14 +272,48 @@ function pathOf(table: Map<number, FileEntry>, id: number): string | undefined {
   }
 }
 
+/**
+ * CRIU's version from the head of a `*.log` in the directory (LOG_HEAD_BYTES of each, regular
+ * files only): a log that is unreadable (CRIU writes them 0600), a FIFO or a device is skipped.
+ */
 async function findCriuVersion(dir: string): Promise<string | undefined> {
-  const { readdir, readFile } = await import("node:fs/promises");
+  const { readdir } = await import("node:fs/promises");
   for (const name of (await readdir(dir)).filter((n) => n.endsWith(".log")).sort()) {
-    const head = (await readFile(join(dir, name), "utf8")).slice(0, 4096);
+    let head: string;
+    try {
+      head = (await readHead(join(dir, name), LOG_HEAD_BYTES, "log")).toString("utf8");
+    } catch (err) {
+      if (err instanceof UnreadableFileError) continue;
+      throw err;
+    }
     const m = /Version: (\S+)/.exec(head);
     if (m) return m[1];
   }
   return undefined;
+}
+
+/**
+ * The tasks of pstree.img: at most MAX_TASKS, each pid once (a repeated task would be read
+ * again and again: a 40,000-fold repetition is refused at once instead).
+ */
+function pstreeTasks(image: CriuImage): Record<string, unknown>[] {
+  if (image.entries.length > MAX_TASKS) {
+    throw new ImageError(
+      image.file,
+      image.entries[MAX_TASKS]!.offset,
+      `more than ${MAX_TASKS} tasks (MAX_TASKS)`,
+    );
+  }
+  const seen = new Set<number>();
+  return image.entries.map((entry, i) => {
+    const task = decodeEntry(image, i);
+    const pid = num(task.pid);
+    if (seen.has(pid)) {
+      throw new ImageError(image.file, entry.offset, `task ${pid} appears more than once`);
+    }
+    seen.add(pid);
+    return task;
+  });
 }
 
 /** Load the model of the dump in `dir`. Malformed images throw an ImageError (a UserError). */
@@ -290,14 +327,15 @@ export async function loadDump(dir: string): Promise<DumpModel> {
   }
   const inventory = await firstEntry(join(dir, "inventory.img"), "INVENTORY");
   const pstreePath = join(dir, "pstree.img");
-  const pstree = decodeEntries(await readKind(pstreePath, "PSTREE"));
+  const pstree = pstreeTasks(await readKind(pstreePath, "PSTREE"));
   if (pstree.length === 0) throw new ImageError(pstreePath, 8, "process tree has no tasks");
   const table = await loadFileTable(dir);
   const files = new Map<string, FileRef>();
   const use = (id: number, u: FileUse) => {
     const e = table.get(id);
     if (!e?.reg) return;
-    const path = String(e.reg.name);
+    // `.`/`..` in a name are resolved lexically: a crafted `/x/../../etc/y` is `/etc/y`.
+    const path = normalizeAbsolute(String(e.reg.name));
     let ref = files.get(path);
     if (!ref) {
       ref = { path, type: "unknown", fileIds: [], usedBy: [] };

@@ -11,8 +11,10 @@
  * Entries are edited at the wire level (wire.ts): every other byte of every image is copied
  * unchanged, including images and fields LazyFS does not know.
  */
-import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
+import { normalizeAbsolute } from "../common/paths.js";
+import { copyFileAtomic, writeFileAtomic } from "../common/private-files.js";
 import { type CriuImage, decodeEntry, encodeImage, readImage } from "./image.js";
 import { FD_KINDS } from "./model.js";
 import { removeField, spliceBytesField } from "./wire.js";
@@ -75,11 +77,14 @@ export function rewriteImage(image: CriuImage, rewrite: RewritePath): RewriteCha
         : (decoded as Record<string, unknown>);
     if (!reg) return;
     const fdKind = kind === "FILES" ? (FD_KINDS[num(decoded.type)] ?? "und") : "reg";
-    const from = String(reg.name);
+    // The callback sees the name with `.`/`..` resolved (as inspect and plan do), and a name
+    // that had them is written back resolved, so that no `..` reaches out of a served tree.
+    const raw = String(reg.name);
+    const from = normalizeAbsolute(raw);
     const verdict = rewrite(from, info(reg, fdKind, imageName));
-    const to = typeof verdict === "string" ? verdict : verdict?.name;
+    const to = (typeof verdict === "string" ? verdict : verdict?.name) ?? from;
     const dropSize = typeof verdict === "object" && verdict.dropSize === true;
-    const rename = to !== undefined && to !== from;
+    const rename = to !== raw;
     if (!rename && !dropSize) return;
     const edit = (r: Uint8Array) => {
       const named = rename ? spliceBytesField(r, REG_NAME, () => Buffer.from(to)) : r;
@@ -89,7 +94,7 @@ export function rewriteImage(image: CriuImage, rewrite: RewritePath): RewriteCha
       kind === "FILES"
         ? spliceBytesField(entry.payload, FILE_ENTRY_REG, edit)
         : edit(entry.payload);
-    changes.push({ image: imageName, id: num(reg.id), from, to: to ?? from });
+    changes.push({ image: imageName, id: num(reg.id), from: raw, to });
   });
   return changes;
 }
@@ -112,9 +117,9 @@ export async function rewriteImages(
     if (ent.name === "files.img" || ent.name === "reg-files.img") {
       const image = await readImage(src);
       changes.push(...rewriteImage(image, rewrite));
-      await writeFile(dst, encodeImage(image));
+      await writeFileAtomic(dst, encodeImage(image));
     } else {
-      await copyFile(src, dst);
+      await copyFileAtomic(src, dst);
     }
   }
   return changes;

@@ -7,8 +7,10 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
+import { readTail } from "../common/bounded-read.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { LOG_TAIL_BYTES } from "./limits.js";
 import { locateCriu } from "./locate.js";
 
 const log = logger("criu");
@@ -47,7 +49,7 @@ export interface CriuRun {
 export async function criuErrorLines(logFile: string): Promise<string[]> {
   let text: string;
   try {
-    text = await readFile(logFile, "utf8");
+    text = (await readTail(logFile, LOG_TAIL_BYTES, "CRIU log")).toString("utf8");
   } catch {
     return [];
   }

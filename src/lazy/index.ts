@@ -3,7 +3,8 @@
  * origin, data through the engine, served by fuse/. Build a `LazyFileSystem`, then
  * `mountLazyFs` mounts it; the returned handle unmounts.
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { mount } from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
@@ -26,12 +27,36 @@ export interface LazyMount {
   closed: Promise<void>;
 }
 
+/**
+ * `mkdir -p` that returns the first directory it created. Not `mkdir({ recursive: true })`:
+ * Node's loops forever on a path under /proc (ENOENT for a parent that exists).
+ */
+async function makeDirs(path: string): Promise<string | undefined> {
+  let first: string | undefined;
+  let at = "";
+  for (const part of path.split("/").filter(Boolean)) {
+    at += `/${part}`;
+    try {
+      await mkdir(at);
+      first ??= at;
+    } catch (err) {
+      if (errnoCode(err) !== "EEXIST") throw err;
+    }
+  }
+  return first;
+}
+
 export async function mountLazyFs(
   spec: { mountpoint: string; id?: string },
   fileSystem: LazyFileSystem,
 ): Promise<LazyMount> {
-  await mkdir(spec.mountpoint, { recursive: true });
-  const m = await mount(spec.mountpoint, fileSystem, {
+  let created: string | undefined;
+  try {
+    created = await makeDirs(spec.mountpoint);
+  } catch (err) {
+    throw new UserError(`mount point ${spec.mountpoint}: ${errorMessage(err)}`);
+  }
+  const mounting = mount(spec.mountpoint, fileSystem, {
     subtype: "lazyfs",
     fsName: spec.id ? `lazyfs-${spec.id}` : "lazyfs",
     allowOther: true,
@@ -39,6 +64,11 @@ export async function mountLazyFs(
     // No kernel readahead: the engine reads ahead itself for sequential readers, and a sparse
     // reader then moves only the blocks it touches.
     readaheadKb: 0,
+  });
+  // A mount that fails leaves no directory it created.
+  const m = await mounting.catch(async (err) => {
+    if (created) await rm(created, { recursive: true }).catch(() => {});
+    throw err;
   });
   return {
     mountpoint: spec.mountpoint,

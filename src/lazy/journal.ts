@@ -10,15 +10,17 @@
  */
 import {
   closeSync,
+  constants,
   fdatasyncSync,
   fsyncSync,
-  openSync,
+  ftruncateSync,
   readFileSync,
   renameSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
+import { createExclusiveSync, openPrivateSync, unlinkStaleSync } from "../common/private-files.js";
 import type { NodeRecord } from "./nodes.js";
 
 export interface TreeState {
@@ -61,7 +63,7 @@ export class Journal {
   private lines = 0;
 
   private constructor(private readonly dir: string) {
-    this.fd = openSync(join(dir, "tree.log"), "a", 0o600);
+    this.fd = openPrivateSync(join(dir, "tree.log"), constants.O_APPEND);
   }
 
   /** Opens the journal of `dir` (creating it) and returns the state it holds. */
@@ -139,13 +141,15 @@ export class Journal {
       planned: [...state.planned],
     });
     const tmp = join(this.dir, "tree.json.tmp");
-    const fd = openSync(tmp, "w", 0o600);
+    unlinkStaleSync(tmp);
+    const fd = createExclusiveSync(tmp);
     writeSync(fd, snap);
     fsyncSync(fd);
     closeSync(fd);
     renameSync(tmp, join(this.dir, "tree.json"));
     closeSync(this.fd);
-    this.fd = openSync(join(this.dir, "tree.log"), "w", 0o600);
+    this.fd = openPrivateSync(join(this.dir, "tree.log"), constants.O_APPEND);
+    ftruncateSync(this.fd, 0);
     fsyncSync(this.fd);
     this.lines = 0;
   }

@@ -8,6 +8,7 @@
  */
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { isEntryName } from "../common/paths.js";
 import type { Crawler, CrawlProgress, Engine, PolicyRule } from "../fetch/index.js";
 import { resolvePolicy } from "../fetch/index.js";
 import { FuseError } from "../fuse/index.js";
@@ -135,6 +136,14 @@ export class LazyDirs implements Crawler {
         }
         if (!dir.listed) {
           for (const e of await this.engine.origin.readdir(path)) {
+            // A listing names entries of this directory only: `..`, `a/b` or a NUL is refused.
+            if (!isEntryName(e.name)) {
+              log.warn("the origin lists a name that is not a file name; ignoring it", {
+                path,
+                name: e.name,
+              });
+              continue;
+            }
             if (this.tree.child(dir, e.name) === undefined) this.found(dir, e.name, e.stat);
           }
         }

@@ -5,6 +5,8 @@
  * change (the process's creates, removes, renames, chmods; names learnt from the origin) goes
  * through `save`/`setEntry`/`drop`.
  */
+
+import { normalizeAbsolute } from "../common/paths.js";
 import type { Policy } from "../store/index.js";
 import { Journal, type TreeState } from "./journal.js";
 import {
@@ -248,9 +250,10 @@ export class Tree {
       this.save(n);
       return;
     }
-    const slash = f.targetPath.lastIndexOf("/");
-    const parent = this.ensureDir(f.targetPath.slice(0, slash) || "/");
-    const name = f.targetPath.slice(slash + 1);
+    const path = normalizeAbsolute(f.targetPath); // never a node named `..` or `.`
+    const slash = path.lastIndexOf("/");
+    const parent = this.ensureDir(path.slice(0, slash) || "/");
+    const name = path.slice(slash + 1);
     const existing = this.child(parent, name);
     if (existing && isDir(existing)) {
       throw new Error(`manifest: ${f.targetPath} is a directory and a file`);
@@ -266,7 +269,9 @@ export class Tree {
 
   private ensureDir(path: string): Node {
     let node = this.nodes.get(ROOT_INO)!;
-    for (const part of path.split("/").filter((p) => p.length > 0)) {
+    for (const part of normalizeAbsolute(path)
+      .split("/")
+      .filter((p) => p.length > 0)) {
       const existing = this.child(node, part);
       if (existing) {
         if (!isDir(existing)) {

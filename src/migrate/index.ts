@@ -4,8 +4,9 @@
  */
 
 export { checkDestination, openOrigin } from "./connect.js";
-export { type ControlRequest, callControl } from "./control.js";
+export { type ControlRequest, callControl, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export { CACHE_ENTRIES, checkMountpoint, discardMigration, removeCacheFiles } from "./discard.js";
 export {
   type EventFields,
   type EventType,

@@ -3,8 +3,9 @@
  * stats; the daemon builds its tree and engine from it; `status`, `rewrite` and `unmount`
  * read it. Stored as `manifest.json` in the migration's state directory.
  */
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { writeFileAtomic } from "../common/private-files.js";
 import type { FileUse } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { Policy } from "../store/index.js";
@@ -95,9 +96,7 @@ export interface Manifest {
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(m, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, path);
+  await writeFileAtomic(path, `${JSON.stringify(m, null, 2)}\n`);
 }
 
 export async function readManifest(path: string): Promise<Manifest> {

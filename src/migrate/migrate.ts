@@ -6,9 +6,10 @@
  * is left on either host.
  */
 import { spawn } from "node:child_process";
-import { mkdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { checkStateDir } from "../common/private-files.js";
 import { shq } from "../common/shell.js";
 import {
   type CriuOptions,
@@ -20,6 +21,7 @@ import {
 import type { SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
+import { checkMountpoint } from "./discard.js";
 import { recordEvent } from "./events.js";
 import { writeManifest } from "./manifest.js";
 import { ensureOriginCriu, type OriginCriu } from "./origin-criu.js";
@@ -47,7 +49,7 @@ import {
   restoreLazily,
   startDaemon,
 } from "./restore.js";
-import { migrationPaths, newMigrationId } from "./state.js";
+import { makeStateDir, migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("migrate");
 
@@ -187,7 +189,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     }
     // Mount an empty tree before the dump; the plan is added to it once the images are here.
     const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
-    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    if (req.mountpoint) await checkMountpoint(req.mountpoint);
+    if (req.cacheDir) await checkStateDir(req.cacheDir, "--cache");
+    await makeStateDir(paths);
     await writeManifest(
       paths.manifest,
       emptyManifest({

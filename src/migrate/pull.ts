@@ -6,6 +6,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
+import { componentProblem, normalizeAbsolute } from "../common/paths.js";
 import { shq } from "../common/shell.js";
 import { loadFileTable } from "../criu/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
@@ -14,9 +15,10 @@ const TABLES = new Set(["files.img", "reg-files.img"]);
 
 /** An image name from the origin is one plain path component, never a way out of `dir`. */
 function checkImageName(host: string, remoteDir: string, name: string): void {
-  if (name === "" || name === "." || name === ".." || /[/\0]/.test(name)) {
+  const problem = componentProblem(name);
+  if (problem) {
     throw new UserError(
-      `${host}: the dump directory ${remoteDir} lists an entry named ${JSON.stringify(name)}, which is not a file name; refusing it`,
+      `${host}: the dump directory ${remoteDir} lists an entry named ${JSON.stringify(name)} (${problem}), which is not a file name; refusing the dump, nothing was written`,
     );
   }
 }
@@ -26,9 +28,9 @@ export async function pullImages(
   remoteDir: string,
   dir: string,
 ): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
   const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
   for (const e of entries) checkImageName(origin.name, remoteDir, e.name);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   let bytes = 0;
   const pull = async (name: string, size: number) => {
     const data = await origin.read(`${remoteDir}/${name}`, 0, size);
@@ -42,7 +44,7 @@ export async function pullImages(
     const paths = new Set<string>();
     for (const e of table.values()) {
       const name = e.reg?.name;
-      if (typeof name === "string" && name.startsWith("/")) paths.add(name);
+      if (typeof name === "string" && name.startsWith("/")) paths.add(normalizeAbsolute(name));
     }
     // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
     Object.assign(stats, await statOnOrigin(origin, [...paths]));

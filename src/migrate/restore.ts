@@ -3,11 +3,13 @@
  * mount, and `criu restore -d`. The daemon keeps serving after this returns.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdir, open, readFile, writeFile } from "node:fs/promises";
+import { constants, existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import { readTail } from "../common/bounded-read.js";
 import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { checkStateDir, openPrivate, writeFileAtomic } from "../common/private-files.js";
 import {
   type CriuOptions,
   criuRestore,
@@ -18,8 +20,9 @@ import {
 } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
-import { openOrigin } from "./connect.js";
+import { checkDestination, openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
+import { checkMountpoint, discardMigration } from "./discard.js";
 import { recordEvent } from "./events.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
@@ -33,7 +36,7 @@ import {
 import type { ServeOptions, SshOptions } from "./options.js";
 import { planMigration } from "./plan.js";
 import { secretsForChild } from "./secrets.js";
-import { migrationPaths, newMigrationId } from "./state.js";
+import { makeStateDir, migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("restore");
 
@@ -98,17 +101,24 @@ export async function prepare(
   const t0 = Date.now();
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
-  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-  const dump = await loadDump(req.imagesDir);
-  const origin = req.originConnection ?? openOrigin(req.origin, req.ssh);
+  // Everything a user can get wrong is checked before anything is created.
+  if (req.cacheDir) await checkStateDir(req.cacheDir, "--cache");
+  if (req.mountpoint) await checkMountpoint(req.mountpoint);
+  checkDestination(req.origin);
+  await makeStateDir(paths);
+  const cacheIsNew = req.cacheDir !== undefined && !existsSync(req.cacheDir);
+  let origin: SftpOrigin | undefined;
   try {
+    const dump = await loadDump(req.imagesDir);
+    const conn = req.originConnection ?? openOrigin(req.origin, req.ssh);
+    origin = conn;
     const manifest = await planMigration({
       id,
       dump,
       originUrl: req.origin,
-      statOrigin: (p) => origin.stat(p),
+      statOrigin: (p) => conn.stat(p),
       ...(req.checkpointStats ? { checkpointStats: req.checkpointStats } : {}),
-      mtimePrecisionMs: origin.mtimePrecisionMs,
+      mtimePrecisionMs: conn.mtimePrecisionMs,
       mountpoint: req.mountpoint ?? paths.defaultMountpoint,
       cacheDir: req.cacheDir ?? paths.cache,
       imagesDir: req.imagesDir,
@@ -121,8 +131,11 @@ export async function prepare(
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
     return { manifest, pids: [...new Set(pids)], dumped: dumpedTree(dump), ms: Date.now() - t0 };
+  } catch (err) {
+    if (!req.id) await discardMigration(id, cacheIsNew ? req.cacheDir : undefined);
+    throw err;
   } finally {
-    if (!req.originConnection) await origin.close();
+    if (!req.originConnection) await origin?.close();
   }
 }
 
@@ -143,8 +156,8 @@ export async function startDaemon(
 ): Promise<DaemonHandle> {
   const paths = migrationPaths(id);
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-  const logFh = await open(paths.log, "a", 0o600);
+  await makeStateDir(paths);
+  const logFh = await openPrivate(paths.log, constants.O_APPEND);
   const args = [CLI_MAIN, "mount", "--id", id];
   const secrets = secretsForChild();
   const child = spawn(process.execPath, args, {
@@ -166,7 +179,10 @@ export async function startDaemon(
   });
   child.unref();
   const failure = async () => {
-    const tail = (await readFile(paths.log, "utf8").catch(() => "")).trim().split("\n");
+    const tail = (await readTail(paths.log, 64 * 1024, "daemon log").catch(() => Buffer.alloc(0)))
+      .toString("utf8")
+      .trim()
+      .split("\n");
     const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
     return new UserError(`LazyFS daemon for ${id} failed (${exited}): ${last}`);
   };
@@ -234,7 +250,25 @@ export async function rewriteForMount(manifest: Manifest, outDir: string): Promi
   return changes.length;
 }
 
+/**
+ * Plans, mounts and restores. When this call chose the migration's id (not `migrate`, which
+ * cleans up itself), a failure leaves nothing: the daemon is stopped, the state directory and
+ * a new `--cache` removed.
+ */
 export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult> {
+  if (req.id) return restoreWithId(req);
+  const id = newMigrationId();
+  const cacheIsNew = req.cacheDir !== undefined && !existsSync(req.cacheDir);
+  try {
+    return await restoreWithId({ ...req, id });
+  } catch (err) {
+    await stopDaemon(migrationPaths(id).socket).catch(() => {});
+    await discardMigration(id, cacheIsNew ? req.cacheDir : undefined);
+    throw err;
+  }
+}
+
+async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
   const { manifest, pids, dumped, ms: planMs } = await prepare(req);
   const paths = migrationPaths(manifest.id);
   await waitPidsFree(pids, req.pidWaitMs ?? 10_000);
@@ -276,7 +310,10 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
   const criuRestoreMs = Date.now() - t;
   recordEvent(paths.dir, "restore", { pid, durationMs: criuRestoreMs, rewritten });
   const mountNs = await mountNamespaceOf(pid);
-  await writeFile(paths.restored, `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`);
+  await writeFileAtomic(
+    paths.restored,
+    `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`,
+  );
   return {
     id: manifest.id,
     pid,

@@ -14,9 +14,10 @@
  * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
  */
 import { randomBytes } from "node:crypto";
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { errnoCode } from "../common/errors.js";
+import { checkStateDir } from "../common/private-files.js";
 
 export const STATE_ENV = "LAZYFS_STATE_DIR";
 export const DEFAULT_STATE_ROOT = "/var/lib/lazyfs";
@@ -59,6 +60,15 @@ export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
     events: join(dir, "events.jsonl"),
     defaultMountpoint: join(DEFAULT_MOUNT_ROOT, id),
   };
+}
+
+/**
+ * Creates the migration's state directory (0700) under a state root that must be safe (root
+ * owned, not group/world-writable: see common/private-files.ts).
+ */
+export async function makeStateDir(paths: MigrationPaths): Promise<void> {
+  await checkStateDir(dirname(paths.dir), `state directory (${STATE_ENV})`);
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
 }
 
 /** Ids of every migration with a state directory, oldest first by name. */

@@ -11,8 +11,9 @@
  * In memory, a block's state changes at once; callers (the fetch scheduler) make sure a block
  * is not read while its data write is still in flight.
  */
-import { type FileHandle, open } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
+import { openPrivate } from "../common/private-files.js";
 
 export const ABSENT = 0;
 export const PRESENT = 1;
@@ -64,12 +65,9 @@ export class BlockFile {
     let data: FileHandle | undefined;
     let state: FileHandle | undefined;
     try {
-      data = await open(dataPath, "a+", 0o600);
-      await data.close();
-      data = await open(dataPath, "r+");
-      state = await open(statePath, "a+", 0o600);
-      await state.close();
-      state = await open(statePath, "r+");
+      // Created O_EXCL|O_NOFOLLOW, or reused only if ours and private (see private-files.ts).
+      data = await openPrivate(dataPath);
+      state = await openPrivate(statePath);
       const st = await state.stat();
       if (st.size < HEADER) {
         const header = Buffer.alloc(HEADER);

@@ -4,9 +4,10 @@
  * data) and `files/<key>.state` (block states, see BlockFile). Reopening resumes everything.
  */
 import { createHash } from "node:crypto";
-import { chmod, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
+import { checkStateDir, writeFileAtomic } from "../common/private-files.js";
 import { BlockFile } from "./blockfile.js";
 
 export type Policy = "lazy" | "eager" | "remote" | "scrub" | "local";
@@ -29,13 +30,9 @@ export interface FileMeta {
 
 export const DEFAULT_BLOCK_SIZE = 256 * 1024;
 
-async function writeDurably(path: string, text: string) {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  const fh = await open(tmp, "r+");
-  await fh.datasync();
-  await fh.close();
-  await rename(tmp, path);
+/** store.json and files/<key>.json: a fresh O_EXCL|O_NOFOLLOW temp file, flushed, renamed. */
+function writeDurably(path: string, text: string) {
+  return writeFileAtomic(path, text, { durable: true });
 }
 
 async function syncDir(dir: string) {
@@ -55,6 +52,7 @@ export class Store {
     if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize % 4096 !== 0) {
       throw new UserError(`store: block size ${blockSize} must be a positive multiple of 4096`);
     }
+    await checkStateDir(dir, "cache directory");
     try {
       await mkdir(join(dir, "files"), { recursive: true, mode: 0o700 });
       await chmod(dir, 0o700);

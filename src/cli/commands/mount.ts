@@ -1,6 +1,8 @@
+import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import { prepare, runDaemon, startDaemon } from "../../migrate/index.js";
+import { printable } from "../../common/printable.js";
+import { discardMigration, prepare, runDaemon, startDaemon } from "../../migrate/index.js";
 import { absoluteDir, addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
 
 interface MountOpts extends CommonOpts {
@@ -27,11 +29,14 @@ export function registerMount(program: Command): void {
     .option("--background", "detach; print the migration id and mount point");
   addCommonOptions(cmd).action(async (o: MountOpts) => {
     let id = o.id;
+    // Only a migration planned by this very command is removed again when it fails.
+    let planned: { cacheDir?: string } | undefined;
     if (!id) {
       if (!o.images || !o.origin) {
         throw new UserError("mount needs --images DIR and --origin DEST (as for ssh), or --id ID");
       }
       const cacheDir = absoluteDir(o.cache, "--cache");
+      const cacheIsNew = cacheDir !== undefined && !existsSync(cacheDir);
       const { manifest } = await prepare({
         imagesDir: o.images,
         origin: o.origin,
@@ -39,15 +44,21 @@ export function registerMount(program: Command): void {
         ...(cacheDir ? { cacheDir } : {}),
       });
       id = manifest.id;
+      planned = cacheDir && cacheIsNew ? { cacheDir } : {};
       process.stderr.write(
-        `migration ${id}: ${manifest.files.filter((f) => f.served).length} file(s) at ${manifest.mountpoint}\n`,
+        `migration ${id}: ${manifest.files.filter((f) => f.served).length} file(s) at ${printable(manifest.mountpoint)}\n`,
       );
     }
-    if (o.background) {
-      await startDaemon(id);
-      process.stdout.write(`${id}\n`);
-      return;
+    try {
+      if (o.background) {
+        await startDaemon(id);
+        process.stdout.write(`${id}\n`);
+        return;
+      }
+      await runDaemon(id);
+    } catch (err) {
+      if (planned) await discardMigration(id, planned.cacheDir);
+      throw err;
     }
-    await runDaemon(id);
   });
 }

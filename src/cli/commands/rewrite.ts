@@ -1,6 +1,10 @@
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
+import { checkStateDir } from "../../common/private-files.js";
 import {
+  discardMigration,
   type Manifest,
   migrationPaths,
   prepare,
@@ -28,7 +32,11 @@ export function registerRewrite(program: Command): void {
     .option("--images <dir>", "CRIU images directory (plans anew, with --origin)")
     .option("--origin <url>", "where the files are: ssh://user@host[:port]");
   addCommonOptions(cmd).action(async (o: RewriteOpts) => {
+    const out = absoluteOrRelative(o.out);
+    await checkStateDir(out, "--out");
     let manifest: Manifest;
+    // `--images` plans only for this rewrite: its state is not kept (nothing mounts it).
+    let transient = false;
     if (o.id) {
       manifest = await readManifest(migrationPaths(o.id).manifest);
     } else {
@@ -40,13 +48,29 @@ export function registerRewrite(program: Command): void {
         origin: o.origin,
         ...commonRequest(o),
       }));
+      transient = true;
     }
-    const n = await rewriteForMount(manifest, o.out);
+    const outIsNew = !existsSync(out);
+    let n: number;
+    try {
+      n = await rewriteForMount(manifest, out);
+    } catch (err) {
+      if (outIsNew) await rm(out, { recursive: true, force: true });
+      throw err;
+    } finally {
+      if (transient) await discardMigration(manifest.id);
+    }
     for (const f of manifest.files) {
       if (f.restorePath !== f.originPath) {
         process.stdout.write(`${printable(f.originPath)} -> ${printable(f.restorePath)}\n`);
       }
     }
-    process.stderr.write(`rewrote ${n} path(s) into ${o.out} (migration ${manifest.id})\n`);
+    process.stderr.write(
+      `rewrote ${n} path(s) into ${printable(out)} (${transient ? `to be served at ${printable(manifest.mountpoint)}` : `migration ${manifest.id}`})\n`,
+    );
   });
+}
+
+function absoluteOrRelative(p: string): string {
+  return p.length > 1 ? p.replace(/\/+$/, "") : p;
 }

@@ -1,5 +1,6 @@
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
+import { UserError } from "../../common/errors.js";
 import {
   callControl,
   type DaemonStatus,
@@ -20,7 +21,14 @@ interface StatusOpts {
 }
 
 async function collect(ids?: string[]): Promise<Row[]> {
-  const all = ids && ids.length > 0 ? ids : await listMigrations();
+  const known = await listMigrations();
+  const unknown = (ids ?? []).filter((id) => !known.includes(id));
+  if (unknown.length > 0) {
+    throw new UserError(
+      `no migration ${unknown.join(", ")} on this host (have: ${known.join(", ") || "none"})`,
+    );
+  }
+  const all = ids && ids.length > 0 ? ids : known;
   return Promise.all(
     all.map(async (id): Promise<Row> => {
       try {

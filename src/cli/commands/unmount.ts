@@ -1,34 +1,59 @@
-import { rm } from "node:fs/promises";
+import { readFile, rmdir } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { recoverStaleMount } from "../../fuse/index.js";
-import { callControl, listMigrations, migrationPaths, readManifest } from "../../migrate/index.js";
+import {
+  discardMigration,
+  listMigrations,
+  migrationPaths,
+  readManifest,
+  stopDaemon,
+} from "../../migrate/index.js";
+import { printable } from "../table.js";
+
+/** Removes LazyFS's default mount point /lazyfs/<id> when it is left empty. */
+async function removeDefaultMountpoint(id: string, mountpoint: string | undefined) {
+  const paths = migrationPaths(id);
+  if (mountpoint === paths.defaultMountpoint) await rmdir(mountpoint).catch(() => {});
+}
 
 async function unmountOne(id: string, force: boolean, purge: boolean): Promise<void> {
   const paths = migrationPaths(id);
+  const manifest = await readManifest(paths.manifest).catch(() => undefined);
   try {
-    const r = (await callControl(paths.socket, { op: "unmount", force })) as {
-      unmounted: string;
-      holders: number;
-    };
+    // Returns once the daemon has exited: its mount and mount point are gone by then.
+    const r = await stopDaemon(paths.socket, { force, waitMs: UNMOUNT_WAIT_MS });
+    if (manifest && (await isMounted(manifest.mountpoint))) {
+      await recoverStaleMount(manifest.mountpoint);
+    }
+    await removeDefaultMountpoint(id, manifest?.mountpoint);
     process.stdout.write(
-      `${id}: unmounted ${r.unmounted}${r.holders > 0 ? ` (forced; ${r.holders} process(es) still had files open)` : ""}\n`,
+      `${id}: unmounted ${printable(r.unmounted ?? "-")}${r.holders > 0 ? ` (forced; ${r.holders} process(es) still had files open)` : ""}\n`,
     );
   } catch (err) {
     if (!(err instanceof UserError) || !/no LazyFS daemon is running/.test(err.message)) throw err;
     // The daemon is gone (crashed or killed): clear a stale mount it may have left.
-    const manifest = await readManifest(paths.manifest).catch(() => undefined);
     const stale = manifest ? await recoverStaleMount(manifest.mountpoint) : false;
+    await removeDefaultMountpoint(id, manifest?.mountpoint);
     process.stdout.write(
-      `${id}: no daemon was running${stale ? `; detached the stale mount ${manifest!.mountpoint}` : ""}\n`,
+      `${id}: no daemon was running${stale ? `; detached the stale mount ${printable(manifest!.mountpoint)}` : ""}\n`,
     );
   }
   if (purge) {
-    // Give the daemon a moment to finish closing its cache before it disappears.
-    await new Promise((r) => setTimeout(r, 200));
-    await rm(paths.dir, { recursive: true, force: true });
-    process.stdout.write(`${id}: removed ${paths.dir} (cache and images)\n`);
+    await discardMigration(id, manifest?.cacheDir);
+    const custom = manifest && !manifest.cacheDir.startsWith(`${paths.dir}/`);
+    process.stdout.write(
+      `${id}: removed ${printable(paths.dir)} (cache and images)${custom ? ` and LazyFS's files in ${printable(manifest.cacheDir)}` : ""}\n`,
+    );
   }
+}
+
+/** How long `unmount` waits for the daemon to flush, unmount and exit before killing it. */
+const UNMOUNT_WAIT_MS = 60_000;
+
+async function isMounted(mountpoint: string): Promise<boolean> {
+  const table = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  return table.split("\n").some((l) => l.split(" ")[4] === mountpoint);
 }
 
 export function registerUnmount(program: Command): void {
