@@ -31,7 +31,22 @@ export function registerMount(program: Command): void {
     let id = o.id;
     // Only a migration planned by this very command is removed again when it fails.
     let planned: { cacheDir?: string } | undefined;
-    if (!id) {
+    if (id) {
+      // A planned migration is served with the settings it was planned with (its manifest);
+      // an option given here would be silently ignored, so it is refused instead.
+      const given = cmd.options
+        .map((opt) => opt.attributeName())
+        .filter((name) => !["id", "background"].includes(name))
+        .filter((name) => cmd.getOptionValueSource(name) === "cli");
+      if (given.length > 0) {
+        const flags = given.map(
+          (name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+        );
+        throw new UserError(
+          `mount --id ${id} serves the migration with the settings it was planned with; ${flags.join(", ")} cannot be changed here`,
+        );
+      }
+    } else {
       if (!o.images || !o.origin) {
         throw new UserError("mount needs --images DIR and --origin DEST (as for ssh), or --id ID");
       }
