@@ -11,6 +11,7 @@ import { registerDemo } from "./commands/demo.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMount } from "./commands/mount.js";
+import { registerOrigin } from "./commands/origin.js";
 import { registerRestore } from "./commands/restore.js";
 import { registerRewrite } from "./commands/rewrite.js";
 import { registerStatus } from "./commands/status.js";
@@ -30,6 +31,7 @@ registerRewrite(program);
 registerRestore(program);
 registerMigrate(program);
 registerStatus(program);
+registerOrigin(program);
 registerUnmount(program);
 registerDemo(program);
 

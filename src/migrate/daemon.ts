@@ -12,18 +12,21 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs } from "../lazy/index.js";
-import type { Origin, SftpOrigin } from "../origin/index.js";
+import type { LinkState, LinkStatus, Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
+import { removeSnapshots } from "./dump-session.js";
 import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { bindsOfOthers, removeMountPoints } from "./namespace.js";
+import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
 import { migrationPaths } from "./state.js";
 
 const log = logger("daemon");
 
-export type OriginState = "connected" | "unreachable" | "released";
+/** `connecting`/`idle`: not connected yet, nothing lost; see LinkStatus for the details. */
+export type OriginState = LinkState | "released" | "connecting";
 
 export interface DaemonStatus {
   id: string;
@@ -39,6 +42,8 @@ export interface DaemonStatus {
   dirs: EngineStatus["dirs"];
   total: EngineStatus["total"];
   prefetch: EngineStatus["prefetch"] & { rateBytesPerSec: number; etaMs: number | null };
+  /** The connection to the origin (state, address, reconnect attempts); null once released. */
+  originLink: LinkStatus | null;
   firstFetchAtMs: number | null;
   independentAtMs: number | null;
   /** When the connection to the origin was closed after independence (its goodbye sent). */
@@ -56,9 +61,9 @@ function watchOrigin(origin: Origin, onRead: () => void): Origin {
   return new Proxy(origin, {
     get(target, prop, receiver) {
       if (prop === "read") {
-        return (path: string, offset: number, length: number) => {
+        return (...args: Parameters<Origin["read"]>) => {
           onRead();
-          return target.read(path, offset, length);
+          return target.read(...args);
         };
       }
       const v = Reflect.get(target, prop, receiver);
@@ -151,6 +156,7 @@ class Daemon {
         gid: f.gid,
         policy: f.policy,
         ...(f.policy === "local" ? { localPath: f.targetPath } : {}),
+        ...checkpointIdentity(f),
       });
     }
   }
@@ -173,7 +179,7 @@ class Daemon {
 
   private async doServe(): Promise<Serving> {
     const manifest = await readManifest(this.paths.manifest);
-    const sftp = openOrigin(manifest.origin, manifest.ssh);
+    const sftp = openOrigin(manifest.origin, manifest.ssh, outagePolicy(manifest));
     const origin = watchOrigin(sftp, () => {
       this.firstFetchAtMs ??= Date.now();
     });
@@ -246,6 +252,7 @@ class Daemon {
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,
     });
+    await removeSnapshots(s.sftp, s.manifest.snapshotDirs ?? []);
     await s.sftp.close().catch(() => {});
     this.releasedAtMs = Date.now();
   }
@@ -254,16 +261,9 @@ class Daemon {
     if (!this.serving) throw new UserError(`migration ${this.id} is still starting`);
     const { manifest, engine, sftp } = await this.serving;
     const st = engine.status();
-    if (this.originState !== "released") {
-      const probe = await Promise.race([
-        sftp.stat("/").then(
-          () => "connected" as const,
-          () => "unreachable" as const,
-        ),
-        new Promise<"unreachable">((r) => setTimeout(() => r("unreachable"), 2000).unref()),
-      ]);
-      if ((this.originState as OriginState) !== "released") this.originState = probe;
-    }
+    // Never asks the origin: the connection's state is known here.
+    const link = this.originState === "released" ? null : sftp.linkStatus();
+    if (link) this.originState = link.state === "idle" ? "connecting" : link.state;
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
     const rate =
@@ -291,6 +291,7 @@ class Daemon {
             ? Math.round((st.total.bytesOnOrigin / rate) * 1000)
             : null,
       },
+      originLink: link,
       firstFetchAtMs: this.firstFetchAtMs,
       independentAtMs: this.independentAtMs,
       releasedAtMs: this.releasedAtMs,
@@ -298,7 +299,7 @@ class Daemon {
     };
   }
 
-  shutdown(reason: string): Promise<void> {
+  shutdown(reason: string, ended = false): Promise<void> {
     this.stopping ??= (async () => {
       log.info("stopping", { id: this.id, reason });
       clearInterval(this.sampler);
@@ -317,6 +318,13 @@ class Daemon {
       await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
+      // The migration ends: its snapshots on the origin go (a restarted daemon keeps them).
+      if (ended && this.originState !== "released") {
+        await Promise.race([
+          removeSnapshots(s.sftp, latest.snapshotDirs ?? []),
+          new Promise((r) => setTimeout(r, 5000).unref()),
+        ]);
+      }
       await s.sftp.close().catch(() => {});
     })();
     return this.stopping;
@@ -337,7 +345,8 @@ class Daemon {
     }
     // Reply first; the shutdown happens right after.
     setImmediate(
-      () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
+      () =>
+        void this.shutdown(force ? "forced unmount" : "unmount", true).then(() => process.exit(0)),
     );
     return { unmounted: manifest.mountpoint, holders: holders.length, daemonPid: process.pid };
   }
@@ -350,6 +359,16 @@ class Daemon {
         return { mountpoint: s.manifest.mountpoint };
       }
       if (req.op === "unmount") return this.unmount(req.force);
+      if (req.op === "origin") {
+        const s = await this.serve();
+        return moveOrigin(
+          this.paths.manifest,
+          s,
+          req.url,
+          req.acceptHostKey,
+          () => this.originState === "released",
+        );
+      }
       throw new UserError(`unknown control request ${JSON.stringify(req)}`);
     });
     for (const sig of ["SIGINT", "SIGTERM"] as const) {

@@ -5,6 +5,7 @@
 
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export { parseSnapshotMode, type SnapshotMode } from "./dump-session.js";
 export { findHolders, type Holder } from "./holders.js";
 export {
   type Manifest,
@@ -21,6 +22,7 @@ export {
 } from "./migrate.js";
 export {
   parseBlockSize,
+  parseDuration,
   parsePrefetch,
   parseRate,
   parseScrub,

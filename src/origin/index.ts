@@ -8,8 +8,17 @@
  *   new LocalOrigin(root = "/")               // same machine; root stands for the origin's "/"
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
+
+export {
+  EXACT_STAT_FORMAT,
+  exactStatScript,
+  type FileIdentity,
+  identityDiffers,
+  parseExactStat,
+} from "./exact-stat.js";
 export { checkKnownHosts, fingerprint, hostPortName } from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
+export type { LinkState, LinkStatus, OutagePolicy } from "./reconnect.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
 export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";
 export {
@@ -17,5 +26,6 @@ export {
   type Origin,
   type OriginDirEntry,
   type OriginStat,
+  type ReadCheck,
   type ReadPartCallback,
 } from "./types.js";

@@ -7,7 +7,14 @@
  * - A range read is split into requests of at most the server's read limit, all in flight at
  *   once on the same channel; file handles are kept open per path.
  * - Every request has a timeout; a dropped connection is re-established with exponential
- *   backoff and the request retried. Failures are `UserError`s naming host and path.
+ *   backoff and the request retried (see reconnect.ts: hard, soft or bounded retries).
+ *   Failures are `UserError`s naming host and path.
+ * - A read may carry a check (ReadCheck): the handle's attributes are fetched right behind
+ *   the data (fstat, pipelined) and, when the file is opened on a connection, its exact
+ *   identity (`stat`: inode, ctime, ns times) in a shell command; data is handed over only
+ *   once the check passed.
+ * - `retarget` moves the origin to another address: same host key (known for the old one),
+ *   or one explicitly accepted.
  */
 import { readFile, stat } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -15,6 +22,7 @@ import { join } from "node:path";
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { exactStatScript, parseExactStat } from "./exact-stat.js";
 import {
   appendKnownHost,
   checkKnownHosts,
@@ -23,7 +31,8 @@ import {
   keyType,
   readKnownHosts,
 } from "./knownhosts.js";
-import type { Origin, OriginDirEntry, OriginStat, ReadPartCallback } from "./types.js";
+import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
+import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "./types.js";
 
 const log = logger("origin/sftp");
 
@@ -47,6 +56,8 @@ export interface SftpOriginOptions {
   backoffMs?: number;
   /** Size of one SFTP read request (all of a range's requests are in flight at once). */
   readChunkBytes?: number;
+  /** What a request does while the origin is unreachable; default bounded `maxRetries`. */
+  outage?: OutagePolicy;
 }
 
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
@@ -61,10 +72,17 @@ interface Connection {
   sftp: SFTPWrapper;
   readHandles: Map<string, Promise<Buffer>>;
   writeHandles: Map<string, Promise<Buffer>>;
+  /** Paths whose open handle was checked against their exact identity. */
+  verified: Map<string, Promise<void>>;
+  /** The host key this connection was accepted with. */
+  hostKey?: Buffer;
   closed: boolean;
 }
 
 class FatalError extends UserError {}
+
+/** A check refused the data: not an outage, never retried. */
+class CheckFailed extends Error {}
 
 function toStat(s: Stats): OriginStat {
   return {
@@ -95,11 +113,13 @@ function cb<T>(resolve: (v: T) => void, reject: (e: unknown) => void) {
 }
 
 export class SftpOrigin implements Origin {
-  readonly name: string;
   readonly mtimePrecisionMs = 1000;
-  private readonly opts: Required<Omit<SftpOriginOptions, "identityFile" | "agent">> &
+  private readonly opts: Required<Omit<SftpOriginOptions, "identityFile" | "agent" | "outage">> &
     Pick<SftpOriginOptions, "identityFile" | "agent">;
-  private conn?: Promise<Connection>;
+  private readonly outage: OutagePolicy;
+  private readonly keeper: Reconnector<Connection>;
+  /** The host key of the last connection (what "the same host" means for `retarget`). */
+  private lastHostKey?: Buffer;
   private closing = false;
 
   constructor(options: SftpOriginOptions) {
@@ -115,29 +135,86 @@ export class SftpOrigin implements Origin {
       agent: process.env.SSH_AUTH_SOCK,
       ...options,
     };
-    this.name = `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
+    this.outage = options.outage ?? { mode: "retries", maxRetries: this.opts.maxRetries };
+    this.keeper = new Reconnector(
+      () => this.openConnection(),
+      {
+        backoffMs: this.opts.backoffMs,
+        maxBackoffMs: 10_000,
+        persistent: this.outage.mode !== "retries",
+        unreachableAfterMs:
+          this.outage.mode === "soft" ? this.outage.timeoutMs : this.opts.timeoutMs,
+        isFatal: (err) => err instanceof FatalError,
+      },
+      this.addressName(this.opts.host, this.opts.port),
+    );
+  }
+
+  private addressName(host: string, port: number): string {
+    return `${this.opts.username}@${host}:${port}`;
+  }
+
+  get name(): string {
+    return this.keeper.address;
+  }
+
+  /** The connection's state, known without asking the origin. */
+  linkStatus(): LinkStatus {
+    return this.keeper.status();
   }
 
   /** Opens the connection now (otherwise the first request does); surfaces auth/host-key errors. */
   async connect(): Promise<void> {
-    await this.connection();
+    await this.keeper.get(Number.POSITIVE_INFINITY, 0);
   }
 
-  private connection(): Promise<Connection> {
-    if (this.closing) return Promise.reject(new UserError(`${this.name}: origin is closed`));
-    if (!this.conn) {
-      const p = this.openConnection();
-      this.conn = p;
-      p.catch(() => {
-        if (this.conn === p) this.conn = undefined;
-      });
+  /**
+   * Reaches the origin at `host:port` from now on. Its host key must be the origin's (the key
+   * of the last connection, or one known_hosts lists for the current address), listed for the
+   * new address, or `acceptFingerprint` (`SHA256:...`); it is then recorded in known_hosts for
+   * the new address. Resolves once connected there; requests waiting go on there.
+   */
+  async retarget(host: string, port: number, acceptFingerprint?: string): Promise<void> {
+    if (this.closing) throw new UserError(`${this.name}: origin is closed`);
+    const knownText = await readKnownHosts(this.opts.knownHostsFile);
+    const old = { host: this.opts.host, port: this.opts.port };
+    const lastKey = this.lastHostKey;
+    const trust = (key: Buffer): HostKeyVerdict | "accepted" => {
+      const forNew = checkKnownHosts(knownText, host, port, key);
+      if (forNew === "known") return "known";
+      if (forNew === "revoked") return "revoked";
+      if (lastKey?.equals(key)) return "accepted";
+      if (checkKnownHosts(knownText, old.host, old.port, key) === "known") return "accepted";
+      if (acceptFingerprint && fingerprint(key) === acceptFingerprint) return "accepted";
+      return forNew;
+    };
+    const conn = await this.openConnection({ host, port, trust, record: true });
+    this.opts.host = host;
+    this.opts.port = port;
+    const previous = this.keeper.retarget(
+      () => this.openConnection(),
+      this.addressName(host, port),
+      conn,
+    );
+    if (previous && !previous.closed) {
+      previous.closed = true;
+      previous.client.end();
     }
-    return this.conn;
+    log.info("origin moved", { from: `${old.host}:${old.port}`, to: this.name });
   }
 
-  private async openConnection(): Promise<Connection> {
-    const { host, port, knownHostsFile } = this.opts;
+  private async openConnection(
+    target: {
+      host: string;
+      port: number;
+      trust?: (key: Buffer) => HostKeyVerdict | "accepted";
+      record?: boolean;
+    } = { host: this.opts.host, port: this.opts.port },
+  ): Promise<Connection> {
+    const { host, port } = target;
+    const { knownHostsFile } = this.opts;
     const knownText = await readKnownHosts(knownHostsFile);
+    const name = this.addressName(host, port);
     const config: ConnectConfig = {
       host,
       port,
@@ -154,20 +231,26 @@ export class SftpOrigin implements Origin {
         config.privateKey = await readFile(this.opts.identityFile);
       } catch (err) {
         throw new FatalError(
-          `${this.name}: cannot read identity file ${this.opts.identityFile}: ${errorMessage(err)}`,
+          `${name}: cannot read identity file ${this.opts.identityFile}: ${errorMessage(err)}`,
         );
       }
     }
     if (this.opts.agent) config.agent = this.opts.agent;
     if (!config.privateKey && !config.agent) {
-      throw new FatalError(`${this.name}: no identity file given and no ssh-agent (SSH_AUTH_SOCK)`);
+      throw new FatalError(`${name}: no identity file given and no ssh-agent (SSH_AUTH_SOCK)`);
     }
     let verdict: HostKeyVerdict | undefined;
     let newKey: Buffer | undefined;
     let seenKey: Buffer | undefined;
     config.hostVerifier = (key: Buffer) => {
       seenKey = key;
-      verdict = checkKnownHosts(knownText, host, port, key);
+      const v = target.trust ? target.trust(key) : checkKnownHosts(knownText, host, port, key);
+      if (v === "accepted") {
+        verdict = "known";
+        if (target.record) newKey = key;
+        return true;
+      }
+      verdict = v;
       if (verdict === "unknown" && this.opts.acceptNewHostKey) {
         newKey = key;
         return true;
@@ -182,7 +265,7 @@ export class SftpOrigin implements Origin {
         client.sftp((err, sftp) => {
           if (err) {
             client.end();
-            reject(new UserError(`${this.name}: SFTP subsystem refused: ${err.message}`));
+            reject(new UserError(`${name}: SFTP subsystem refused: ${err.message}`));
             return;
           }
           resolve({
@@ -190,6 +273,8 @@ export class SftpOrigin implements Origin {
             sftp,
             readHandles: new Map(),
             writeHandles: new Map(),
+            verified: new Map(),
+            ...(seenKey ? { hostKey: seenKey } : {}),
             closed: false,
           });
         });
@@ -199,35 +284,34 @@ export class SftpOrigin implements Origin {
           const fp = fingerprint(seenKey);
           const why =
             verdict === "unknown"
-              ? `unknown host key ${keyType(seenKey)} ${fp}, not in ${knownHostsFile} (accept it explicitly to trust it)`
+              ? target.trust
+                ? `host key ${keyType(seenKey)} ${fp} is not the origin's (not known for ${this.opts.host}:${this.opts.port} nor ${host}:${port} in ${knownHostsFile}); accept it explicitly (--accept-host-key ${fp}) to trust it`
+                : `unknown host key ${keyType(seenKey)} ${fp}, not in ${knownHostsFile} (accept it explicitly to trust it)`
               : verdict === "revoked"
                 ? `host key ${fp} is revoked in ${knownHostsFile}`
                 : `HOST KEY CHANGED: ${keyType(seenKey)} ${fp} does not match ${knownHostsFile}; refusing (possible man-in-the-middle)`;
-          reject(new FatalError(`${this.name}: ${why}`));
+          reject(new FatalError(`${name}: ${why}`));
         } else if (err.level === "client-authentication") {
-          reject(new FatalError(`${this.name}: authentication failed (${err.message})`));
+          reject(new FatalError(`${name}: authentication failed (${err.message})`));
         } else {
-          reject(new UserError(`${this.name}: cannot connect: ${err.message}`, { cause: err }));
+          reject(new UserError(`${name}: cannot connect: ${err.message}`, { cause: err }));
         }
       });
       client.connect(config);
     });
     if (newKey) {
       await appendKnownHost(knownHostsFile, host, port, newKey);
-      log.warn("accepted new host key", { host: this.name, fingerprint: fingerprint(newKey) });
+      log.warn("accepted new host key", { host: name, fingerprint: fingerprint(newKey) });
     }
-    const drop = () => {
+    if (seenKey) this.lastHostKey = seenKey;
+    const drop = (err?: unknown) => {
       conn.closed = true;
-      if (this.conn && !this.closing) {
-        this.conn.then((c) => {
-          if (c === conn) this.conn = undefined;
-        });
-      }
+      this.keeper.lost(conn, err ?? new Error("connection closed"));
     };
-    client.on("close", drop);
+    client.on("close", () => drop());
     client.on("error", (err) => {
-      log.warn("connection error", { host: this.name, error: err.message });
-      drop();
+      log.warn("connection error", { host: name, error: err.message });
+      drop(err);
     });
     return conn;
   }
@@ -238,13 +322,19 @@ export class SftpOrigin implements Origin {
     fn: (c: Connection) => Promise<T>,
     timeoutMs = this.opts.timeoutMs,
   ): Promise<T> {
+    const policy = this.outage;
+    const deadline =
+      policy.mode === "soft" ? Date.now() + policy.timeoutMs : Number.POSITIVE_INFINITY;
+    const maxFailures = policy.mode === "retries" ? policy.maxRetries : Number.POSITIVE_INFINITY;
     let delay = this.opts.backoffMs;
     for (let attempt = 0; ; attempt++) {
       let conn: Connection | undefined;
       try {
-        conn = await this.connection();
-        return await this.withTimeout(what, conn, fn(conn), timeoutMs);
+        conn = await this.keeper.get(deadline, maxFailures - attempt);
+        const left = Math.max(1, Math.min(timeoutMs, deadline - Date.now()));
+        return await this.withTimeout(what, conn, fn(conn), left);
       } catch (err) {
+        if (err instanceof CheckFailed) throw err.cause;
         if (err instanceof FatalError || this.closing) throw err;
         if (isSftpStatus(err)) {
           const code = (err as { code: number }).code;
@@ -252,19 +342,29 @@ export class SftpOrigin implements Origin {
             cause: err,
           });
         }
-        if (attempt >= this.opts.maxRetries) {
+        if (Date.now() >= deadline) {
+          throw new UserError(
+            `${this.name}: ${what}: origin unreachable for ${policy.mode === "soft" ? policy.timeoutMs : 0} ms (${errorMessage(err)})`,
+            { cause: err },
+          );
+        }
+        if (!conn || attempt >= maxFailures) {
           throw err instanceof UserError
             ? err
             : new UserError(`${this.name}: ${what}: ${errorMessage(err)}`, { cause: err });
         }
-        log.info("request failed; reconnecting", { host: this.name, what, attempt, delay });
-        if (conn && !conn.closed) {
+        log.info("request failed; reconnecting", { host: this.name, what, attempt });
+        if (!conn.closed) {
           conn.closed = true;
           conn.client.end();
-          if (this.conn) this.conn = undefined;
         }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 10_000);
+        this.keeper.lost(conn, err);
+        // The keeper backs off between connection attempts; this spaces out requests that
+        // fail on a connection that was made.
+        if (attempt > 0) {
+          await new Promise((r) => setTimeout(r, Math.min(delay, deadline - Date.now())));
+          delay = Math.min(delay * 2, 10_000);
+        }
       }
     }
   }
@@ -326,25 +426,79 @@ export class SftpOrigin implements Origin {
     );
   }
 
-  read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer> {
+  /**
+   * Checks a handle just opened on `c` against the file's exact identity (one `stat` in a
+   * shell, after the open: a path replaced in between shows as a different inode).
+   */
+  private verifyHandle(c: Connection, path: string, check: ReadCheck): Promise<void> {
+    let v = c.verified.get(path);
+    if (!v) {
+      v = (async () => {
+        const r = await this.execOn(c, exactStatScript([path]), this.opts.timeoutMs);
+        const st = parseExactStat(r.stdout.split("\n")[0]);
+        if (!st) {
+          const gone = new UserError(`${this.name}: stat ${path}: no such file`, {
+            cause: { code: 2 },
+          });
+          throw new CheckFailed("gone", { cause: gone });
+        }
+        try {
+          check(st);
+        } catch (err) {
+          throw new CheckFailed("check", { cause: err });
+        }
+      })();
+      c.verified.set(path, v);
+      v.catch(() => c.verified.delete(path));
+    }
+    return v;
+  }
+
+  read(
+    path: string,
+    offset: number,
+    length: number,
+    onPart?: ReadPartCallback,
+    check?: ReadCheck,
+  ): Promise<Buffer> {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
+      if (check) await this.verifyHandle(c, path, check);
       const out = Buffer.allocUnsafe(length);
       const chunk = this.opts.readChunkBytes;
       const parts: Promise<number>[] = [];
+      // With a check, pieces are handed over only once it passed.
+      const held: [number, number][] = [];
       for (let pos = 0; pos < length; pos += chunk) {
         const len = Math.min(chunk, length - pos);
         parts.push(
           new Promise<number>((res, rej) =>
             c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) => {
               if (err) return rej(err);
-              if (nb === len) onPart?.(pos, nb, out);
+              if (nb === len) {
+                if (check) held.push([pos, nb]);
+                else onPart?.(pos, nb, out);
+              }
               res(nb);
             }),
           ),
         );
       }
+      // Behind the reads on the same channel: the server answers it after serving them.
+      const attrs = check
+        ? new Promise<Stats>((res, rej) => c.sftp.fstat(handle, cb(res, rej)))
+        : undefined;
+      attrs?.catch(() => {});
       const got = await Promise.all(parts);
+      if (check && attrs) {
+        const st = toStat(await attrs);
+        try {
+          check(st);
+        } catch (err) {
+          throw new CheckFailed("check", { cause: err });
+        }
+        for (const [pos, nb] of held) onPart?.(pos, nb, out);
+      }
       let total = 0;
       for (let i = 0; i < got.length; i++) {
         total += got[i]!;
@@ -437,7 +591,15 @@ export class SftpOrigin implements Origin {
     } = {},
   ): Promise<{ code: number; stdout: string; stderr: string }> {
     const conn = await this.request("connect", async (c) => c);
-    const timeoutMs = opts.timeoutMs ?? 600_000;
+    return this.execOn(conn, command, opts.timeoutMs ?? 600_000, opts.onChannel);
+  }
+
+  private execOn(
+    conn: Connection,
+    command: string,
+    timeoutMs: number,
+    onChannel?: (channel: ClientChannel) => void,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
     const what = `exec ${command.split("\n")[0]!.slice(0, 60)}`;
     return new Promise((resolve, reject) => {
       let stdout = "";
@@ -454,7 +616,7 @@ export class SftpOrigin implements Origin {
         stream.on("data", (d: Buffer) => {
           stdout += d.toString();
         });
-        opts.onChannel?.(stream);
+        onChannel?.(stream);
         stream.stderr.on("data", (d: Buffer) => {
           stderr += d.toString();
         });
@@ -474,11 +636,9 @@ export class SftpOrigin implements Origin {
 
   async close(): Promise<void> {
     this.closing = true;
-    const p = this.conn;
-    this.conn = undefined;
-    if (!p) return;
+    const c = this.keeper.close();
+    if (!c) return;
     try {
-      const c = await p;
       c.closed = true;
       // Resolve once the server has closed its side too (bounded: a dead link never answers).
       const closed = new Promise<void>((resolve) => {
