@@ -190,11 +190,14 @@ describe("origin integrity", { concurrency: false }, () => {
         assert.equal(st.total.refusedFiles, 0);
         await lazyfs.stop(m);
         stopped = true;
-        const left = await pair.a.exec("sh", [
-          "-c",
-          `ls -A ${fs}/.lazyfs-snapshots 2>/dev/null; true`,
-        ]);
-        assert.equal(left.stdout.trim(), "", "no clone left once the migration ended");
+        // (unmount returns before the daemon has finished: wait for it)
+        await waitFor("no clone left once the migration ended", async () => {
+          const left = await pair.a.exec("sh", [
+            "-c",
+            `ls -A ${fs}/.lazyfs-snapshots 2>/dev/null; true`,
+          ]);
+          return left.stdout.trim() === "" ? true : undefined;
+        });
       } finally {
         if (!stopped) await lazyfs.stop(m);
       }
