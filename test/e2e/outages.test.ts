@@ -1,0 +1,297 @@
+/**
+ * Outages, NFS-like: by default (hard) a read waits for an unreachable origin and goes on
+ * when it is back; with `--origin-timeout` (soft) it fails with EIO after that long and later
+ * reads work again once the origin is back; `status` answers throughout; `lazyfs origin ID
+ * URL` moves a live migration to the origin's new address and the waiting read goes on.
+ *
+ * Figures (status answer times, time to EIO) are printed as `figure: ...` lines; nothing here
+ * asserts a time.
+ */
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { after, before, describe, test } from "node:test";
+import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
+import { callControl, type DaemonStatus } from "../../src/migrate/index.js";
+import {
+  errorLines,
+  type LazyfsOnB,
+  linesIn,
+  sleep,
+  startHosts,
+  stopHosts,
+  waitFor,
+} from "./helpers.js";
+import {
+  blockOrigin,
+  chunks,
+  MiB,
+  originFile,
+  READER,
+  results,
+  sha256,
+  stageDone,
+} from "./origin-helpers.js";
+
+let pair: HostPair;
+let lazyfs: LazyfsOnB;
+const EIO = 5;
+
+async function startReader(out: string, stages: unknown, files: string[]) {
+  const wl = await pair.a.startWorkload(
+    "python3",
+    ["-u", "-c", READER, JSON.stringify(stages), ...files],
+    { stdout: out },
+  );
+  await waitFor("the reader on A", async () =>
+    (await linesIn(pair.a, out)).includes("ready") ? true : undefined,
+  );
+  return wl;
+}
+
+const go = (pid: number) => pair.b.exec("kill", ["-USR1", String(pid)]);
+
+/** The daemon's answer to a status request over its control socket, and how long it took. */
+async function timedStatus(id: string): Promise<{ ms: number; st: DaemonStatus }> {
+  const socket = `${lazyfs.stateDir}/${id}/control.sock`;
+  const t0 = performance.now();
+  // The state directory is on the root file system, visible here as on host b.
+  const st = (await callControl(socket, { op: "status" }, 10_000)) as DaemonStatus;
+  return { ms: performance.now() - t0, st };
+}
+
+/** `lazyfs status --json` (the whole CLI, Node start included), timed. */
+async function timedCliStatus(id: string): Promise<number> {
+  const t0 = performance.now();
+  await lazyfs.status(id);
+  return performance.now() - t0;
+}
+
+const figures: Record<string, unknown> = {};
+
+describe("origin outages", { concurrency: false }, () => {
+  before(async () => {
+    ({ pair, lazyfs } = await startHosts());
+  });
+  after(async () => {
+    process.stdout.write(`figure: ${JSON.stringify(figures)}\n`);
+    await writeFile(
+      `/tmp/lazyfs-outage-figures-${process.pid}.json`,
+      JSON.stringify(figures),
+    ).catch(() => {});
+    await stopHosts({ pair, lazyfs });
+  });
+
+  test("hard (default): a read waits while the origin is cut off and goes on, exact, when it is back; status answers throughout", async () => {
+    const dir = `${DATA_DIR}/outage-hard`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const size = 16 * MiB;
+    const file = `${dir}/data.bin`;
+    const data = await originFile(pair.a, file, size);
+    const out = `${dir}/out.txt`;
+    const wl = await startReader(out, [chunks(0, size, 4 * MiB)], [file]);
+    const m = await lazyfs.migrate(wl.pid, ["--ssh-timeout", "3000"]);
+    const onB = `${m.mountpoint}${out}`;
+    try {
+      // The output file is served too: fetch what it holds now, so the test can read it
+      // (locally) while the origin is away.
+      await results(pair.b, onB);
+      const restore = await blockOrigin(pair, { cut: true });
+      let restored = false;
+      try {
+        await go(m.pid);
+        const times: number[] = [];
+        const cli: number[] = [];
+        const seen = new Set<string>();
+        const lost = await waitFor(
+          "status to show the origin lost",
+          async () => {
+            const { ms, st } = await timedStatus(m.id);
+            times.push(ms);
+            seen.add(st.originState);
+            return st.originState === "reconnecting" || st.originState === "unreachable"
+              ? st
+              : undefined;
+          },
+          60_000,
+        );
+        assert.ok(lost.originLink, "the link's details");
+        // Still waiting (hard): the stage has not finished while the origin is away.
+        for (let i = 0; i < 10; i++) {
+          const { ms, st } = await timedStatus(m.id);
+          times.push(ms);
+          seen.add(st.originState);
+          cli.push(await timedCliStatus(m.id));
+          await sleep(500);
+        }
+        const table = (await lazyfs.run(["status", m.id])).stdout;
+        assert.match(table, /(reconnecting|unreachable).*\(attempt \d+/);
+        const doneYet = (await results(pair.b, onB)).some((r) => r.done);
+        assert.equal(doneYet, false, "the read waits while the origin is away");
+        figures.hardStatusMs = {
+          control: { max: Math.max(...times), n: times.length },
+          cli: { max: Math.max(...cli), n: cli.length },
+          states: [...seen],
+        };
+        await restore();
+        restored = true;
+        const reads = await stageDone(pair.b, onB, 0, 180_000);
+        for (const r of reads) {
+          assert.equal(r.errno, undefined, `read @${r.offset}: errno ${r.errno}`);
+          assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
+        }
+        const st = await lazyfs.status(m.id);
+        assert.ok(["connected", "released"].includes(st.originState), st.originState);
+      } finally {
+        if (!restored) await restore();
+      }
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("soft (--origin-timeout 5s): EIO while the origin is away, later reads work once it is back", async () => {
+    const dir = `${DATA_DIR}/outage-soft`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const size = 8 * MiB;
+    const file = `${dir}/data.bin`;
+    const data = await originFile(pair.a, file, size);
+    const out = `${dir}/out.txt`;
+    const stage = [[0, 0, MiB] as [number, number, number]];
+    const wl = await startReader(out, [stage, chunks(0, size, 2 * MiB)], [file]);
+    const m = await lazyfs.migrate(wl.pid, ["--origin-timeout", "5s", "--ssh-timeout", "3000"]);
+    const onB = `${m.mountpoint}${out}`;
+    try {
+      // The output file is served too: fetch what it holds now, so the test can read it
+      // (locally) while the origin is away.
+      await results(pair.b, onB);
+      const restore = await blockOrigin(pair, { cut: true });
+      let restored = false;
+      try {
+        await go(m.pid);
+        const times: number[] = [];
+        const first = await waitFor(
+          "the read to fail",
+          async () => {
+            times.push((await timedStatus(m.id)).ms);
+            const r = await results(pair.b, onB);
+            return r.some((x) => x.done) ? r : undefined;
+          },
+          60_000,
+        );
+        const read = first.find((r) => !r.done)!;
+        assert.equal(read.errno, EIO, `EIO while the origin is away: ${JSON.stringify(read)}`);
+        figures.softEioAfterS = read.secs;
+        figures.softStatusMs = { max: Math.max(...times), n: times.length };
+        await restore();
+        restored = true;
+        await go(m.pid);
+        const reads = await stageDone(pair.b, onB, 1, 180_000);
+        for (const r of reads) {
+          assert.equal(r.errno, undefined, `read @${r.offset} after the origin came back`);
+          assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
+        }
+      } finally {
+        if (!restored) await restore();
+      }
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("lazyfs origin ID URL: moves a live migration to the origin's new address; a foreign host key needs --accept-host-key", async () => {
+    const dir = `${DATA_DIR}/outage-move`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const size = 8 * MiB;
+    const file = `${dir}/data.bin`;
+    const data = await originFile(pair.a, file, size);
+    const out = `${dir}/out.txt`;
+    const wl = await startReader(out, [chunks(0, size, 2 * MiB)], [file]);
+    const m = await lazyfs.migrate(wl.pid, ["--ssh-timeout", "3000"]);
+    const onB = `${m.mountpoint}${out}`;
+    // The origin's sshd on a second port with the same host key and client key; a third one
+    // with a host key of its own.
+    const conf = await sshdConfigOf(m.id);
+    const same = await extraSshd(conf, 2222, false);
+    const other = await extraSshd(conf, 2223, true);
+    const unblock = await blockOrigin(pair, { port: 22 });
+    try {
+      await go(m.pid);
+      const refused = await lazyfs.run(["origin", m.id, `ssh://root@${pair.a.address}:2223`], true);
+      assert.notEqual(refused.code, 0);
+      const lines = errorLines(refused.stderr);
+      assert.equal(lines.length, 1, refused.stderr);
+      assert.match(lines[0]!, /^lazyfs: .*not the origin's.*--accept-host-key SHA256:/);
+      const moved = await lazyfs.run(["origin", m.id, `ssh://root@${pair.a.address}:2222`]);
+      assert.match(moved.stdout, /origin is now ssh:\/\/root@.*:2222 \(connected\)/);
+      const reads = await stageDone(pair.b, onB, 0, 120_000);
+      for (const r of reads) {
+        assert.equal(r.errno, undefined, `read @${r.offset}`);
+        assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
+      }
+      const st = await lazyfs.status(m.id);
+      assert.equal(st.origin, `ssh://root@${pair.a.address}:2222`);
+      // A foreign key accepted explicitly; recorded for a restarted daemon.
+      const fp = /--accept-host-key (SHA256:\S+?)\)?$/.exec(lines[0]!)?.[1];
+      assert.ok(fp, lines[0]);
+      const accepted = await lazyfs.run([
+        "origin",
+        m.id,
+        `ssh://root@${pair.a.address}:2223`,
+        "--accept-host-key",
+        fp,
+        "--json",
+      ]);
+      const r = JSON.parse(accepted.stdout) as { origin: string; link: { state: string } };
+      assert.equal(r.origin, `ssh://root@${pair.a.address}:2223`);
+      const manifest = JSON.parse(
+        await pair.b.readFile(`${lazyfs.stateDir}/${m.id}/manifest.json`),
+      ) as { origin: string };
+      assert.equal(manifest.origin, r.origin, "persisted for a restarted daemon");
+    } finally {
+      await unblock();
+      same.kill("SIGKILL");
+      other.kill("SIGKILL");
+      await lazyfs.stop(m);
+    }
+  });
+});
+
+/** The sshd_config of the origin's sshd (the one the migration reached). */
+async function sshdConfigOf(id: string): Promise<string> {
+  const manifest = JSON.parse(await pair.b.readFile(`${lazyfs.stateDir}/${id}/manifest.json`)) as {
+    ssh: { identityFile: string };
+  };
+  return `${manifest.ssh.identityFile.replace(/\/[^/]+$/, "")}/sshd_config`;
+}
+
+/** Another sshd on host a at `port`: the origin's own config, or with a new host key. */
+async function extraSshd(config: string, port: number, newHostKey: boolean) {
+  const dir = config.replace(/\/[^/]+$/, "");
+  const conf = `${dir}/sshd_config.${port}`;
+  let text = (await pair.a.readFile(config))
+    .replace(/^Port .*$/m, `Port ${port}`)
+    .replace(/^PidFile .*$/m, `PidFile ${dir}/sshd.${port}.pid`);
+  if (newHostKey) {
+    const key = `${dir}/host_key_${port}`;
+    await pair.a.exec("sh", [
+      "-c",
+      `rm -f ${key} ${key}.pub; ssh-keygen -q -t ed25519 -N '' -f ${key}`,
+    ]);
+    text = text.replace(/^HostKey .*$/m, `HostKey ${key}`);
+  }
+  await pair.a.writeFile(conf, text);
+  const child = pair.a.spawn("/usr/sbin/sshd", ["-D", "-e", "-f", conf]);
+  let err = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sshd on ${port}: ${err}`)), 15_000);
+    child.stderr?.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (err.includes("Server listening")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.stderr?.resume();
+  return child;
+}
