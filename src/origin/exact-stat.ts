@@ -46,12 +46,13 @@ export interface FileIdentity {
 const NS_SLACK_MS = 0.0005; // float noise of `sec.nsec * 1000`
 
 /**
- * Why `now` is not the file `expect` describes, or undefined when it is. Attributes from SFTP
- * (no ctime, no inode) compare their mtime in whole seconds; exact ones to the nanosecond.
+ * Why `now` is not the file `expect` describes, or undefined when it is. When either side
+ * comes from SFTP (no ctime, no inode: whole seconds) mtimes are compared in whole seconds;
+ * two exact ones to the nanosecond, with inode and ctime.
  */
 export function identityDiffers(expect: FileIdentity, now: OriginStat): string | undefined {
   if (now.size !== expect.size) return `size ${expect.size} -> ${now.size}`;
-  const exact = now.ctimeMs !== undefined;
+  const exact = now.ctimeMs !== undefined && expect.ctimeMs !== undefined;
   const mtimeChanged = exact
     ? Math.abs(now.mtimeMs - expect.mtimeMs) > NS_SLACK_MS
     : Math.floor(now.mtimeMs / 1000) !== Math.floor(expect.mtimeMs / 1000);
@@ -69,4 +70,48 @@ export function identityDiffers(expect: FileIdentity, now: OriginStat): string |
     return `ctime ${new Date(expect.ctimeMs).toISOString()} -> ${new Date(now.ctimeMs!).toISOString()}`;
   }
   return undefined;
+}
+
+/**
+ * Exact stats of paths asked for one at a time, run as few shell commands as possible: the
+ * paths asked while one command runs go together in the next (an SSH server allows only a
+ * few sessions per connection: 10 with OpenSSH's default MaxSessions).
+ */
+export class ExactStatBatcher {
+  private queue = new Map<
+    string,
+    { resolve(st: OriginStat | undefined): void; reject(e: unknown): void }[]
+  >();
+  private running = false;
+
+  constructor(private readonly run: (script: string) => Promise<string>) {}
+
+  stat(path: string): Promise<OriginStat | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.queue.get(path) ?? [];
+      waiting.push({ resolve, reject });
+      this.queue.set(path, waiting);
+      if (!this.running) setImmediate(() => void this.flush());
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.running || this.queue.size === 0) return;
+    this.running = true;
+    const batch = this.queue;
+    this.queue = new Map();
+    const paths = [...batch.keys()];
+    try {
+      const lines = (await this.run(exactStatScript(paths))).split("\n");
+      paths.forEach((p, i) => {
+        const st = parseExactStat(lines[i]);
+        for (const w of batch.get(p)!) w.resolve(st);
+      });
+    } catch (err) {
+      for (const ws of batch.values()) for (const w of ws) w.reject(err);
+    } finally {
+      this.running = false;
+      if (this.queue.size > 0) void this.flush();
+    }
+  }
 }

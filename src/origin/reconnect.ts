@@ -99,12 +99,15 @@ export class Reconnector<C> {
     });
   }
 
-  /** The connection `c` is gone (closed, timed out): reconnect. */
-  lost(c: C, err?: unknown): void {
+  /**
+   * The connection `c` is gone (closed, timed out): reconnect. `sinceMs`: since when it has
+   * been of no use (a request that timed out started then).
+   */
+  lost(c: C, err?: unknown, sinceMs = Date.now()): void {
     if (this.current !== c) return;
     this.current = undefined;
     this.connectedSinceMs = null;
-    this.lostSinceMs ??= Date.now();
+    this.lostSinceMs ??= sinceMs;
     if (err !== undefined) this.lastError = errorMessage(err);
     if (this.opts.persistent) this.loop();
   }
@@ -120,9 +123,19 @@ export class Reconnector<C> {
     return old;
   }
 
-  /** Try now rather than after the backoff delay. */
-  kick(): void {
-    this.wake?.();
+  /** Since when the origin has been away (null while connected or never lost). */
+  lostSince(): number | null {
+    return this.current ? null : this.lostSinceMs;
+  }
+
+  /**
+   * Not connected and waiting out a backoff delay: try now instead. True when that started
+   * a fresh attempt (a request may then wait for it).
+   */
+  kick(): boolean {
+    if (this.current || !this.wake) return false;
+    this.wake();
+    return true;
   }
 
   status(): LinkStatus {

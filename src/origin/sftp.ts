@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper, type Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { exactStatScript, parseExactStat } from "./exact-stat.js";
+import { ExactStatBatcher } from "./exact-stat.js";
 import {
   appendKnownHost,
   checkKnownHosts,
@@ -66,6 +66,8 @@ const WRITE_CHUNK = 32 * 1024;
 /** fastPut's write size and writes in flight (OpenSSH takes up to 256 KiB per message). */
 const UPLOAD_CHUNK = 128 * 1024;
 const UPLOAD_CONCURRENCY = 16;
+/** Soft mode: how long a request after a long outage waits for the fresh attempt it starts. */
+const FRESH_TRY_MS = 2000;
 
 interface Connection {
   client: Client;
@@ -74,6 +76,7 @@ interface Connection {
   writeHandles: Map<string, Promise<Buffer>>;
   /** Paths whose open handle was checked against their exact identity. */
   verified: Map<string, Promise<void>>;
+  exactStats: ExactStatBatcher;
   /** The host key this connection was accepted with. */
   hostKey?: Buffer;
   closed: boolean;
@@ -274,6 +277,10 @@ export class SftpOrigin implements Origin {
             readHandles: new Map(),
             writeHandles: new Map(),
             verified: new Map(),
+            exactStats: new ExactStatBatcher(async (script) => {
+              const r = await this.execOn(conn, script, this.opts.timeoutMs);
+              return r.stdout;
+            }),
             ...(seenKey ? { hostKey: seenKey } : {}),
             closed: false,
           });
@@ -323,14 +330,27 @@ export class SftpOrigin implements Origin {
     timeoutMs = this.opts.timeoutMs,
   ): Promise<T> {
     const policy = this.outage;
+    // Soft: the origin may be given `timeoutMs` per request, and no more than that since it
+    // went away (a request after a long outage fails at once; reconnecting goes on).
+    // A request that finds the origin away and the reconnect loop waiting tries at once, and
+    // gets a little time for that fresh attempt.
+    const lostSince = this.keeper.lostSince() ?? Number.POSITIVE_INFINITY;
+    const fresh = this.keeper.kick();
     const deadline =
-      policy.mode === "soft" ? Date.now() + policy.timeoutMs : Number.POSITIVE_INFINITY;
+      policy.mode === "soft"
+        ? Math.max(
+            Math.min(Date.now(), lostSince) + policy.timeoutMs,
+            fresh ? Date.now() + Math.min(FRESH_TRY_MS, policy.timeoutMs) : 0,
+          )
+        : Number.POSITIVE_INFINITY;
     const maxFailures = policy.mode === "retries" ? policy.maxRetries : Number.POSITIVE_INFINITY;
     let delay = this.opts.backoffMs;
     for (let attempt = 0; ; attempt++) {
       let conn: Connection | undefined;
+      let attemptStart = Date.now();
       try {
         conn = await this.keeper.get(deadline, maxFailures - attempt);
+        attemptStart = Date.now();
         const left = Math.max(1, Math.min(timeoutMs, deadline - Date.now()));
         return await this.withTimeout(what, conn, fn(conn), left);
       } catch (err) {
@@ -358,7 +378,7 @@ export class SftpOrigin implements Origin {
           conn.closed = true;
           conn.client.end();
         }
-        this.keeper.lost(conn, err);
+        this.keeper.lost(conn, err, attemptStart);
         // The keeper backs off between connection attempts; this spaces out requests that
         // fail on a connection that was made.
         if (attempt > 0) {
@@ -434,8 +454,7 @@ export class SftpOrigin implements Origin {
     let v = c.verified.get(path);
     if (!v) {
       v = (async () => {
-        const r = await this.execOn(c, exactStatScript([path]), this.opts.timeoutMs);
-        const st = parseExactStat(r.stdout.split("\n")[0]);
+        const st = await c.exactStats.stat(path);
         if (!st) {
           const gone = new UserError(`${this.name}: stat ${path}: no such file`, {
             cause: { code: 2 },
