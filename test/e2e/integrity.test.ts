@@ -8,14 +8,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
 import type { DaemonStatus } from "../../src/migrate/index.js";
-import { errorLines, type LazyfsOnB, linesIn, startHosts, stopHosts, waitFor } from "./helpers.js";
+import { errorLines, type LazyfsOnB, startHosts, stopHosts, waitFor } from "./helpers.js";
 import {
+  assertExact,
   chunks,
+  goReader,
   MiB,
-  originFile,
   overwrite,
-  READER,
   type ReadResult,
+  readerOnA,
   results,
   sha256,
   stageDone,
@@ -25,22 +26,6 @@ let pair: HostPair;
 let lazyfs: LazyfsOnB;
 
 const EIO = 5;
-
-async function startReader(out: string, stages: unknown, files: string[]) {
-  const wl = await pair.a.startWorkload(
-    "python3",
-    ["-u", "-c", READER, JSON.stringify(stages), ...files],
-    {
-      stdout: out,
-    },
-  );
-  await waitFor("the reader on A", async () =>
-    (await linesIn(pair.a, out)).includes("ready") ? true : undefined,
-  );
-  return wl;
-}
-
-const go = (pid: number) => pair.b.exec("kill", ["-USR1", String(pid)]);
 
 /** Every read of `file` got either the dump's bytes of that range or EIO; returns the EIOs. */
 function onlyOriginalOrEio(reads: ReadResult[], file: number, original: Buffer): ReadResult[] {
@@ -64,26 +49,27 @@ describe("origin integrity", { concurrency: false }, () => {
   after(() => stopHosts({ pair, lazyfs }));
 
   test("files changed before and after their first fetch are refused, never served mixed; status and log say why", async () => {
-    const dir = `${DATA_DIR}/integrity`;
-    await pair.a.exec("mkdir", ["-p", dir]);
     const size = 16 * MiB;
-    const files = [`${dir}/before.bin`, `${dir}/after.bin`];
-    const orig = [
-      await originFile(pair.a, files[0]!, size),
-      await originFile(pair.a, files[1]!, size),
-    ];
-    const out = `${dir}/out.txt`;
-    const stages = [
+    const stages: [number, number, number][][] = [
       [[1, 0, 256 * 1024]],
       [...chunks(0, size, 4 * MiB), ...chunks(1, size, 4 * MiB)],
     ];
-    const wl = await startReader(out, stages, files);
-    const m = await lazyfs.migrate(wl.pid);
-    const onB = `${m.mountpoint}${out}`;
+    const reader = await readerOnA(
+      pair,
+      { name: "integrity" },
+      [
+        { name: "before.bin", size },
+        { name: "after.bin", size },
+      ],
+      stages,
+    );
+    const { files, data: orig } = reader;
+    const m = await lazyfs.migrate(reader.pid);
+    const onB = `${m.mountpoint}${reader.out}`;
     try {
       // before.bin changes (same size, in place) before anything of it was fetched.
       await overwrite(pair.a, files[0]!, 5 * MiB, Buffer.alloc(4096, 1));
-      await go(m.pid);
+      await goReader(pair, m.pid);
       const first = await stageDone(pair.b, onB, 0);
       assert.equal(
         first[0]!.sha,
@@ -92,7 +78,7 @@ describe("origin integrity", { concurrency: false }, () => {
       );
       // after.bin changes after its first fetch.
       await overwrite(pair.a, files[1]!, 13 * MiB, Buffer.alloc(4096, 2));
-      await go(m.pid);
+      await goReader(pair, m.pid);
       const reads = await stageDone(pair.b, onB, 1);
       const eioBefore = onlyOriginalOrEio(reads, 0, orig[0]!);
       const eioAfter = onlyOriginalOrEio(reads, 1, orig[1]!);
@@ -120,28 +106,23 @@ describe("origin integrity", { concurrency: false }, () => {
   });
 
   test("--allow-changed serves the new content, and status says it changed", async () => {
-    const dir = `${DATA_DIR}/integrity-allow`;
-    await pair.a.exec("mkdir", ["-p", dir]);
     const size = 8 * MiB;
-    const file = `${dir}/data.bin`;
-    const data = await originFile(pair.a, file, size);
-    const out = `${dir}/out.txt`;
-    const wl = await startReader(out, [chunks(0, size, 2 * MiB)], [file]);
-    const m = await lazyfs.migrate(wl.pid, ["--allow-changed"]);
+    const reader = await readerOnA(
+      pair,
+      { name: "integrity-allow" },
+      [{ name: "data.bin", size }],
+      [chunks(0, size, 2 * MiB)],
+    );
+    const { out } = reader;
+    const file = reader.files[0]!;
+    const data = reader.data[0]!;
+    const m = await lazyfs.migrate(reader.pid, ["--allow-changed"]);
     try {
       const patch = Buffer.alloc(8192, 7);
       await overwrite(pair.a, file, 3 * MiB, patch);
       patch.copy(data, 3 * MiB);
-      await go(m.pid);
-      const reads = await stageDone(pair.b, `${m.mountpoint}${out}`, 0);
-      for (const r of reads) {
-        assert.equal(r.errno, undefined, `read @${r.offset} failed`);
-        assert.equal(
-          r.sha,
-          sha256(data.subarray(r.offset, r.offset + r.len!)),
-          `new content @${r.offset}`,
-        );
-      }
+      await goReader(pair, m.pid);
+      assertExact(await stageDone(pair.b, `${m.mountpoint}${out}`, 0), data, "(new content)");
       const st = await lazyfs.status(m.id);
       const f = st.perFile.find((p) => p.path === file);
       assert.ok(f?.changed, JSON.stringify(f));
@@ -161,31 +142,25 @@ describe("origin integrity", { concurrency: false }, () => {
     await pair.a.exec("mkdir", ["-p", fs]);
     await pair.a.exec("mount", ["-o", "loop", img, fs]);
     try {
-      const dir = `${fs}/sub`;
-      await pair.a.exec("mkdir", ["-p", dir]);
       const size = 8 * MiB;
-      const file = `${dir}/data.bin`;
-      const data = await originFile(pair.a, file, size);
-      const out = `${dir}/out.txt`;
-      const wl = await startReader(out, [chunks(0, size, 2 * MiB)], [file]);
-      const m = await lazyfs.migrate(wl.pid, ["--origin-snapshot", "reflink"]);
+      const reader = await readerOnA(
+        pair,
+        { dir: `${fs}/sub` },
+        [{ name: "data.bin", size }],
+        [chunks(0, size, 2 * MiB)],
+      );
+      const file = reader.files[0]!;
+      const m = await lazyfs.migrate(reader.pid, ["--origin-snapshot", "reflink"]);
       let stopped = false;
       try {
         const clones = await pair.a.exec("sh", ["-c", `ls ${fs}/.lazyfs-snapshots/*/`]);
         assert.ok(clones.stdout.trim().length > 0, "a clone on the origin");
         // The origin's file changes completely after the dump.
         await overwrite(pair.a, file, 0, Buffer.alloc(size, 9));
-        await go(m.pid);
-        const reads = await stageDone(pair.b, `${m.mountpoint}${out}`, 0);
-        const got = reads.map((r) => {
-          assert.equal(r.errno, undefined, `read @${r.offset} failed`);
-          return r.sha;
-        });
-        assert.deepEqual(
-          got,
-          chunks(0, size, 2 * MiB).map(([, off, len]) => sha256(data.subarray(off, off + len))),
-          "the dump-time content, from the clone",
-        );
+        await goReader(pair, m.pid);
+        const reads = await stageDone(pair.b, `${m.mountpoint}${reader.out}`, 0);
+        assert.equal(reads.length, 4);
+        assertExact(reads, reader.data[0]!, "(the dump-time content, from the clone)");
         const st: DaemonStatus = await lazyfs.status(m.id);
         assert.equal(st.total.refusedFiles, 0);
         await lazyfs.stop(m);
@@ -208,12 +183,12 @@ describe("origin integrity", { concurrency: false }, () => {
   });
 
   test("--origin-snapshot reflink on a file system without reflinks: one clear line, the process runs on; auto goes on without", async () => {
-    const dir = `${DATA_DIR}/integrity-tmpfs`;
-    await pair.a.exec("mkdir", ["-p", dir]);
-    const file = `${dir}/data.bin`;
-    const data = await originFile(pair.a, file, 2 * MiB);
-    const out = `${dir}/out.txt`;
-    const wl = await startReader(out, [chunks(0, 2 * MiB, MiB)], [file]);
+    const wl = await readerOnA(
+      pair,
+      { name: "integrity-tmpfs" },
+      [{ name: "data.bin", size: 2 * MiB }],
+      [chunks(0, 2 * MiB, MiB)],
+    );
     const r = await lazyfs.run(lazyfs.migrateArgs(wl.pid, ["--origin-snapshot", "reflink"]), true);
     assert.notEqual(r.code, 0);
     const lines = errorLines(r.stderr);
@@ -234,16 +209,14 @@ describe("origin integrity", { concurrency: false }, () => {
     assert.match(auto.stderr, /no snapshot of this file/);
     const m = JSON.parse(auto.stdout) as { id: string; pid: number; mountpoint: string };
     try {
-      await go(m.pid);
-      const reads = await stageDone(pair.b, `${m.mountpoint}${out}`, 0);
-      assert.deepEqual(
-        reads.map((x) => x.sha),
-        chunks(0, 2 * MiB, MiB).map(([, off, len]) => sha256(data.subarray(off, off + len))),
-      );
+      await goReader(pair, m.pid);
+      const reads = await stageDone(pair.b, `${m.mountpoint}${wl.out}`, 0);
+      assert.equal(reads.length, 2);
+      assertExact(reads, wl.data[0]!);
     } finally {
       await pair.b.exec("kill", ["-KILL", String(m.pid)], { allowFailure: true });
       await lazyfs.run(["unmount", m.id, "--force", "--purge"], true);
     }
-    assert.ok((await results(pair.a, out)).length === 0, "nothing read on the origin");
+    assert.ok((await results(pair.a, wl.out)).length === 0, "nothing read on the origin");
   });
 });

@@ -3,9 +3,10 @@
  * every read (its bytes' sha256, or the errno it got), files of known random content on the
  * origin, and cutting the origin off (nft rules inside host a's network namespace).
  */
+import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import type { Host, HostPair } from "../../src/hosts/index.js";
+import { DATA_DIR, type Host, type HostPair } from "../../src/hosts/index.js";
 import { linesIn, waitFor } from "./helpers.js";
 
 export const MiB = 1024 * 1024;
@@ -131,4 +132,58 @@ add rule inet ${table} in ${match.in} drop
   return async () => {
     await pair.a.exec(NFT, ["delete", "table", "inet", table], { allowFailure: true });
   };
+}
+
+export interface ReaderOnA {
+  dir: string;
+  /** The files the reader holds open, and their content. */
+  files: string[];
+  data: Buffer[];
+  /** Its output (stdout) as the origin sees it. */
+  out: string;
+  pid: number;
+}
+
+/**
+ * Starts READER on host a in `DATA_DIR/name` (or `dir`) over new files of random content
+ * (`sizes`), once it says `ready`.
+ */
+export async function readerOnA(
+  pair: HostPair,
+  where: { name: string } | { dir: string },
+  files: { name: string; size: number }[],
+  stages: [number, number, number][][],
+): Promise<ReaderOnA> {
+  const dir = "dir" in where ? where.dir : `${DATA_DIR}/${where.name}`;
+  await pair.a.exec("mkdir", ["-p", dir]);
+  const paths = files.map((f) => `${dir}/${f.name}`);
+  const data: Buffer[] = [];
+  for (const [i, f] of files.entries()) data.push(await originFile(pair.a, paths[i]!, f.size));
+  const out = `${dir}/out.txt`;
+  const wl = await pair.a.startWorkload(
+    "python3",
+    ["-u", "-c", READER, JSON.stringify(stages), ...paths],
+    { stdout: out },
+  );
+  await waitFor("the reader on A", async () =>
+    (await linesIn(pair.a, out)).includes("ready") ? true : undefined,
+  );
+  return { dir, files: paths, data, out, pid: wl.pid };
+}
+
+/** Tells the reader, restored on host b, to run its next stage. */
+export const goReader = (pair: HostPair, pid: number) =>
+  pair.b.exec("kill", ["-USR1", String(pid)]);
+
+/** Every read got `data`'s bytes of its range (no error). */
+export function assertExact(reads: ReadResult[], data: Buffer, what = ""): void {
+  assert.ok(reads.length > 0, `no reads ${what}`);
+  for (const r of reads) {
+    assert.equal(r.errno, undefined, `read @${r.offset} ${what}: errno ${r.errno}`);
+    assert.equal(
+      r.sha,
+      sha256(data.subarray(r.offset, r.offset + r.len!)),
+      `bytes @${r.offset} ${what}`,
+    );
+  }
 }

@@ -10,45 +10,23 @@
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
+import type { HostPair } from "../../src/hosts/index.js";
 import { callControl, type DaemonStatus } from "../../src/migrate/index.js";
+import { errorLines, type LazyfsOnB, sleep, startHosts, stopHosts, waitFor } from "./helpers.js";
 import {
-  errorLines,
-  type LazyfsOnB,
-  linesIn,
-  sleep,
-  startHosts,
-  stopHosts,
-  waitFor,
-} from "./helpers.js";
-import {
+  assertExact,
   blockOrigin,
   chunks,
+  goReader,
   MiB,
-  originFile,
-  READER,
+  readerOnA,
   results,
-  sha256,
   stageDone,
 } from "./origin-helpers.js";
 
 let pair: HostPair;
 let lazyfs: LazyfsOnB;
 const EIO = 5;
-
-async function startReader(out: string, stages: unknown, files: string[]) {
-  const wl = await pair.a.startWorkload(
-    "python3",
-    ["-u", "-c", READER, JSON.stringify(stages), ...files],
-    { stdout: out },
-  );
-  await waitFor("the reader on A", async () =>
-    (await linesIn(pair.a, out)).includes("ready") ? true : undefined,
-  );
-  return wl;
-}
-
-const go = (pid: number) => pair.b.exec("kill", ["-USR1", String(pid)]);
 
 /** The daemon's answer to a status request over its control socket, and how long it took. */
 async function timedStatus(id: string): Promise<{ ms: number; st: DaemonStatus }> {
@@ -67,6 +45,39 @@ async function timedCliStatus(id: string): Promise<number> {
 }
 
 const figures: Record<string, unknown> = {};
+
+/**
+ * Runs `fn` while host a is cut off from b; `restore` (also run at the end) lifts the cut.
+ * The reader's output file is served too: what it holds is fetched first, so that the test
+ * can read it (locally) while the origin is away.
+ */
+async function withOriginCut(onB: string, fn: (restore: () => Promise<void>) => Promise<void>) {
+  await results(pair.b, onB);
+  const lift = await blockOrigin(pair, { cut: true });
+  let lifted = false;
+  const restore = async () => {
+    if (lifted) return;
+    lifted = true;
+    await lift();
+  };
+  try {
+    await fn(restore);
+  } finally {
+    await restore();
+  }
+}
+
+/** A reader of one file of `size` random bytes in DATA_DIR/name, migrated to b. */
+async function migrateReader(
+  name: string,
+  size: number,
+  stages: [number, number, number][][],
+  args: string[],
+) {
+  const r = await readerOnA(pair, { name }, [{ name: "data.bin", size }], stages);
+  const m = await lazyfs.migrate(r.pid, ["--ssh-timeout", "3000", ...args]);
+  return { m, onB: `${m.mountpoint}${r.out}`, data: r.data[0]! };
+}
 
 /** Median, max and count of `ms`, rounded to 0.1 ms. */
 function spread(ms: number[]) {
@@ -89,23 +100,16 @@ describe("origin outages", { concurrency: false }, () => {
   });
 
   test("hard (default): a read waits while the origin is cut off and goes on, exact, when it is back; status answers throughout", async () => {
-    const dir = `${DATA_DIR}/outage-hard`;
-    await pair.a.exec("mkdir", ["-p", dir]);
     const size = 16 * MiB;
-    const file = `${dir}/data.bin`;
-    const data = await originFile(pair.a, file, size);
-    const out = `${dir}/out.txt`;
-    const wl = await startReader(out, [chunks(0, size, 4 * MiB)], [file]);
-    const m = await lazyfs.migrate(wl.pid, ["--ssh-timeout", "3000"]);
-    const onB = `${m.mountpoint}${out}`;
+    const { m, onB, data } = await migrateReader(
+      "outage-hard",
+      size,
+      [chunks(0, size, 4 * MiB)],
+      [],
+    );
     try {
-      // The output file is served too: fetch what it holds now, so the test can read it
-      // (locally) while the origin is away.
-      await results(pair.b, onB);
-      const restore = await blockOrigin(pair, { cut: true });
-      let restored = false;
-      try {
-        await go(m.pid);
+      await withOriginCut(onB, async (restore) => {
+        await goReader(pair, m.pid);
         const times: number[] = [];
         const cli: number[] = [];
         const seen = new Set<string>();
@@ -136,41 +140,26 @@ describe("origin outages", { concurrency: false }, () => {
         assert.equal(doneYet, false, "the read waits while the origin is away");
         figures.hardStatusMs = { control: spread(times), cli: spread(cli), states: [...seen] };
         await restore();
-        restored = true;
         const reads = await stageDone(pair.b, onB, 0, 180_000);
-        for (const r of reads) {
-          assert.equal(r.errno, undefined, `read @${r.offset}: errno ${r.errno}`);
-          assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
-        }
+        assertExact(reads, data);
         const st = await lazyfs.status(m.id);
         assert.ok(["connected", "released"].includes(st.originState), st.originState);
-      } finally {
-        if (!restored) await restore();
-      }
+      });
     } finally {
       await lazyfs.stop(m);
     }
   });
 
   test("soft (--origin-timeout 5s): EIO while the origin is away, later reads work once it is back", async () => {
-    const dir = `${DATA_DIR}/outage-soft`;
-    await pair.a.exec("mkdir", ["-p", dir]);
     const size = 8 * MiB;
-    const file = `${dir}/data.bin`;
-    const data = await originFile(pair.a, file, size);
-    const out = `${dir}/out.txt`;
-    const stage = [[0, 0, MiB] as [number, number, number]];
-    const wl = await startReader(out, [stage, chunks(0, size, 2 * MiB)], [file]);
-    const m = await lazyfs.migrate(wl.pid, ["--origin-timeout", "5s", "--ssh-timeout", "3000"]);
-    const onB = `${m.mountpoint}${out}`;
+    const stages = [[[0, 0, MiB] as [number, number, number]], chunks(0, size, 2 * MiB)];
+    const { m, onB, data } = await migrateReader("outage-soft", size, stages, [
+      "--origin-timeout",
+      "5s",
+    ]);
     try {
-      // The output file is served too: fetch what it holds now, so the test can read it
-      // (locally) while the origin is away.
-      await results(pair.b, onB);
-      const restore = await blockOrigin(pair, { cut: true });
-      let restored = false;
-      try {
-        await go(m.pid);
+      await withOriginCut(onB, async (restore) => {
+        await goReader(pair, m.pid);
         const times: number[] = [];
         const first = await waitFor(
           "the read to fail",
@@ -186,37 +175,29 @@ describe("origin outages", { concurrency: false }, () => {
         figures.softEioAfterS = read.secs;
         figures.softStatusMs = spread(times);
         await restore();
-        restored = true;
         // Later reads work once the daemon, which kept trying, is connected again.
         await waitFor(
           "the daemon to reconnect",
           async () => ((await timedStatus(m.id)).st.originState === "connected" ? true : undefined),
           120_000,
         );
-        await go(m.pid);
+        await goReader(pair, m.pid);
         const reads = await stageDone(pair.b, onB, 1, 180_000);
-        for (const r of reads) {
-          assert.equal(r.errno, undefined, `read @${r.offset} after the origin came back`);
-          assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
-        }
-      } finally {
-        if (!restored) await restore();
-      }
+        assertExact(reads, data);
+      });
     } finally {
       await lazyfs.stop(m);
     }
   });
 
   test("lazyfs origin ID URL: moves a live migration to the origin's new address; a foreign host key needs --accept-host-key", async () => {
-    const dir = `${DATA_DIR}/outage-move`;
-    await pair.a.exec("mkdir", ["-p", dir]);
     const size = 8 * MiB;
-    const file = `${dir}/data.bin`;
-    const data = await originFile(pair.a, file, size);
-    const out = `${dir}/out.txt`;
-    const wl = await startReader(out, [chunks(0, size, 2 * MiB)], [file]);
-    const m = await lazyfs.migrate(wl.pid, ["--ssh-timeout", "3000"]);
-    const onB = `${m.mountpoint}${out}`;
+    const { m, onB, data } = await migrateReader(
+      "outage-move",
+      size,
+      [chunks(0, size, 2 * MiB)],
+      [],
+    );
     // The origin's sshd on a second port with the same host key and client key; a third one
     // with a host key of its own.
     const conf = await sshdConfigOf(m.id);
@@ -224,7 +205,7 @@ describe("origin outages", { concurrency: false }, () => {
     const other = await extraSshd(conf, 2223, true);
     const unblock = await blockOrigin(pair, { port: 22 });
     try {
-      await go(m.pid);
+      await goReader(pair, m.pid);
       const refused = await lazyfs.run(["origin", m.id, `ssh://root@${pair.a.address}:2223`], true);
       assert.notEqual(refused.code, 0);
       const lines = errorLines(refused.stderr);
@@ -233,10 +214,7 @@ describe("origin outages", { concurrency: false }, () => {
       const moved = await lazyfs.run(["origin", m.id, `ssh://root@${pair.a.address}:2222`]);
       assert.match(moved.stdout, /origin is now ssh:\/\/root@.*:2222 \(connected\)/);
       const reads = await stageDone(pair.b, onB, 0, 120_000);
-      for (const r of reads) {
-        assert.equal(r.errno, undefined, `read @${r.offset}`);
-        assert.equal(r.sha, sha256(data.subarray(r.offset, r.offset + r.len!)));
-      }
+      assertExact(reads, data);
       const st = await lazyfs.status(m.id);
       assert.equal(st.origin, `ssh://root@${pair.a.address}:2222`);
       // A foreign key accepted explicitly; recorded for a restarted daemon.
