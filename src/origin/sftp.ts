@@ -201,7 +201,7 @@ export class SftpOrigin implements Origin {
     );
     if (previous && !previous.closed) {
       previous.closed = true;
-      previous.client.end();
+      previous.client.destroy(); // requests stuck on it fail now and go to the new one
     }
     log.info("origin moved", { from: `${old.host}:${old.port}`, to: this.name });
   }
