@@ -51,6 +51,8 @@ export interface ReconnectorOptions {
   unreachableAfterMs: number;
   /** Errors that no retry can fix (authentication, host key): waiters fail at once. */
   isFatal(err: unknown): boolean;
+  /** Closes a connection that is no longer wanted (made for an address since left). */
+  dispose(c: C): void;
 }
 
 export class Reconnector<C> {
@@ -200,8 +202,14 @@ export class Reconnector<C> {
           const open = this.open;
           try {
             const c = await open();
-            if (this.closed) return;
-            if (open !== this.open || this.current) continue; // retargeted meanwhile
+            if (this.closed) {
+              this.opts.dispose(c);
+              return;
+            }
+            if (open !== this.open || this.current) {
+              this.opts.dispose(c); // retargeted meanwhile
+              continue;
+            }
             this.connected(c);
             return;
           } catch (err) {

@@ -148,6 +148,10 @@ export class SftpOrigin implements Origin {
         unreachableAfterMs:
           this.outage.mode === "soft" ? this.outage.timeoutMs : this.opts.timeoutMs,
         isFatal: (err) => err instanceof FatalError,
+        dispose: (c) => {
+          c.closed = true;
+          c.client.end();
+        },
       },
       this.addressName(this.opts.host, this.opts.port),
     );
