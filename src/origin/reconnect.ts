@@ -41,7 +41,7 @@ interface Waiter<C> {
   timer?: NodeJS.Timeout;
 }
 
-export interface ReconnectorOptions {
+export interface ReconnectorOptions<C> {
   /** First backoff delay (doubled per failed attempt). */
   backoffMs: number;
   maxBackoffMs: number;
@@ -69,7 +69,7 @@ export class Reconnector<C> {
 
   constructor(
     private open: () => Promise<C>,
-    private readonly opts: ReconnectorOptions,
+    private readonly opts: ReconnectorOptions<C>,
     public address: string,
   ) {}
 
