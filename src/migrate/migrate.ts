@@ -99,6 +99,9 @@ export interface Timeline {
   endOriginMs: number;
   /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
   firstFetchMs: number | null;
+  /** `--origin-snapshot`: cloning on the origin (inside transferMs), and files cloned. */
+  snapshotMs: number;
+  snapshotFiles: number;
 }
 
 export interface MigrateResult extends RestoreResult {
@@ -259,6 +262,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       (p) => dumpSession.stat(p),
     );
     const mode = req.originSnapshot ?? "none";
+    const tSnap = Date.now();
     const snapshots =
       mode === "none"
         ? undefined
@@ -267,6 +271,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
             checkpointStats,
             mode,
           );
+    const snapshotMs = mode === "none" ? 0 : Date.now() - tSnap;
     await session.end();
     const tPulled = Date.now();
     const restored = await restoreLazily({
@@ -330,6 +335,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         originCriuMs,
         endOriginMs: tEnded - tHook,
         firstFetchMs,
+        snapshotMs,
+        snapshotFiles: snapshots?.size ?? 0,
       },
     };
   } catch (err) {

@@ -153,6 +153,9 @@ describe("origin integrity", { concurrency: false }, () => {
       const m = await lazyfs.migrate(reader.pid, ["--origin-snapshot", "reflink"]);
       let stopped = false;
       try {
+        const t = m.timeline as { snapshotFiles?: number; snapshotMs?: number };
+        assert.ok((t.snapshotFiles ?? 0) >= 2, "the data file and the output cloned");
+        process.stdout.write(`figure: snapshot of ${t.snapshotFiles} files: ${t.snapshotMs} ms\n`);
         const clones = await pair.a.exec("sh", ["-c", `ls ${fs}/.lazyfs-snapshots/*/`]);
         assert.ok(clones.stdout.trim().length > 0, "a clone on the origin");
         // The origin's file changes completely after the dump.

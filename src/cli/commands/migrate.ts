@@ -94,6 +94,15 @@ export function registerMigrate(program: Command): void {
             formatMs(t.restoreMs),
             `plan + mount + rewrite + criu restore (CRIU ${r.criu.target.version}: ${r.criu.target.path}; ${r.rewritten} paths into ${r.manifest.mountpoint})`,
           ],
+          ...(o.originSnapshot && o.originSnapshot !== "none"
+            ? [
+                [
+                  "origin snapshot",
+                  formatMs(t.snapshotMs),
+                  `${t.snapshotFiles} file(s) cloned on the origin at the dump (part of the image transfer)`,
+                ],
+              ]
+            : []),
           ...(o.onRestored ? [["--on-restored", formatMs(t.onRestoredMs), o.onRestored]] : []),
           [
             "end original",
