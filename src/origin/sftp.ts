@@ -32,6 +32,8 @@ import {
   readKnownHosts,
 } from "./knownhosts.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
+import { type ExecResult, execOnClient } from "./sftp-exec.js";
+import { cb, readRange, toStat } from "./sftp-read.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "./types.js";
 
 const log = logger("origin/sftp");
@@ -87,18 +89,6 @@ class FatalError extends UserError {}
 /** A check refused the data: not an outage, never retried. */
 class CheckFailed extends Error {}
 
-function toStat(s: Stats): OriginStat {
-  return {
-    size: s.size,
-    mtimeMs: s.mtime * 1000,
-    mode: s.mode,
-    uid: s.uid,
-    gid: s.gid,
-    isDirectory: s.isDirectory(),
-    atimeMs: s.atime * 1000,
-  };
-}
-
 function isSftpStatus(err: unknown): boolean {
   return typeof (err as { code?: unknown })?.code === "number";
 }
@@ -110,10 +100,6 @@ const SFTP_STATUS: Record<number, string> = {
   4: "failure",
   8: "operation unsupported",
 };
-
-function cb<T>(resolve: (v: T) => void, reject: (e: unknown) => void) {
-  return (err: Error | null | undefined, value: T) => (err ? reject(err) : resolve(value));
-}
 
 export class SftpOrigin implements Origin {
   readonly mtimePrecisionMs = 1000;
@@ -487,47 +473,16 @@ export class SftpOrigin implements Origin {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
       if (check) await this.verifyHandle(c, path, check);
-      const out = Buffer.allocUnsafe(length);
-      const chunk = this.opts.readChunkBytes;
-      const parts: Promise<number>[] = [];
-      // With a check, pieces are handed over only once it passed.
-      const held: [number, number][] = [];
-      for (let pos = 0; pos < length; pos += chunk) {
-        const len = Math.min(chunk, length - pos);
-        parts.push(
-          new Promise<number>((res, rej) =>
-            c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) => {
-              if (err) return rej(err);
-              if (nb === len) {
-                if (check) held.push([pos, nb]);
-                else onPart?.(pos, nb, out);
-              }
-              res(nb);
-            }),
-          ),
-        );
-      }
-      // Behind the reads on the same channel: the server answers it after serving them.
-      const attrs = check
-        ? new Promise<Stats>((res, rej) => c.sftp.fstat(handle, cb(res, rej)))
+      const verify = check
+        ? (st: OriginStat) => {
+            try {
+              check(st);
+            } catch (err) {
+              throw new CheckFailed("check", { cause: err });
+            }
+          }
         : undefined;
-      attrs?.catch(() => {});
-      const got = await Promise.all(parts);
-      if (check && attrs) {
-        const st = toStat(await attrs);
-        try {
-          check(st);
-        } catch (err) {
-          throw new CheckFailed("check", { cause: err });
-        }
-        for (const [pos, nb] of held) onPart?.(pos, nb, out);
-      }
-      let total = 0;
-      for (let i = 0; i < got.length; i++) {
-        total += got[i]!;
-        if (got[i]! < Math.min(chunk, length - i * chunk)) break;
-      }
-      return out.subarray(0, total);
+      return readRange(c.sftp, handle, offset, length, this.opts.readChunkBytes, onPart, verify);
     });
   }
 
@@ -612,7 +567,7 @@ export class SftpOrigin implements Origin {
       /** Gets the channel once the command runs: write its stdin, watch its stdout. */
       onChannel?: (channel: ClientChannel) => void;
     } = {},
-  ): Promise<{ code: number; stdout: string; stderr: string }> {
+  ): Promise<ExecResult> {
     const conn = await this.request("connect", async (c) => c);
     return this.execOn(conn, command, opts.timeoutMs ?? 600_000, opts.onChannel);
   }
@@ -622,39 +577,8 @@ export class SftpOrigin implements Origin {
     command: string,
     timeoutMs: number,
     onChannel?: (channel: ClientChannel) => void,
-  ): Promise<{ code: number; stdout: string; stderr: string }> {
-    const what = `exec ${command.split("\n")[0]!.slice(0, 60)}`;
-    return new Promise((resolve, reject) => {
-      let stdout = "";
-      let stderr = "";
-      const timer = setTimeout(() => {
-        reject(new UserError(`${this.name}: ${what}: no exit within ${timeoutMs} ms`));
-      }, timeoutMs);
-      conn.client.exec(command, (err, stream) => {
-        if (err) {
-          clearTimeout(timer);
-          reject(new UserError(`${this.name}: ${what}: ${err.message}`, { cause: err }));
-          return;
-        }
-        stream.on("data", (d: Buffer) => {
-          stdout += d.toString();
-        });
-        onChannel?.(stream);
-        stream.stderr.on("data", (d: Buffer) => {
-          stderr += d.toString();
-        });
-        stream.on("close", (code: number | null, signal?: string) => {
-          clearTimeout(timer);
-          if (code === null || code === undefined) {
-            reject(
-              new UserError(
-                `${this.name}: ${what}: ended without exit status (${signal ?? "connection lost"})`,
-              ),
-            );
-          } else resolve({ code, stdout, stderr });
-        });
-      });
-    });
+  ): Promise<ExecResult> {
+    return execOnClient(conn.client, this.name, command, timeoutMs, onChannel);
   }
 
   async close(): Promise<void> {
