@@ -268,12 +268,19 @@ export async function openDumpSession(
 /** Removes snapshot directories on the origin (best effort; they are root's, mode 0700). */
 export async function removeSnapshots(origin: SftpOrigin, dirs: readonly string[]): Promise<void> {
   if (dirs.length === 0) return;
-  const r = await origin
-    .exec(
-      `rm -rf -- ${dirs.map(shq).join(" ")}; rmdir -- ${dirs.map((d) => shq(d.replace(/\/[^/]+$/, ""))).join(" ")} 2>/dev/null; true`,
-      { timeoutMs: 60_000 },
-    )
-    .catch((err: unknown) => ({ code: -1, stderr: String(err), stdout: "" }));
+  const failed = (why: string) => ({ code: -1, stderr: why, stdout: "" });
+  // Bounded: an origin that is away (a hard mount waits for it) must not hold anyone up.
+  const r = await Promise.race([
+    origin
+      .exec(
+        `rm -rf -- ${dirs.map(shq).join(" ")}; rmdir -- ${dirs.map((d) => shq(d.replace(/\/[^/]+$/, ""))).join(" ")} 2>/dev/null; true`,
+        { timeoutMs: 60_000 },
+      )
+      .catch((err: unknown) => failed(String(err))),
+    new Promise<ReturnType<typeof failed>>((resolve) =>
+      setTimeout(() => resolve(failed("the origin did not answer within 60 s")), 60_000).unref(),
+    ),
+  ]);
   if (r.code !== 0)
     log.warn("could not remove snapshots on the origin", { dirs, error: r.stderr.trim() });
 }
