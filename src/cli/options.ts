@@ -9,6 +9,7 @@ import type { PolicyRule } from "../fetch/index.js";
 import {
   type PathMap,
   parseBlockSize,
+  parseDuration,
   parseListen,
   parseMaps,
   parsePolicyRules,
@@ -66,7 +67,14 @@ export function addServeOptions(cmd: Command): Command {
       "content of scrub files: zeros, random[:SEED], module:PATH",
       "zeros",
     )
-    .option("--allow-changed", "serve files that changed on the origin since the checkpoint")
+    .option(
+      "--allow-changed",
+      "serve files that changed on the origin since the checkpoint (from their new content)",
+    )
+    .option(
+      "--origin-timeout <duration>",
+      "soft: a read that needs an unreachable origin fails with EIO after this long, e.g. 5s, 2m (default: hard, wait for the origin)",
+    )
     .option("--whole-file", "fetch a whole file on its first reference (the paper's scp behaviour)")
     .option(
       "--block-size <size>",
@@ -120,6 +128,7 @@ export interface CommonOpts {
   bwlimit?: string;
   scrub: string;
   allowChanged?: boolean;
+  originTimeout?: string;
   wholeFile?: boolean;
   blockSize?: string;
   criu?: string;
@@ -185,6 +194,9 @@ export function serveOptions(o: CommonOpts): ServeOptions {
     prefetch: parsePrefetch(o.prefetch),
     ...(o.bwlimit ? { bwlimitBytesPerSec: parseRate(o.bwlimit) } : {}),
     allowChanged: o.allowChanged ?? false,
+    ...(o.originTimeout
+      ? { originTimeoutMs: parseDuration(o.originTimeout, "--origin-timeout") }
+      : {}),
     ...(o.wholeFile ? { wholeFile: true } : {}),
     ...(o.blockSize ? { blockSize: parseBlockSize(o.blockSize) } : {}),
     scrub: parseScrub(o.scrub),

@@ -12,8 +12,8 @@
  *
  * Reopening on the same cacheDir resumes: files added before are known again and no block
  * fetched before is fetched again. A file's origin size and mtime are compared with the
- * checkpoint's before its first origin access (at addFile for `eager`); a changed file is
- * refused with a UserError unless `allowChanged`.
+ * checkpoint's on every origin read (see integrity.ts: the origin checks its open file behind
+ * the data); a changed file is refused with a UserError unless `allowChanged`.
  *
  * Scheduling: blocks of one file are fetched once however many readers miss them at once
  * (single flight); adjacent missing blocks go to the origin as one read (up to maxRunBytes);
@@ -33,10 +33,11 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { LocalOrigin } from "../origin/local.js";
 import { ScrubOrigin } from "../origin/scrub.js";
-import type { Origin } from "../origin/types.js";
+import { isNotFound, type Origin, type ReadPartCallback } from "../origin/types.js";
 import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
+import { Integrity } from "./integrity.js";
 import { RateLimiter } from "./ratelimit.js";
 import {
   type Crawler,
@@ -91,6 +92,7 @@ export class Engine extends EventEmitter {
   private closed = false;
   private readonly crawlers: Crawler[] = [];
   private crawling?: Promise<void>;
+  private integrity!: Integrity;
 
   private constructor(
     private readonly store: Store,
@@ -113,6 +115,7 @@ export class Engine extends EventEmitter {
   static async open(opts: EngineOptions): Promise<Engine> {
     const store = await Store.open(opts.cacheDir, opts.blockSize);
     const engine = new Engine(store, opts);
+    engine.integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
     for (const meta of await store.list()) await engine.attach(meta, false);
     engine.startPrefetchSchedule();
     return engine;
@@ -176,6 +179,7 @@ export class Engine extends EventEmitter {
     if (!e) return;
     this.entries.delete(id);
     this.acct.retire(e.stats);
+    this.integrity.forget(id);
     await Promise.all([...e.inflight.values()].map((f) => f.promise.catch(() => {})));
     await e.prefetching;
     await e.blocks?.close();
@@ -258,23 +262,36 @@ export class Engine extends EventEmitter {
         }
         log.info("local copy differs; fetching from origin", { path: m.localPath });
       }
-      const origin = this.opts.origin;
-      const st = await origin.stat(m.originPath);
-      const p = origin.mtimePrecisionMs;
-      const changed =
-        st.size !== m.size || Math.floor(st.mtimeMs / p) !== Math.floor(m.mtimeMs / p);
-      // A remote file is the origin's live content: it may have changed, that is the point.
-      if (changed && !this.opts.allowChanged && m.policy !== "remote") {
-        this.emit("refused", { path: m.originPath, reason: "changed since the checkpoint" });
-        throw new UserError(
-          `${m.originPath} on ${origin.name} changed since the checkpoint: size ${m.size} -> ${st.size}, mtime ${new Date(m.mtimeMs).toISOString()} -> ${new Date(st.mtimeMs).toISOString()} (allow changed files to serve it anyway)`,
-        );
-      }
-      if (changed) log.warn("serving a file changed since the checkpoint", { path: m.originPath });
-      return { source: origin, path: m.originPath, fromOrigin: true };
+      // Checked on every read (originRead); a remote file is the origin's live content.
+      return { source: this.opts.origin, path: m.readPath ?? m.originPath, fromOrigin: true };
     })();
     e.prepared.catch(() => {});
     return e.prepared;
+  }
+
+  /** A read of a file kept here: from the origin only while it is the checkpoint's file. */
+  private async originRead(
+    e: Entry,
+    source: Origin,
+    path: string,
+    off: number,
+    len: number,
+    onPart: ReadPartCallback,
+  ): Promise<Buffer> {
+    if (source !== this.opts.origin) return source.read(path, off, len, onPart);
+    this.integrity.assertServable(e.meta, source.name, off);
+    try {
+      return await source.read(
+        path,
+        off,
+        len,
+        onPart,
+        this.integrity.checkFor(e.meta, source.name, off),
+      );
+    } catch (err) {
+      if (isNotFound(err)) this.integrity.refuseMissing(e.meta, source.name, off, err);
+      throw err;
+    }
   }
 
   /** Counts `bytes` from `source` for file `e` (origin, scrub or local copy: see accounting.ts). */
@@ -414,7 +431,7 @@ export class Engine extends EventEmitter {
             stored = complete;
           }
         };
-        let data = await source.read(path, off, len, onPart);
+        let data = await this.originRead(e, source, path, off, len, onPart);
         this.account(e, source, data.length);
         if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
         if (stored < job.count) store(data, stored, job.count);
@@ -731,6 +748,7 @@ export class Engine extends EventEmitter {
         bytesDirty: b ? b.bytesIn(DIRTY) : 0,
         bytesOnOrigin: this.bytesOnOrigin(e),
         ...e.stats,
+        ...this.integrity.statusOf(e.meta.id),
       });
     }
     const sum = (k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin") =>
@@ -741,6 +759,8 @@ export class Engine extends EventEmitter {
       bytesDirty: sum("bytesDirty"),
       bytesOnOrigin: sum("bytesOnOrigin"),
       ...sumCounters([...files, this.acct.retired]),
+      refusedFiles: files.filter((f) => f.refused).length,
+      changedFiles: files.filter((f) => f.changed).length,
     };
     return {
       files,
@@ -779,6 +799,7 @@ export class Engine extends EventEmitter {
     ]);
     await Promise.all(pending);
     await this.crawling;
+    await this.integrity.flush();
     for (const e of this.entries.values()) await e.blocks?.close();
   }
 }

@@ -18,7 +18,10 @@ export interface EngineOptions {
   blockSize?: number;
   bwlimitBytesPerSec?: number;
   prefetch?: { mode: PrefetchMode; delayMs?: number; idleMs?: number };
-  /** Serve files whose origin size/mtime differ from the checkpoint (default: refuse). */
+  /**
+   * Serve files that changed on the origin since the checkpoint (size, mtime, ctime, inode),
+   * from their new content (default: refuse them; see integrity.ts).
+   */
   allowChanged?: boolean;
   /** Content for the `scrub` policy: a generator spec or an origin (default zeros). */
   scrub?: ScrubContent | Origin;
@@ -69,11 +72,19 @@ export interface FileStatus extends FileCounters {
   bytesLocal: number;
   bytesDirty: number;
   bytesOnOrigin: number;
+  /** Not served from the origin: it changed there since the checkpoint (see integrity.ts). */
+  refused?: { reason: string; offset: number; atMs: number };
+  /** Changed on the origin and served from the new content (allowChanged). */
+  changed?: { reason: string; atMs: number };
 }
 
 export interface EngineStatus {
   files: FileStatus[];
-  total: Omit<FileStatus, "id" | "path" | "policy">;
+  total: Omit<FileStatus, "id" | "path" | "policy" | "refused" | "changed"> & {
+    /** Files refused because they changed on the origin, and changed ones served anyway. */
+    refusedFiles: number;
+    changedFiles: number;
+  };
   /** Per source of bytes (the origin host, the scrub generator, the target's local copies). */
   origins: Record<string, SourceCounters>;
   prefetch: {

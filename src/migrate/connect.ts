@@ -1,4 +1,4 @@
-import { parseDestination, SftpOrigin } from "../origin/index.js";
+import { type OutagePolicy, parseDestination, SftpOrigin } from "../origin/index.js";
 import type { SshOptions } from "./options.js";
 
 /**
@@ -7,7 +7,11 @@ import type { SshOptions } from "./options.js";
  * connects. Every command that talks to an origin opens it here. Throws a UserError at once
  * for text `ssh` would not take.
  */
-export function openOrigin(destination: string, ssh: SshOptions): SftpOrigin {
+export function openOrigin(
+  destination: string,
+  ssh: SshOptions,
+  outage?: OutagePolicy,
+): SftpOrigin {
   const d = parseDestination(destination);
   return new SftpOrigin({
     destination,
@@ -20,6 +24,7 @@ export function openOrigin(destination: string, ssh: SshOptions): SftpOrigin {
     ...(ssh.knownHostsFile ? { knownHostsFile: ssh.knownHostsFile } : {}),
     ...(ssh.timeoutMs ? { timeoutMs: ssh.timeoutMs } : {}),
     acceptNewHostKey: ssh.acceptNewHostKey ?? false,
+    ...(outage ? { outage } : {}),
   });
 }
 

@@ -1,7 +1,8 @@
 /**
  * The daemon's control socket: one JSON request per connection, one JSON reply.
- * Requests: {op: "status", probe?: false (do not check the origin answers)}, {op: "serve"} (mount now, for a daemon started with
- * --await-plan) and {op: "unmount", force: boolean}.
+ * Requests: {op: "status"} (answered without asking the origin), {op: "serve"} (mount now,
+ * for a daemon started with --await-plan), {op: "unmount", force: boolean} and
+ * {op: "origin", url, acceptHostKey?}.
  */
 import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -9,9 +10,11 @@ import { createConnection, createServer, type Server } from "node:net";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 
 export type ControlRequest =
-  | { op: "status"; probe?: boolean }
+  | { op: "status" }
   | { op: "serve" }
-  | { op: "unmount"; force: boolean };
+  | { op: "unmount"; force: boolean }
+  /** Reach the origin at `url` from now on (lazyfs origin). */
+  | { op: "origin"; url: string; acceptHostKey?: string };
 export type ControlReply = { ok: true; data: unknown } | { ok: false; error: string };
 
 export async function serveControl(

@@ -12,20 +12,23 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs } from "../lazy/index.js";
-import type { Origin, SftpOrigin } from "../origin/index.js";
+import type { LinkState, LinkStatus, Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
+import { removeSnapshots } from "./dump-session.js";
 import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { bindsOfOthers, removeMountPoints } from "./namespace.js";
 import { type ObservedFigures, Observer } from "./observe.js";
+import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
 import { receiveSecrets } from "./secrets.js";
 import { migrationPaths } from "./state.js";
 
 const log = logger("daemon");
 
-export type OriginState = "connected" | "unreachable" | "released";
+/** `connecting`/`idle`: not connected yet, nothing lost; see LinkStatus for the details. */
+export type OriginState = LinkState | "released" | "connecting";
 
 export interface DaemonStatus extends ObservedFigures {
   id: string;
@@ -41,6 +44,8 @@ export interface DaemonStatus extends ObservedFigures {
   dirs: EngineStatus["dirs"];
   total: EngineStatus["total"];
   prefetch: EngineStatus["prefetch"] & { rateBytesPerSec: number; etaMs: number | null };
+  /** The connection to the origin (state, address, reconnect attempts); null once released. */
+  originLink: LinkStatus | null;
   firstFetchAtMs: number | null;
   independentAtMs: number | null;
   /** When the connection to the origin was closed after independence (its goodbye sent). */
@@ -156,6 +161,7 @@ class Daemon {
         gid: f.gid,
         policy: f.policy,
         ...(f.policy === "local" ? { localPath: f.targetPath } : {}),
+        ...checkpointIdentity(f),
       });
     }
   }
@@ -178,7 +184,7 @@ class Daemon {
 
   private async doServe(): Promise<Serving> {
     const manifest = await readManifest(this.paths.manifest);
-    const sftp = openOrigin(manifest.origin, manifest.ssh);
+    const sftp = openOrigin(manifest.origin, manifest.ssh, outagePolicy(manifest));
     const origin = watchOrigin(sftp, () => {
       if (this.firstFetchAtMs !== null) return;
       this.firstFetchAtMs = Date.now();
@@ -230,7 +236,7 @@ class Daemon {
       this.observer.event("refused-file", f),
     );
     await this.observer.startMetrics(manifest, () =>
-      this.status(false).then((status) => ({ id: this.id, status })),
+      this.status().then((status) => ({ id: this.id, status })),
     );
     engine.on("independent", () => void this.release(serving));
     if (planned(manifest) && engine.status().independent) await this.release(serving);
@@ -271,26 +277,20 @@ class Daemon {
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,
     });
+    await removeSnapshots(s.sftp, s.manifest.snapshotDirs ?? []);
     await s.sftp.close().catch(() => {});
     this.releasedAtMs = Date.now();
     this.observer.event("origin-released", { origin: s.manifest.origin });
   }
 
-  /** `probe`: check that the origin answers (up to 2 s) unless it was released. */
-  private async status(probe = true): Promise<DaemonStatus> {
+  /** Answers at once: the origin's state comes from its connection, never from asking it. */
+  private async status(): Promise<DaemonStatus> {
     if (!this.serving) throw new UserError(`migration ${this.id} is still starting`);
     const { manifest, engine, sftp } = await this.serving;
     const st = engine.status();
-    if (this.originState !== "released" && probe) {
-      const probe = await Promise.race([
-        sftp.stat("/").then(
-          () => "connected" as const,
-          () => "unreachable" as const,
-        ),
-        new Promise<"unreachable">((r) => setTimeout(() => r("unreachable"), 2000).unref()),
-      ]);
-      if ((this.originState as OriginState) !== "released") this.originState = probe;
-    }
+    // Never asks the origin: the connection's state is known here.
+    const link = this.originState === "released" ? null : sftp.linkStatus();
+    if (link) this.originState = link.state === "idle" ? "connecting" : link.state;
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
     const rate =
@@ -318,6 +318,7 @@ class Daemon {
             ? Math.round((st.total.bytesOnOrigin / rate) * 1000)
             : null,
       },
+      originLink: link,
       firstFetchAtMs: this.firstFetchAtMs,
       independentAtMs: this.independentAtMs,
       releasedAtMs: this.releasedAtMs,
@@ -326,7 +327,7 @@ class Daemon {
     };
   }
 
-  shutdown(reason: string): Promise<void> {
+  shutdown(reason: string, ended = false): Promise<void> {
     this.stopping ??= (async () => {
       log.info("stopping", { id: this.id, reason });
       clearInterval(this.sampler);
@@ -345,6 +346,13 @@ class Daemon {
       await s.engine
         .close()
         .catch((err) => log.warn("engine close failed", { error: errorMessage(err) }));
+      // The migration ends: its snapshots on the origin go (a restarted daemon keeps them).
+      if (ended && this.originState !== "released") {
+        await Promise.race([
+          removeSnapshots(s.sftp, latest.snapshotDirs ?? []),
+          new Promise((r) => setTimeout(r, 5000).unref()),
+        ]);
+      }
       await s.sftp.close().catch(() => {});
       await this.observer.close();
       this.observer.event("unmount", { reason });
@@ -368,19 +376,30 @@ class Daemon {
     // Reply first (with the access log written out); the shutdown happens right after.
     await this.observer.flush();
     setImmediate(
-      () => void this.shutdown(force ? "forced unmount" : "unmount").then(() => process.exit(0)),
+      () =>
+        void this.shutdown(force ? "forced unmount" : "unmount", true).then(() => process.exit(0)),
     );
     return { unmounted: manifest.mountpoint, holders: holders.length, daemonPid: process.pid };
   }
 
   async listen(): Promise<void> {
     this.server = await serveControl(this.paths.socket, async (req: ControlRequest) => {
-      if (req.op === "status") return this.status(req.probe !== false);
+      if (req.op === "status") return this.status();
       if (req.op === "serve") {
         const s = await this.serve();
         return { mountpoint: s.manifest.mountpoint };
       }
       if (req.op === "unmount") return this.unmount(req.force);
+      if (req.op === "origin") {
+        const s = await this.serve();
+        return moveOrigin(
+          this.paths.manifest,
+          s,
+          req.url,
+          req.acceptHostKey,
+          () => this.originState === "released",
+        );
+      }
       throw new UserError(`unknown control request ${JSON.stringify(req)}`);
     });
     for (const sig of ["SIGINT", "SIGTERM"] as const) {

@@ -7,6 +7,7 @@ export { checkDestination, openOrigin } from "./connect.js";
 export { type ControlRequest, callControl, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
 export { CACHE_ENTRIES, checkMountpoint, discardMigration, removeCacheFiles } from "./discard.js";
+export { parseSnapshotMode, type SnapshotMode } from "./dump-session.js";
 export {
   type EventFields,
   type EventType,
@@ -43,6 +44,7 @@ export {
 } from "./migrate.js";
 export {
   parseBlockSize,
+  parseDuration,
   parsePrefetch,
   parseRate,
   parseScrub,

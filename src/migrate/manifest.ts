@@ -27,6 +27,13 @@ export interface ManifestFile {
   mtimeMs: number;
   /** The origin's inode number, when known: the process is shown the same st_ino. */
   ino?: number;
+  /** Status-change time at the dump (with size, mtime and inode: what reads are checked against). */
+  ctimeMs?: number;
+  /**
+   * A reflink clone of the file taken at the dump (`--origin-snapshot`): its bytes are read
+   * from there, checked against the clone's own attributes.
+   */
+  snapshot?: { path: string; size: number; mtimeMs: number; ctimeMs?: number; ino?: number };
   policy: Policy;
   /**
    * Where the restored process finds it: inside the mount (`<mountpoint><targetPath>`) when
@@ -93,6 +100,8 @@ export interface Manifest {
   binds: string[];
   /** Mount points LazyFS created on the target for `binds`; removed when it stops. */
   createdDirs: string[];
+  /** Directories of snapshot clones on the origin; removed when the origin is released. */
+  snapshotDirs?: string[];
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {

@@ -22,15 +22,17 @@ import type { SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { checkMountpoint } from "./discard.js";
+import {
+  type DumpSession,
+  filesToSnapshot,
+  openDumpSession,
+  removeSnapshots,
+  type SnapshotMode,
+} from "./dump-session.js";
 import { recordEvent } from "./events.js";
 import { writeManifest } from "./manifest.js";
 import { ensureOriginCriu, type OriginCriu } from "./origin-criu.js";
-import {
-  armOnOrigin,
-  criuErrorsOnOrigin,
-  makeRemoteDumpDir,
-  removeRemoteDir,
-} from "./origin-dump.js";
+import { criuErrorsOnOrigin, makeRemoteDumpDir, removeRemoteDir } from "./origin-dump.js";
 import {
   checkOriginPid,
   localPidSpace,
@@ -66,6 +68,11 @@ export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "chec
    * ended (e.g. to move a service address); a non-zero exit fails the migration.
    */
   onRestored?: string;
+  /**
+   * Clone the files the target reads from the origin at the dump (reflink: btrfs, xfs) and
+   * read the clones: `reflink` fails when a file cannot be cloned, `auto` goes on without.
+   */
+  originSnapshot?: SnapshotMode;
 }
 
 export interface CriuUsed {
@@ -95,6 +102,9 @@ export interface Timeline {
   endOriginMs: number;
   /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
   firstFetchMs: number | null;
+  /** `--origin-snapshot`: cloning on the origin (inside transferMs), and files cloned. */
+  snapshotMs: number;
+  snapshotFiles: number;
 }
 
 export interface MigrateResult extends RestoreResult {
@@ -166,6 +176,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   // CRIU's default lock needs iptables on the origin; its nftables lock is built in.
   if (criuOpts.tcpEstablished && !criuOpts.networkLock) criuOpts.networkLock = "nftables";
   let remoteDir: string | undefined;
+  let session: DumpSession | undefined;
   let dumped = false;
   let signals: { release(): void } | undefined;
   let restoredPid: number | undefined;
@@ -231,12 +242,12 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       ...criuDumpArgs(criuOpts),
     ];
     warmUpCodec(); // protobufjs compiles codecs lazily: do it before the freeze
-    const armed = await armOnOrigin(origin, dumpArgv);
+    session = await openDumpSession(origin, dumpArgv, remoteDir);
     const daemon = await daemonStarting;
     signals = holdSignals();
     const tDump = Date.now();
-    armed.go();
-    const dump = await armed.done;
+    session.go();
+    const dump = await session.dumped;
     if (dump.code !== 0) {
       // CRIU itself lets the tree run on when its dump fails.
       const errors = await criuErrorsOnOrigin(origin, `${remoteDir}/dump.log`);
@@ -252,11 +263,27 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       durationMs: tPull - tDump,
       kept: keepStopped ? "stopped" : "killed",
     });
+    // The files' dump-time stats (and clones) come from the dump's own session, while the
+    // process is still frozen.
+    const dumpSession = session;
     const { bytes: imageBytes, stats: checkpointStats } = await pullImages(
       origin,
       remoteDir,
       paths.images,
+      (p) => dumpSession.stat(p),
     );
+    const mode = req.originSnapshot ?? "none";
+    const tSnap = Date.now();
+    const snapshots =
+      mode === "none"
+        ? undefined
+        : await session.snapshot(
+            await filesToSnapshot(checkpointStats, req.policies, req.maps),
+            checkpointStats,
+            mode,
+          );
+    const snapshotMs = mode === "none" ? 0 : Date.now() - tSnap;
+    await session.end();
     const tPulled = Date.now();
     recordEvent(paths.dir, "image-transfer", { bytes: imageBytes, durationMs: tPulled - tPull });
     const restored = await restoreLazily({
@@ -266,6 +293,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       id,
       imagesDir: paths.images,
       checkpointStats,
+      ...(snapshots ? { snapshots, snapshotDirs: session.snapshotDirs } : {}),
       originConnection: origin,
       daemon,
     });
@@ -324,6 +352,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         originCriuMs,
         endOriginMs: tEnded - tHook,
         firstFetchMs,
+        snapshotMs,
+        snapshotFiles: snapshots?.size ?? 0,
       },
     };
   } catch (err) {
@@ -343,6 +373,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       }
     }
     await stopDaemon(paths.socket).catch(() => {});
+    await session?.end().catch(() => {});
+    if (session) await removeSnapshots(origin, session.snapshotDirs);
     let fate = "";
     if (dumped && remoteDir) {
       try {

@@ -28,6 +28,25 @@ export interface ServeOptions {
   accessLog?: string;
   /** HOST:PORT where the daemon serves this migration's metrics. */
   metrics?: string;
+  /**
+   * Soft mount: a read that needs an unreachable origin fails (EIO) after this long. Absent:
+   * hard, it waits for the origin however long it takes.
+   */
+  originTimeoutMs?: number;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration: `5s`, `2m`, `1h`, `500ms` (a bare number is seconds). */
+export function parseDuration(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * DURATION_UNITS[m[2] ?? "s"]! : Number.NaN;
+  if (!(ms > 0) || !Number.isFinite(ms)) {
+    throw new UserError(
+      `${what} ${JSON.stringify(text)}: expected a duration such as 5s, 2m or 500ms`,
+    );
+  }
+  return Math.round(ms);
 }
 
 const MAX_BLOCK = 16 * 1024 * 1024;

@@ -1,16 +1,12 @@
 /**
- * `criu dump` on the origin over SSH: a dump directory there, the dump itself started in a
- * shell that is armed before the freeze, and CRIU's own error lines when it fails.
+ * `criu dump` on the origin over SSH: a dump directory there and CRIU's own error lines when
+ * it fails (the dump itself runs in a session of its own: dump-session.ts).
  */
 import { UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
 import type { SftpOrigin } from "../origin/index.js";
 
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { ExecResult } from "../origin/sftp-exec.js";
 
 /** Runs a command on the origin; a non-zero exit is a UserError naming `what`. */
 export async function runOnOrigin(
@@ -50,38 +46,4 @@ export async function criuErrorsOnOrigin(origin: SftpOrigin, logFile: string): P
     .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, ""))
     .filter(Boolean)
     .join(" | ");
-}
-
-/**
- * Starts `argv` on the origin in a shell that waits for a word on stdin: the SSH session
- * set-up (tens of ms with OpenSSH) happens before the process is frozen.
- */
-export async function armOnOrigin(
-  origin: SftpOrigin,
-  argv: string[],
-): Promise<{ go: () => void; done: Promise<ExecResult> }> {
-  let resolveReady!: (go: () => void) => void;
-  let rejectReady!: (err: unknown) => void;
-  const ready = new Promise<() => void>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
-  });
-  const done = origin.exec(`echo armed; read go && exec ${argv.map(shq).join(" ")}`, {
-    onChannel: (ch) => {
-      let out = "";
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        if (out.includes("armed\n")) {
-          ch.off("data", onData);
-          resolveReady(() => ch.write("go\n"));
-        }
-      };
-      ch.on("data", onData);
-    },
-  });
-  done.then(
-    () => rejectReady(new UserError(`${origin.name}: the dump shell ended before it was armed`)),
-    rejectReady,
-  );
-  return { go: await ready, done };
 }

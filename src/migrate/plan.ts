@@ -14,6 +14,7 @@ import { logger } from "../common/log.js";
 import type { DumpModel, FileRef } from "../criu/index.js";
 import { type PolicyRule, resolvePolicy } from "../fetch/index.js";
 import type { OriginStat } from "../origin/index.js";
+import type { Snapshot } from "./dump-session.js";
 import type { LazyDir, Manifest, ManifestDir, ManifestFile, PathMap } from "./manifest.js";
 import { MANIFEST_VERSION } from "./manifest.js";
 import type { ServeOptions, SshOptions } from "./options.js";
@@ -81,6 +82,22 @@ export interface PlanInput {
   serve: ServeOptions;
   /** Further origin directories to serve as lazy mirrors (`--lazy-dir`). */
   lazyDirPaths?: readonly string[];
+  /** Reflink clones taken at the dump, by origin path (`--origin-snapshot`). */
+  snapshots?: ReadonlyMap<string, Snapshot>;
+}
+
+function snapshotOf(s: Snapshot | undefined): Pick<ManifestFile, "snapshot"> {
+  if (!s) return {};
+  const { size, mtimeMs, ctimeMs, ino } = s.stat;
+  return {
+    snapshot: {
+      path: s.path,
+      size,
+      mtimeMs,
+      ...(ctimeMs !== undefined ? { ctimeMs } : {}),
+      ...(ino !== undefined ? { ino } : {}),
+    },
+  };
 }
 
 function isKernelPath(p: string): boolean {
@@ -124,6 +141,8 @@ async function planFile(ref: FileRef, input: PlanInput): Promise<ManifestFile | 
     gid: st.gid,
     mtimeMs: st.mtimeMs,
     ...(st.ino !== undefined ? { ino: st.ino } : {}),
+    ...(st.ctimeMs !== undefined ? { ctimeMs: st.ctimeMs } : {}),
+    ...snapshotOf(input.snapshots?.get(ref.path)),
     policy,
     uses: ref.usedBy,
   } as const;

@@ -7,9 +7,13 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
 import { componentProblem, normalizeAbsolute } from "../common/paths.js";
-import { shq } from "../common/shell.js";
 import { loadFileTable } from "../criu/index.js";
-import type { OriginStat, SftpOrigin } from "../origin/index.js";
+import {
+  exactStatScript,
+  type OriginStat,
+  parseExactStat,
+  type SftpOrigin,
+} from "../origin/index.js";
 
 const TABLES = new Set(["files.img", "reg-files.img"]);
 
@@ -27,6 +31,9 @@ export async function pullImages(
   origin: SftpOrigin,
   remoteDir: string,
   dir: string,
+  /** How the referenced files are stat'ed (migrate: in the dump's own SSH session). */
+  statPaths: (paths: string[]) => Promise<Record<string, OriginStat>> = (p) =>
+    statOnOrigin(origin, p),
 ): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
   const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
   for (const e of entries) checkImageName(origin.name, remoteDir, e.name);
@@ -47,7 +54,7 @@ export async function pullImages(
       if (typeof name === "string" && name.startsWith("/")) paths.add(normalizeAbsolute(name));
     }
     // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
-    Object.assign(stats, await statOnOrigin(origin, [...paths]));
+    Object.assign(stats, await statPaths([...paths]));
   });
   await Promise.all([
     statting,
@@ -67,26 +74,10 @@ export async function statOnOrigin(
 ): Promise<Record<string, OriginStat>> {
   const out: Record<string, OriginStat> = {};
   if (paths.length === 0) return out;
-  const format = "%i %s %f %u %g %.9X %.9Y %.9Z";
-  const r = await origin.exec(
-    `for p in ${paths.map(shq).join(" ")}; do stat -L --printf '${format}\\n' -- "$p" 2>/dev/null || echo -; done`,
-  );
-  const lines = r.stdout.split("\n");
+  const lines = (await origin.exec(exactStatScript(paths))).stdout.split("\n");
   paths.forEach((path, i) => {
-    const f = (lines[i] ?? "-").split(" ");
-    if (f.length !== 8) return;
-    const mode = Number.parseInt(f[2]!, 16);
-    out[path] = {
-      ino: Number(f[0]),
-      size: Number(f[1]),
-      mode,
-      uid: Number(f[3]),
-      gid: Number(f[4]),
-      atimeMs: Number(f[5]) * 1000,
-      mtimeMs: Number(f[6]) * 1000,
-      ctimeMs: Number(f[7]) * 1000,
-      isDirectory: (mode & 0o170000) === 0o040000,
-    };
+    const st = parseExactStat(lines[i]);
+    if (st) out[path] = st;
   });
   return out;
 }

@@ -23,6 +23,7 @@ import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { checkDestination, openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { checkMountpoint, discardMigration } from "./discard.js";
+import type { Snapshot } from "./dump-session.js";
 import { recordEvent } from "./events.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
@@ -64,6 +65,9 @@ export interface RestoreRequest {
   daemon?: DaemonHandle;
   /** Origin stats taken right after the dump (by migrate); otherwise stat now. */
   checkpointStats?: Record<string, OriginStat>;
+  /** Reflink clones taken at the dump (migrate --origin-snapshot), and their directories. */
+  snapshots?: ReadonlyMap<string, Snapshot>;
+  snapshotDirs?: string[];
 }
 
 export interface RestoreResult {
@@ -127,7 +131,9 @@ export async function prepare(
       ssh: req.ssh,
       serve: req.serve,
       ...(req.lazyDirs ? { lazyDirPaths: req.lazyDirs } : {}),
+      ...(req.snapshots ? { snapshots: req.snapshots } : {}),
     });
+    if (req.snapshotDirs?.length) manifest.snapshotDirs = req.snapshotDirs;
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
     return { manifest, pids: [...new Set(pids)], dumped: dumpedTree(dump), ms: Date.now() - t0 };

@@ -32,7 +32,15 @@ export function knownHostsNameOf(cfg: SshConfig): string {
   return cfg.hostKeyAlias ?? hostPortName(cfg.hostname, cfg.port);
 }
 
-export function hostKeyCheck(cfg: SshConfig, where: string): HostKeyCheck {
+/**
+ * `extraTrust`: accepts a key known_hosts does not list (as known: recorded in the first user
+ * known_hosts file); a revoked key stays refused.
+ */
+export function hostKeyCheck(
+  cfg: SshConfig,
+  where: string,
+  extraTrust?: (key: Buffer) => Promise<boolean>,
+): HostKeyCheck {
   let why: string | undefined;
   const name = knownHostsNameOf(cfg);
   const files = [...cfg.userKnownHostsFiles, ...cfg.globalKnownHostsFiles];
@@ -55,6 +63,10 @@ export function hostKeyCheck(cfg: SshConfig, where: string): HostKeyCheck {
     const fp = `${keyType(key)} ${fingerprint(key)}`;
     const at = j.file ? `${j.file}:${j.line}` : "";
     const strict = cfg.strictHostKeyChecking;
+    if (j.verdict !== "known" && j.verdict !== "revoked" && (await extraTrust?.(key))) {
+      await record(key);
+      return true;
+    }
     switch (j.verdict) {
       case "known":
         return true;

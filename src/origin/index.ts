@@ -10,6 +10,13 @@
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
 export { type Destination, parseDestination } from "./destination.js";
+export {
+  EXACT_STAT_FORMAT,
+  exactStatScript,
+  type FileIdentity,
+  identityDiffers,
+  parseExactStat,
+} from "./exact-stat.js";
 export { type ConnectionState, OriginHealth, type OriginHealthFigures } from "./health.js";
 export { rememberPassphrases, typedPassphrases } from "./identities.js";
 export {
@@ -20,6 +27,7 @@ export {
   judgeHostKey,
 } from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
+export type { LinkState, LinkStatus, OutagePolicy } from "./reconnect.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
 export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";
 export {
@@ -27,5 +35,6 @@ export {
   type Origin,
   type OriginDirEntry,
   type OriginStat,
+  type ReadCheck,
   type ReadPartCallback,
 } from "./types.js";

@@ -6,7 +6,7 @@
 import { type FileHandle, lstat, open, readdir, readlink, stat, truncate } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
-import type { Origin, OriginDirEntry, OriginStat } from "./types.js";
+import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "./types.js";
 
 function toStat(s: import("node:fs").Stats): OriginStat {
   return {
@@ -62,7 +62,13 @@ export class LocalOrigin implements Origin {
     }
   }
 
-  async read(path: string, offset: number, length: number): Promise<Buffer> {
+  async read(
+    path: string,
+    offset: number,
+    length: number,
+    _onPart?: ReadPartCallback,
+    check?: ReadCheck,
+  ): Promise<Buffer> {
     let fh: FileHandle | undefined;
     try {
       fh = await open(this.resolve(path), "r");
@@ -73,8 +79,14 @@ export class LocalOrigin implements Origin {
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      return buf.subarray(0, got);
+      const data = buf.subarray(0, got);
+      if (check) {
+        const st = await fh.stat();
+        check({ ...toStat(st), ino: st.ino, ctimeMs: st.ctimeMs });
+      }
+      return data;
     } catch (err) {
+      if (err instanceof UserError) throw err;
       return this.fail(`read @${offset}+${length}`, path, err);
     } finally {
       await fh?.close();

@@ -7,14 +7,28 @@
  * - A range read is split into requests of at most the server's read limit, all in flight at
  *   once on the same channel; file handles are kept open per path.
  * - Every request has a timeout; a dropped connection is re-established with exponential
- *   backoff and the request retried. Failures are `UserError`s naming host and path.
+ *   backoff and the request retried (see reconnect.ts: hard, soft or bounded retries).
+ *   Failures are `UserError`s naming host and path.
+ * - A read may carry a check (ReadCheck): the handle's attributes are fetched right behind
+ *   the data (fstat, pipelined) and, when the file is opened on a connection, its exact
+ *   identity (`stat`: inode, ctime, ns times) in a shell command; data is handed over only
+ *   once the check passed.
+ * - `retarget` moves the origin to another address: same host key (known for the old one),
+ *   or one explicitly accepted.
  */
 import { stat } from "node:fs/promises";
 import type { Client, ClientChannel, SFTPWrapper, Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { destinationName } from "./destination.js";
+import { ExactStatBatcher } from "./exact-stat.js";
 import { OriginHealth } from "./health.js";
-import { sshChainFor } from "./ssh-chain.js";
+import { knownHostsNameOf } from "./host-key.js";
+import { fingerprint, judgeHostKey, keyType, readKnownHostsFiles } from "./knownhosts.js";
+import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
+import { type ExecResult, execOnClient } from "./sftp-exec.js";
+import { cb, readRange, toStat } from "./sftp-read.js";
+import { type ChainOptions, sshChainFor } from "./ssh-chain.js";
 import type { SshConfig } from "./ssh-config.js";
 import { connectSshChain, SshRefusedError } from "./ssh-connect.js";
 import {
@@ -22,6 +36,7 @@ import {
   type Origin,
   type OriginDirEntry,
   type OriginStat,
+  type ReadCheck,
   type ReadPartCallback,
 } from "./types.js";
 
@@ -56,6 +71,8 @@ export interface SftpOriginOptions {
   backoffMs?: number;
   /** Size of one SFTP read request (all of a range's requests are in flight at once). */
   readChunkBytes?: number;
+  /** What a request does while the origin is unreachable; default bounded `maxRetries`. */
+  outage?: OutagePolicy;
 }
 
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
@@ -64,28 +81,26 @@ const WRITE_CHUNK = 32 * 1024;
 /** fastPut's write size and writes in flight (OpenSSH takes up to 256 KiB per message). */
 const UPLOAD_CHUNK = 128 * 1024;
 const UPLOAD_CONCURRENCY = 16;
+/** Soft mode: how long a request after a long outage waits for the fresh attempt it starts. */
+const FRESH_TRY_MS = 2000;
 
 interface Connection {
   client: Client;
   sftp: SFTPWrapper;
   readHandles: Map<string, Promise<Buffer>>;
   writeHandles: Map<string, Promise<Buffer>>;
+  /** Paths whose open handle was checked against their exact identity. */
+  verified: Map<string, Promise<void>>;
+  exactStats: ExactStatBatcher;
+  /** The host key this connection was accepted with. */
+  hostKey?: Buffer;
   closed: boolean;
 }
 
 class FatalError extends UserError {}
 
-function toStat(s: Stats): OriginStat {
-  return {
-    size: s.size,
-    mtimeMs: s.mtime * 1000,
-    mode: s.mode,
-    uid: s.uid,
-    gid: s.gid,
-    isDirectory: s.isDirectory(),
-    atimeMs: s.atime * 1000,
-  };
-}
+/** A check refused the data: not an outage, never retried. */
+class CheckFailed extends Error {}
 
 function isSftpStatus(err: unknown): boolean {
   return typeof (err as { code?: unknown })?.code === "number";
@@ -99,17 +114,18 @@ const SFTP_STATUS: Record<number, string> = {
   8: "operation unsupported",
 };
 
-function cb<T>(resolve: (v: T) => void, reject: (e: unknown) => void) {
-  return (err: Error | null | undefined, value: T) => (err ? reject(err) : resolve(value));
-}
-
 export class SftpOrigin implements Origin {
-  readonly name: string;
   readonly mtimePrecisionMs = 1000;
   private readonly opts: Required<
     Omit<
       SftpOriginOptions,
-      "identityFile" | "agent" | "destination" | "sshConfigFile" | "sshOptions" | "knownHostsFile"
+      | "identityFile"
+      | "agent"
+      | "destination"
+      | "sshConfigFile"
+      | "sshOptions"
+      | "knownHostsFile"
+      | "outage"
     >
   > &
     Pick<
@@ -119,7 +135,10 @@ export class SftpOrigin implements Origin {
   private readonly noAgent: boolean;
   /** The connection chain (`ssh -G` of the destination and its jump hosts), once resolved. */
   private route?: Promise<SshConfig[]>;
-  private conn?: Promise<Connection>;
+  private readonly outage: OutagePolicy;
+  private readonly keeper: Reconnector<Connection>;
+  /** The host key of the last connection (what "the same host" means for `retarget`). */
+  private lastHostKey?: Buffer;
   private closing = false;
   /** Connections, reconnects, failed requests and state, for status and metrics. */
   readonly health = new OriginHealth();
@@ -136,51 +155,137 @@ export class SftpOrigin implements Origin {
       ...options,
     };
     this.noAgent = "agent" in options && !options.agent;
-    // As typed, except a full ssh:// URL: `user@host:port` as before.
-    const typed = options.destination;
-    this.name =
-      typed && !(typed.startsWith("ssh://") && options.username)
-        ? typed.replace(/^ssh:\/\//, "").replace(/\/$/, "")
-        : `${this.opts.username}@${this.opts.host}:${this.opts.port}`;
+    this.outage = options.outage ?? { mode: "retries", maxRetries: this.opts.maxRetries };
+    this.keeper = new Reconnector(
+      () => this.openConnection(),
+      {
+        backoffMs: this.opts.backoffMs,
+        maxBackoffMs: 10_000,
+        persistent: this.outage.mode !== "retries",
+        unreachableAfterMs:
+          this.outage.mode === "soft" ? this.outage.timeoutMs : this.opts.timeoutMs,
+        isFatal: (err) => err instanceof FatalError,
+        dispose: (c) => {
+          c.closed = true;
+          c.client.end();
+        },
+      },
+      this.nameOf(this.opts),
+    );
+  }
+
+  /** As typed, except a full ssh:// URL: `user@host:port` as before. */
+  private nameOf(o: ChainOptions): string {
+    const typed = o.destination;
+    return typed && !(typed.startsWith("ssh://") && o.username)
+      ? typed.replace(/^ssh:\/\//, "").replace(/\/$/, "")
+      : `${o.username}@${o.host}:${o.port}`;
+  }
+
+  get name(): string {
+    return this.keeper.address;
+  }
+
+  /** The connection's state, known without asking the origin. */
+  linkStatus(): LinkStatus {
+    return this.keeper.status();
   }
 
   /** Opens the connection now (otherwise the first request does); surfaces auth/host-key errors. */
   async connect(): Promise<void> {
-    await this.connection();
+    await this.keeper.get(Number.POSITIVE_INFINITY, 0);
   }
 
-  private connection(): Promise<Connection> {
-    if (this.closing) return Promise.reject(new UserError(`${this.name}: origin is closed`));
-    if (!this.conn) {
-      this.health.connecting();
-      const p = this.openConnection();
-      this.conn = p;
-      p.then(
-        () => this.health.connected(),
-        (err) => {
-          this.health.error(errorMessage(err));
-          this.health.dropped();
-          if (this.conn === p) this.conn = undefined;
-        },
-      );
+  /**
+   * Reaches the origin at `destination` (as ssh takes it) from now on. Its host key must be
+   * the origin's (the key of the last connection, or one known_hosts lists for the current
+   * address), one known for the new address, or `acceptFingerprint` (`SHA256:...`); a key
+   * accepted that way is recorded in known_hosts for the new address. Resolves once connected
+   * there; requests waiting go on there.
+   */
+  async retarget(destination: string, acceptFingerprint?: string): Promise<void> {
+    if (this.closing) throw new UserError(`${this.name}: origin is closed`);
+    const oldChain = await this.resolveRoute().catch(() => undefined);
+    const oldHop = oldChain?.[oldChain.length - 1];
+    const lastKey = this.lastHostKey;
+    let offered: Buffer | undefined;
+    const trust = async (key: Buffer): Promise<boolean> => {
+      offered = key;
+      if (lastKey?.equals(key)) return true;
+      if (acceptFingerprint && fingerprint(key) === acceptFingerprint) return true;
+      if (!oldHop) return false;
+      const files = [...oldHop.userKnownHostsFiles, ...oldHop.globalKnownHostsFiles];
+      const j = judgeHostKey(await readKnownHostsFiles(files), knownHostsNameOf(oldHop), key);
+      return j.verdict === "known";
+    };
+    const target: ChainOptions = { ...this.opts, destination };
+    const route = sshChainFor(target, this.noAgent);
+    let conn: Connection;
+    try {
+      conn = await this.openConnection(await route, trust);
+    } catch (err) {
+      if (err instanceof FatalError && offered && /host key/i.test(err.message)) {
+        const fp = fingerprint(offered);
+        throw new UserError(
+          `${destination}: host key ${keyType(offered)} ${fp} is not the origin's (${this.name} had another, and known_hosts does not list it for ${destination}); if this is the origin, accept it with --accept-host-key ${fp}`,
+        );
+      }
+      throw err;
     }
-    return this.conn;
+    const from = this.name;
+    this.opts.destination = destination;
+    this.route = route;
+    const previous = this.keeper.retarget(() => this.openConnection(), this.nameOf(target), conn);
+    if (previous && !previous.closed) {
+      previous.closed = true;
+      previous.client.destroy(); // requests stuck on it fail now and go to the new one
+    }
+    log.info("origin moved", { from, to: this.name });
   }
 
-  private async openConnection(): Promise<Connection> {
+  private resolveRoute(): Promise<SshConfig[]> {
     const route = this.route ?? sshChainFor(this.opts, this.noAgent);
     this.route = route;
     route.catch(() => {
       if (this.route === route) this.route = undefined;
     });
-    let chain: SshConfig[];
+    return route;
+  }
+
+  /**
+   * One connection through the resolved chain. `trust` may accept the destination's host key
+   * where known_hosts does not (lazyfs origin: the origin's key at a new address).
+   */
+  private async openConnection(
+    chain?: SshConfig[],
+    trust?: (key: Buffer) => Promise<boolean>,
+  ): Promise<Connection> {
+    this.health.connecting();
     try {
-      chain = await route;
+      const conn = await this.connectThrough(chain, trust);
+      this.health.connected();
+      return conn;
     } catch (err) {
-      // An invalid destination or SSH configuration: retrying cannot help.
-      throw err instanceof UserError ? new FatalError(err.message) : err;
+      this.health.error(errorMessage(err));
+      this.health.dropped();
+      throw err;
+    }
+  }
+
+  private async connectThrough(
+    chain: SshConfig[] | undefined,
+    trust: ((key: Buffer) => Promise<boolean>) | undefined,
+  ): Promise<Connection> {
+    if (!chain) {
+      try {
+        chain = await this.resolveRoute();
+      } catch (err) {
+        // An invalid destination or SSH configuration: retrying cannot help.
+        throw err instanceof UserError ? new FatalError(err.message) : err;
+      }
     }
     let client: Client;
+    let seenKey: Buffer | undefined;
     try {
       client = await connectSshChain(chain, {
         timeoutMs: this.opts.timeoutMs,
@@ -188,18 +293,24 @@ export class SftpOrigin implements Origin {
         algorithms: {
           cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"],
         },
+        onDestinationKey: (key) => {
+          seenKey = key;
+        },
+        ...(trust ? { trustDestinationKey: trust } : {}),
       });
     } catch (err) {
       if (err instanceof SshRefusedError) throw new FatalError(err.message);
       throw err;
     }
+    const last = chain[chain.length - 1];
+    const name = last ? destinationName(last) : this.name;
     // Small requests and window updates must not wait for ACKs of earlier ones (Nagle).
     client.setNoDelay(true);
     const conn = await new Promise<Connection>((resolve, reject) => {
       client.sftp((err, sftp) => {
         if (err) {
           client.end();
-          reject(new UserError(`${this.name}: SFTP subsystem refused: ${err.message}`));
+          reject(new UserError(`${name}: SFTP subsystem refused: ${err.message}`));
           return;
         }
         resolve({
@@ -207,23 +318,26 @@ export class SftpOrigin implements Origin {
           sftp,
           readHandles: new Map(),
           writeHandles: new Map(),
+          verified: new Map(),
+          exactStats: new ExactStatBatcher(async (script) => {
+            const r = await this.execOn(conn, script, this.opts.timeoutMs);
+            return r.stdout;
+          }),
+          ...(seenKey ? { hostKey: seenKey } : {}),
           closed: false,
         });
       });
     });
-    const drop = () => {
+    if (seenKey) this.lastHostKey = seenKey;
+    const drop = (err?: unknown) => {
       if (!conn.closed && !this.closing) this.health.dropped();
       conn.closed = true;
-      if (this.conn && !this.closing) {
-        this.conn.then((c) => {
-          if (c === conn) this.conn = undefined;
-        });
-      }
+      this.keeper.lost(conn, err ?? new Error("connection closed"));
     };
-    client.on("close", drop);
+    client.on("close", () => drop());
     client.on("error", (err) => {
-      log.warn("connection error", { host: this.name, error: err.message });
-      drop();
+      log.warn("connection error", { host: name, error: err.message });
+      drop(err);
     });
     return conn;
   }
@@ -234,13 +348,32 @@ export class SftpOrigin implements Origin {
     fn: (c: Connection) => Promise<T>,
     timeoutMs = this.opts.timeoutMs,
   ): Promise<T> {
+    const policy = this.outage;
+    // Soft: the origin may be given `timeoutMs` per request, and no more than that since it
+    // went away (a request after a long outage fails at once; reconnecting goes on).
+    // A request that finds the origin away and the reconnect loop waiting tries at once, and
+    // gets a little time for that fresh attempt.
+    const lostSince = this.keeper.lostSince() ?? Number.POSITIVE_INFINITY;
+    const fresh = this.keeper.kick();
+    const deadline =
+      policy.mode === "soft"
+        ? Math.max(
+            Math.min(Date.now(), lostSince) + policy.timeoutMs,
+            fresh ? Date.now() + Math.min(FRESH_TRY_MS, policy.timeoutMs) : 0,
+          )
+        : Number.POSITIVE_INFINITY;
+    const maxFailures = policy.mode === "retries" ? policy.maxRetries : Number.POSITIVE_INFINITY;
     let delay = this.opts.backoffMs;
     for (let attempt = 0; ; attempt++) {
       let conn: Connection | undefined;
+      let attemptStart = Date.now();
       try {
-        conn = await this.connection();
-        return await this.withTimeout(what, conn, fn(conn), timeoutMs);
+        conn = await this.keeper.get(deadline, maxFailures - attempt);
+        attemptStart = Date.now();
+        const left = Math.max(1, Math.min(timeoutMs, deadline - Date.now()));
+        return await this.withTimeout(what, conn, fn(conn), left);
       } catch (err) {
+        if (err instanceof CheckFailed) throw err.cause;
         if (err instanceof FatalError || this.closing) throw err;
         // A connection failure was counted where it happened (connection()); a name that
         // does not exist is an answer, not an error.
@@ -251,19 +384,29 @@ export class SftpOrigin implements Origin {
             cause: err,
           });
         }
-        if (attempt >= this.opts.maxRetries) {
+        if (Date.now() >= deadline) {
+          throw new UserError(
+            `${this.name}: ${what}: origin unreachable for ${policy.mode === "soft" ? policy.timeoutMs : 0} ms (${errorMessage(err)})`,
+            { cause: err },
+          );
+        }
+        if (!conn || attempt >= maxFailures) {
           throw err instanceof UserError
             ? err
             : new UserError(`${this.name}: ${what}: ${errorMessage(err)}`, { cause: err });
         }
-        log.info("request failed; reconnecting", { host: this.name, what, attempt, delay });
-        if (conn && !conn.closed) {
+        log.info("request failed; reconnecting", { host: this.name, what, attempt });
+        if (!conn.closed) {
           conn.closed = true;
           conn.client.end();
-          if (this.conn) this.conn = undefined;
         }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 10_000);
+        this.keeper.lost(conn, err, attemptStart);
+        // The keeper backs off between connection attempts; this spaces out requests that
+        // fail on a connection that was made.
+        if (attempt > 0) {
+          await new Promise((r) => setTimeout(r, Math.min(delay, deadline - Date.now())));
+          delay = Math.min(delay * 2, 10_000);
+        }
       }
     }
   }
@@ -325,31 +468,53 @@ export class SftpOrigin implements Origin {
     );
   }
 
-  read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer> {
+  /**
+   * Checks a handle just opened on `c` against the file's exact identity (one `stat` in a
+   * shell, after the open: a path replaced in between shows as a different inode).
+   */
+  private verifyHandle(c: Connection, path: string, check: ReadCheck): Promise<void> {
+    let v = c.verified.get(path);
+    if (!v) {
+      v = (async () => {
+        const st = await c.exactStats.stat(path);
+        if (!st) {
+          const gone = new UserError(`${this.name}: stat ${path}: no such file`, {
+            cause: { code: 2 },
+          });
+          throw new CheckFailed("gone", { cause: gone });
+        }
+        try {
+          check(st);
+        } catch (err) {
+          throw new CheckFailed("check", { cause: err });
+        }
+      })();
+      c.verified.set(path, v);
+      v.catch(() => c.verified.delete(path));
+    }
+    return v;
+  }
+
+  read(
+    path: string,
+    offset: number,
+    length: number,
+    onPart?: ReadPartCallback,
+    check?: ReadCheck,
+  ): Promise<Buffer> {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
-      const out = Buffer.allocUnsafe(length);
-      const chunk = this.opts.readChunkBytes;
-      const parts: Promise<number>[] = [];
-      for (let pos = 0; pos < length; pos += chunk) {
-        const len = Math.min(chunk, length - pos);
-        parts.push(
-          new Promise<number>((res, rej) =>
-            c.sftp.read(handle, out, pos, len, offset + pos, (err, nb) => {
-              if (err) return rej(err);
-              if (nb === len) onPart?.(pos, nb, out);
-              res(nb);
-            }),
-          ),
-        );
-      }
-      const got = await Promise.all(parts);
-      let total = 0;
-      for (let i = 0; i < got.length; i++) {
-        total += got[i]!;
-        if (got[i]! < Math.min(chunk, length - i * chunk)) break;
-      }
-      return out.subarray(0, total);
+      if (check) await this.verifyHandle(c, path, check);
+      const verify = check
+        ? (st: OriginStat) => {
+            try {
+              check(st);
+            } catch (err) {
+              throw new CheckFailed("check", { cause: err });
+            }
+          }
+        : undefined;
+      return readRange(c.sftp, handle, offset, length, this.opts.readChunkBytes, onPart, verify);
     });
   }
 
@@ -434,51 +599,26 @@ export class SftpOrigin implements Origin {
       /** Gets the channel once the command runs: write its stdin, watch its stdout. */
       onChannel?: (channel: ClientChannel) => void;
     } = {},
-  ): Promise<{ code: number; stdout: string; stderr: string }> {
+  ): Promise<ExecResult> {
     const conn = await this.request("connect", async (c) => c);
-    const timeoutMs = opts.timeoutMs ?? 600_000;
-    const what = `exec ${command.split("\n")[0]!.slice(0, 60)}`;
-    return new Promise((resolve, reject) => {
-      let stdout = "";
-      let stderr = "";
-      const timer = setTimeout(() => {
-        reject(new UserError(`${this.name}: ${what}: no exit within ${timeoutMs} ms`));
-      }, timeoutMs);
-      conn.client.exec(command, (err, stream) => {
-        if (err) {
-          clearTimeout(timer);
-          reject(new UserError(`${this.name}: ${what}: ${err.message}`, { cause: err }));
-          return;
-        }
-        stream.on("data", (d: Buffer) => {
-          stdout += d.toString();
-        });
-        opts.onChannel?.(stream);
-        stream.stderr.on("data", (d: Buffer) => {
-          stderr += d.toString();
-        });
-        stream.on("close", (code: number | null, signal?: string) => {
-          clearTimeout(timer);
-          if (code === null || code === undefined) {
-            reject(
-              new UserError(
-                `${this.name}: ${what}: ended without exit status (${signal ?? "connection lost"})`,
-              ),
-            );
-          } else resolve({ code, stdout, stderr });
-        });
-      });
-    });
+    return this.execOn(conn, command, opts.timeoutMs ?? 600_000, opts.onChannel);
+  }
+
+  private execOn(
+    conn: Connection,
+    command: string,
+    timeoutMs: number,
+    onChannel?: (channel: ClientChannel) => void,
+  ): Promise<ExecResult> {
+    return execOnClient(conn.client, this.name, command, timeoutMs, onChannel);
   }
 
   async close(): Promise<void> {
     this.closing = true;
     this.health.closed();
-    const p = this.conn;
-    this.conn = undefined;
-    if (!p) return;
+    const c = this.keeper.close();
+    if (!c) return;
     try {
-      const c = await p;
       c.closed = true;
       // Resolve once the server has closed its side too (bounded: a dead link never answers).
       const closed = new Promise<void>((resolve) => {

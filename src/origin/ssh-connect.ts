@@ -26,6 +26,13 @@ export interface SshConnectOptions {
   /** ServerAliveInterval when the config has none (ms; 0: off). */
   keepaliveMs?: number;
   algorithms?: ConnectConfig["algorithms"];
+  /** Told the destination's host key (the last hop's) once it is offered. */
+  onDestinationKey?: (key: Buffer) => void;
+  /**
+   * Accepts the destination's host key where known_hosts does not (recorded then as
+   * accept-new would); `lazyfs origin` uses it for the origin's key at a new address.
+   */
+  trustDestinationKey?: (key: Buffer) => Promise<boolean>;
 }
 
 /** While a passphrase or a host key may be asked on the terminal, the handshake may wait. */
@@ -50,9 +57,10 @@ async function connectHop(
   opts: SshConnectOptions,
   sock: Duplex | undefined,
   via: string,
+  last: boolean,
 ): Promise<Client> {
   const where = `${destinationName(cfg)}${via}`;
-  const check = hostKeyCheck(cfg, where);
+  const check = hostKeyCheck(cfg, where, last ? opts.trustDestinationKey : undefined);
   const { authHandler, attempts } = await identityAuth(cfg, where);
   const keepalive = cfg.serverAliveIntervalMs || opts.keepaliveMs || 0;
   const config: ConnectConfig = {
@@ -64,6 +72,7 @@ async function connectHop(
     keepaliveCountMax: cfg.serverAliveCountMax,
     authHandler,
     hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
+      if (last) opts.onDestinationKey?.(key);
       check.verify(key, verify);
     },
     ...(sock ? { sock } : {}),
@@ -116,7 +125,7 @@ export async function connectSshChain(chain: SshConfig[], opts: SshConnectOption
     for (let i = 0; i < chain.length; i++) {
       const cfg = chain[i]!;
       if (i > 0) sock = await forwardOut(jumps[i - 1]!, cfg, `${destinationName(cfg)}${via}`);
-      const client = await connectHop(cfg, opts, sock, via);
+      const client = await connectHop(cfg, opts, sock, via, i === chain.length - 1);
       if (i < chain.length - 1) {
         const name = destinationName(cfg);
         client.on("error", (err) => {

@@ -16,6 +16,14 @@ export interface OriginStat {
 
 export type ReadPartCallback = (rel: number, length: number, whole: Buffer) => void;
 
+/**
+ * Verifies a read: called with the file's attributes taken on the open file after the read's
+ * data was read (SFTP: an fstat on the handle, pipelined behind the reads), and with exact
+ * ones (inode, ctime, nanosecond times) when the origin opens the file anew. Throwing refuses
+ * the data: `read` rejects with that error and no `onPart` is called.
+ */
+export type ReadCheck = (st: OriginStat) => void;
+
 export interface OriginDirEntry {
   name: string;
   stat: OriginStat;
@@ -39,9 +47,16 @@ export interface Origin {
   /**
    * `onPart`, when the origin supports it, is called as pieces of the range arrive: bytes
    * `rel..rel+length` of `whole` (the buffer `read` will resolve with) are final. Pieces do
-   * not overlap and come in any order; a caller may store them while they are hot.
+   * not overlap and come in any order; a caller may store them while they are hot. `check`
+   * (see ReadCheck) is run before any of the data is handed over.
    */
-  read(path: string, offset: number, length: number, onPart?: ReadPartCallback): Promise<Buffer>;
+  read(
+    path: string,
+    offset: number,
+    length: number,
+    onPart?: ReadPartCallback,
+    check?: ReadCheck,
+  ): Promise<Buffer>;
   /** The names in a directory (not `.` and `..`), each with its `lstat`. */
   readdir(path: string): Promise<OriginDirEntry[]>;
   /** Used only by the `remote` policy. */

@@ -26,6 +26,14 @@ export interface FileMeta {
   policy: Policy;
   /** For `local`: the target's own copy, used when its size and mtime match. */
   localPath?: string;
+  /** The origin's inode number and status-change time at the checkpoint, when known. */
+  ino?: number;
+  ctimeMs?: number;
+  /**
+   * Where the origin's bytes are read, when not `originPath`: a snapshot (a reflink clone
+   * taken at the dump); then size, mtime, ctime and inode above are the clone's.
+   */
+  readPath?: string;
 }
 
 export const DEFAULT_BLOCK_SIZE = 256 * 1024;

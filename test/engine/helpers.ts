@@ -100,9 +100,10 @@ export class RecordingOrigin implements Origin {
     this.asked.push(`readlink ${p}`);
     return this.inner.readlink(p);
   }
-  async read(path: string, offset: number, length: number) {
+  async read(...args: Parameters<Origin["read"]>) {
+    const [path, offset, length] = args;
     this.reads.push({ path, offset, length });
-    return this.inner.read(path, offset, length);
+    return this.inner.read(...args);
   }
   readdir(p: string) {
     this.asked.push(`readdir ${p}`);

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { migrateProcess } from "../../migrate/index.js";
+import { migrateProcess, parseSnapshotMode } from "../../migrate/index.js";
 import {
   addCommonOptions,
   addCriuOptions,
@@ -17,6 +17,7 @@ interface MigrateOpts extends CommonOpts, CriuOpts {
   pid: string;
   originCriu?: string;
   keepOriginImages?: boolean;
+  originSnapshot?: string;
   json?: boolean;
 }
 
@@ -43,6 +44,10 @@ export function registerMigrate(program: Command): void {
     )
     .option("--keep-origin-images", "keep the dump directory on the origin")
     .option(
+      "--origin-snapshot <mode>",
+      "reflink: clone the files read from the origin at the dump (btrfs, xfs) and read the clones, so later changes there do not matter; auto: the same where the file system can, else without (a warning); none (default)",
+    )
+    .option(
       "--on-restored <command>",
       "shell command run here once the process runs here, before its original is ended (e.g. move a service address); $LAZYFS_PID, $LAZYFS_ID are set; failure aborts the migration",
     )
@@ -56,6 +61,7 @@ export function registerMigrate(program: Command): void {
       ...(o.onRestored ? { onRestored: o.onRestored } : {}),
       ...(o.originCriu ? { originCriu: o.originCriu } : {}),
       ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
+      ...(o.originSnapshot ? { originSnapshot: parseSnapshotMode(o.originSnapshot) } : {}),
       firstFetchWaitMs: 1000,
     });
     const t = r.timeline;
@@ -91,6 +97,15 @@ export function registerMigrate(program: Command): void {
             formatMs(t.restoreMs),
             `plan + mount + rewrite + criu restore (CRIU ${r.criu.target.version}: ${r.criu.target.path}; ${r.rewritten} paths into ${r.manifest.mountpoint})`,
           ],
+          ...(o.originSnapshot && o.originSnapshot !== "none"
+            ? [
+                [
+                  "origin snapshot",
+                  formatMs(t.snapshotMs),
+                  `${t.snapshotFiles} file(s) cloned on the origin at the dump (part of the image transfer)`,
+                ],
+              ]
+            : []),
           ...(o.onRestored ? [["--on-restored", formatMs(t.onRestoredMs), o.onRestored]] : []),
           [
             "end original",

@@ -9,6 +9,7 @@ import {
 } from "../../migrate/index.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
+import { originStateText } from "./origin-state.js";
 import { originsTable, printEvents, sourcesText } from "./status-extra.js";
 
 type Row = { id: string; status?: DaemonStatus; error?: string };
@@ -57,8 +58,29 @@ function prefetchText(s: DaemonStatus): string {
 /** Planned files, and lazy directories listed so far (crawled/known). */
 function filesText(s: DaemonStatus): string {
   const d = s.dirs;
-  if (!d || d.crawled + d.uncrawled === 0) return String(s.files);
-  return `${s.files} + dirs ${d.crawled}/${d.crawled + d.uncrawled} listed`;
+  const verdicts = [
+    s.total.refusedFiles ? `${s.total.refusedFiles} refused` : "",
+    s.total.changedFiles ? `${s.total.changedFiles} changed` : "",
+  ].filter(Boolean);
+  const extra = verdicts.length ? ` (${verdicts.join(", ")})` : "";
+  if (!d || d.crawled + d.uncrawled === 0) return `${s.files}${extra}`;
+  return `${s.files}${extra} + dirs ${d.crawled}/${d.crawled + d.uncrawled} listed`;
+}
+
+/** One line per file refused (changed on the origin) or served from changed content. */
+function verdictLines(rows: Row[]): string {
+  const lines: string[] = [];
+  for (const r of rows) {
+    for (const f of r.status?.perFile ?? []) {
+      if (f.refused) lines.push(`${r.id}: ${f.path}: refused, ${f.refused.reason}`);
+      if (f.changed) {
+        lines.push(
+          `${r.id}: ${f.path}: changed on the origin (${f.changed.reason}), served from the new content`,
+        );
+      }
+    }
+  }
+  return lines.map((l) => `${l}\n`).join("");
 }
 
 function table(rows: Row[]): string {
@@ -83,7 +105,7 @@ function table(rows: Row[]): string {
       return [
         s.id,
         s.origin,
-        s.originState === "released" ? "not needed" : s.originState,
+        originStateText(s.originState, s.originLink),
         pid,
         filesText(s),
         `${formatBytes(s.total.bytesLocal)}/${formatBytes(s.total.size)}`,
@@ -121,7 +143,7 @@ async function watch(ids: string[] | undefined, intervalMs: number): Promise<voi
             local: formatBytes(s.total.bytesLocal),
             size: formatBytes(s.total.size),
             fetched: formatBytes(s.total.bytesFromOrigin ?? s.total.bytesFetched),
-            origin: s.originState === "released" ? "not needed" : s.originState,
+            origin: originStateText(s.originState, s.originLink),
             prefetch: prefetchText(s),
           }
         : {
@@ -174,7 +196,7 @@ export function registerStatus(program: Command): void {
         process.stdout.write("no migrations on this host\n");
         return;
       }
-      process.stdout.write(`${table(rows)}\n`);
+      process.stdout.write(`${table(rows)}\n${verdictLines(rows)}`);
       const live = rows.flatMap((r) => (r.status ? [r.status] : []));
       if (live.length > 0) process.stdout.write(`\n${originsTable(live)}\n`);
     });
