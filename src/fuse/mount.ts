@@ -158,12 +158,15 @@ export class Mount {
   }
 }
 
-/** Mounts `fileSystem` at `mountpoint` and serves it until unmounted. Root only. */
-export async function mount(
+/**
+ * The first half of `mount`: opens /dev/fuse and mounts it at `mountpoint` (recovering a stale
+ * mount there first), without serving it. Returns the device fd (the caller owns it: hand it to
+ * a `Session`, or to a served child, see supervisor.ts) and the real mount point. Root only.
+ */
+export async function mountDevice(
   mountpoint: string,
-  fileSystem: FileSystem,
   options: MountOptions = {},
-): Promise<Mount> {
+): Promise<{ fd: number; mountpoint: string }> {
   if (process.getuid?.() !== 0)
     throw new UserError(`mounting ${mountpoint} needs root (FUSE via mount(8))`);
   await recoverStaleMount(mountpoint);
@@ -208,6 +211,16 @@ export async function mount(
     fs.closeSync(fd);
     throw new UserError(`mount of ${real} failed: ${r.out || `exit ${r.code}`}`);
   }
+  return { fd, mountpoint: real };
+}
+
+/** Mounts `fileSystem` at `mountpoint` and serves it until unmounted. Root only. */
+export async function mount(
+  mountpoint: string,
+  fileSystem: FileSystem,
+  options: MountOptions = {},
+): Promise<Mount> {
+  const { fd, mountpoint: real } = await mountDevice(mountpoint, options);
   const session = new Session(fd, fileSystem, options);
   const m = new Mount(real, session, 0);
   const timeout = options.initTimeoutMs ?? 10000;
@@ -230,16 +243,19 @@ export async function mount(
   clearTimeout(timer);
   const dev = Number((await fs.promises.stat(real)).dev);
   m.dev = dev;
-  if (options.readaheadKb !== undefined) {
-    const bdi = `/sys/class/bdi/${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}/read_ahead_kb`;
-    try {
-      fs.writeFileSync(bdi, String(options.readaheadKb));
-    } catch (e) {
-      log.warn("cannot set readahead", { bdi, error: errorMessage(e) });
-    }
-  }
+  if (options.readaheadKb !== undefined) setReadahead(dev, options.readaheadKb);
   log.info("mounted", { mountpoint: real, dev });
   return m;
+}
+
+/** Sets the kernel readahead (KiB) of the mount whose st_dev is `dev`. */
+export function setReadahead(dev: number, kb: number): void {
+  const bdi = `/sys/class/bdi/${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}/read_ahead_kb`;
+  try {
+    fs.writeFileSync(bdi, String(kb));
+  } catch (e) {
+    log.warn("cannot set readahead", { bdi, error: errorMessage(e) });
+  }
 }
 
 /**

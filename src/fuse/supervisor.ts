@@ -1,0 +1,211 @@
+/**
+ * Failover for a FUSE mount: the supervisor opens /dev/fuse, mounts it and keeps the descriptor
+ * for the mount's whole life, while a child process serves it (handover.ts). When the server
+ * dies without unmounting (kill -9, crash), the kernel connection stays up (the supervisor
+ * still holds the device), callers merely wait, and a new server is started on the same
+ * connection: it skips INIT and gets the requests in flight again (FUSE_NOTIFY_RESEND).
+ *
+ * A server that keeps dying before it serves, or within `quickMs` of its start (a request that
+ * crashes every server it is resent to), is restarted with a doubling delay,
+ * and after `maxQuickFailures` such deaths in a row the supervisor gives up with one log line;
+ * the mount stays in the mount table (stale once the supervisor is gone, so the usual recovery
+ * of a crashed server applies). A first server that dies before answering INIT is not
+ * restarted: nothing was served yet, the mount is removed and its failure is the result.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import { errorMessage } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { handoverEnv, type NegotiatedJson, negotiatedFromJson } from "./handover.js";
+import { abortConnection, type MountOptions, mountDevice, mountInfo } from "./mount.js";
+import type { Negotiated } from "./session.js";
+
+const log = logger("supervisor");
+
+export interface SupervisorOptions {
+  mountpoint: string;
+  mount?: MountOptions;
+  /** The server: a program that calls `inheritedDevice()` and `serveInherited()`. */
+  command: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Give up after this many servers in a row died before serving or within `quickMs` of
+   * starting; default 5.
+   */
+  maxQuickFailures?: number;
+  /** default 2000 */
+  quickMs?: number;
+  /** First restart delay after a quick death, doubled each time up to 5 s; default 100. */
+  backoffMs?: number;
+}
+
+/** How supervision ended. */
+export type SupervisorEnd =
+  /** A server unmounted (or the mount went away) and exited. */
+  | { kind: "unmounted"; code: number }
+  /** The first server died before the kernel's INIT was answered. */
+  | { kind: "failed"; reason: string }
+  /** Servers kept dying at start; the mount is left for a later recovery. */
+  | { kind: "gave-up"; reason: string };
+
+/** st_dev of the mount at `mountpoint`, from the mount table (0 if not found). */
+function mountDev(mountpoint: string): number {
+  let dev = 0;
+  for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    if (f[4] !== mountpoint || !f[2]) continue;
+    const [major, minor] = f[2].split(":").map(Number);
+    dev = ((minor ?? 0) & 0xff) | ((major ?? 0) << 8) | (((minor ?? 0) & ~0xff) << 12);
+  }
+  return dev;
+}
+
+function exitText(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
+
+export class Supervisor {
+  /** Servers started after the first. */
+  restarts = 0;
+  /** The current server process (0 while none runs). */
+  serverPid = 0;
+  /** The current server once it serves (answered INIT or took the connection over), else 0. */
+  servingPid = 0;
+  readonly mountpoint: string;
+  /** Resolves once; the supervisor holds nothing after it. */
+  readonly done: Promise<SupervisorEnd>;
+
+  private negotiated?: Negotiated;
+  private child?: ChildProcess;
+  private quickFailures = 0;
+  private stopping = false;
+  private finish!: (end: SupervisorEnd) => void;
+  private dev = 0;
+  private retryTimer?: NodeJS.Timeout;
+  private readonly opts: Required<Omit<SupervisorOptions, "mount" | "env">> &
+    Pick<SupervisorOptions, "mount" | "env">;
+
+  private constructor(
+    private readonly fd: number,
+    mountpoint: string,
+    opts: SupervisorOptions,
+  ) {
+    this.mountpoint = mountpoint;
+    this.opts = { maxQuickFailures: 5, quickMs: 2000, backoffMs: 100, ...opts };
+    this.done = new Promise((res) => {
+      this.finish = (end) => {
+        clearTimeout(this.retryTimer);
+        try {
+          fs.closeSync(this.fd);
+        } catch {
+          /* closed */
+        }
+        res(end);
+      };
+    });
+  }
+
+  /** Mounts and starts the first server. Root only. */
+  static async start(opts: SupervisorOptions): Promise<Supervisor> {
+    const { fd, mountpoint } = await mountDevice(opts.mountpoint, opts.mount);
+    const s = new Supervisor(fd, mountpoint, opts);
+    // Not stat(2): that would wait for the INIT only the server answers.
+    s.dev = mountDev(mountpoint);
+    s.spawnServer();
+    return s;
+  }
+
+  private spawnServer(): void {
+    const started = Date.now();
+    let served = false;
+    const child = spawn(this.opts.command, this.opts.args, {
+      // fd 3: the device; fd 4: the IPC channel on which the server reports INIT.
+      stdio: ["ignore", "inherit", "inherit", this.fd, "ipc"],
+      env: {
+        ...(this.opts.env ?? process.env),
+        ...handoverEnv({
+          fd: 3,
+          mountpoint: this.mountpoint,
+          restarts: this.restarts,
+          supervisorPid: process.pid,
+          ...(this.negotiated ? { resume: this.negotiated } : {}),
+        }),
+      },
+    });
+    this.child = child;
+    this.serverPid = child.pid ?? 0;
+    child.on("message", (m: { fuse?: string; negotiated?: NegotiatedJson }) => {
+      if (m?.fuse !== "init" || !m.negotiated) return;
+      this.negotiated ??= negotiatedFromJson(m.negotiated);
+      served = true;
+      this.servingPid = child.pid ?? 0;
+    });
+    child.on("error", (e) => log.error("cannot start the server", { error: errorMessage(e) }));
+    child.on("exit", (code, signal) => {
+      this.child = undefined;
+      this.serverPid = 0;
+      this.servingPid = 0;
+      this.exited(code, signal, served ? Date.now() - started : 0);
+    });
+    log.info("server started", { pid: this.serverPid, restarts: this.restarts });
+  }
+
+  /** `livedMs`: 0 for a server that never reported serving. */
+  private exited(code: number | null, signal: NodeJS.Signals | null, livedMs: number): void {
+    const how = exitText(code, signal);
+    if (code === 0 || !mountInfo(this.mountpoint)) {
+      log.info("server ended and the mount is gone", { how });
+      this.finish({ kind: "unmounted", code: code ?? 1 });
+      return;
+    }
+    if (!this.negotiated) {
+      // Nothing was ever served: no failover, the mount goes.
+      abortConnection(this.dev);
+      spawn("umount", ["-l", this.mountpoint], { stdio: "ignore" }).on("exit", () =>
+        this.finish({ kind: "failed", reason: how }),
+      );
+      return;
+    }
+    if (this.stopping) {
+      this.finish({ kind: "unmounted", code: code ?? 1 });
+      return;
+    }
+    this.quickFailures = livedMs < this.opts.quickMs ? this.quickFailures + 1 : 0;
+    if (this.quickFailures >= this.opts.maxQuickFailures) {
+      const reason = `the server of ${this.mountpoint} died ${this.quickFailures} times within ${this.opts.quickMs} ms of starting (last: ${how})`;
+      log.error(`${reason}; giving up, the mount is left for a later recovery`);
+      this.finish({ kind: "gave-up", reason });
+      return;
+    }
+    const delay =
+      this.quickFailures <= 1
+        ? 0
+        : Math.min(this.opts.backoffMs * 2 ** (this.quickFailures - 2), 5000);
+    log.warn("server died; starting a new one on the same connection", {
+      how,
+      livedMs,
+      delayMs: delay,
+    });
+    this.retryTimer = setTimeout(() => {
+      this.restarts++;
+      this.spawnServer();
+    }, delay);
+  }
+
+  /**
+   * Stops: the server is asked to unmount and exit (`signal`, default SIGTERM); with no server
+   * running the mount is detached here.
+   */
+  stop(signal: NodeJS.Signals = "SIGTERM"): Promise<SupervisorEnd> {
+    this.stopping = true;
+    if (this.child) this.child.kill(signal);
+    else {
+      abortConnection(this.dev);
+      spawn("umount", ["-l", this.mountpoint], { stdio: "ignore" }).on("exit", () =>
+        this.finish({ kind: "unmounted", code: 1 }),
+      );
+    }
+    return this.done;
+  }
+}
