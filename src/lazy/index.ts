@@ -4,7 +4,13 @@
  * `mountLazyFs` mounts it; the returned handle unmounts.
  */
 import { mkdir } from "node:fs/promises";
-import { mount } from "../fuse/index.js";
+import {
+  type Handover,
+  type Mount,
+  type MountOptions,
+  mount,
+  serveInherited,
+} from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
 export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
@@ -19,12 +25,9 @@ export interface LazyMount {
   closed: Promise<void>;
 }
 
-export async function mountLazyFs(
-  spec: { mountpoint: string; id?: string },
-  fileSystem: LazyFileSystem,
-): Promise<LazyMount> {
-  await mkdir(spec.mountpoint, { recursive: true });
-  const m = await mount(spec.mountpoint, fileSystem, {
+/** How a LazyFS tree is mounted (also by a supervisor that mounts it for a served child). */
+export function lazyMountOptions(spec: { id?: string }): MountOptions {
+  return {
     subtype: "lazyfs",
     fsName: spec.id ? `lazyfs-${spec.id}` : "lazyfs",
     allowOther: true,
@@ -32,7 +35,10 @@ export async function mountLazyFs(
     // No kernel readahead: the engine reads ahead itself for sequential readers, and a sparse
     // reader then moves only the blocks it touches.
     readaheadKb: 0,
-  });
+  };
+}
+
+function lazyMount(spec: { mountpoint: string }, fileSystem: LazyFileSystem, m: Mount): LazyMount {
   return {
     mountpoint: spec.mountpoint,
     fileSystem,
@@ -42,4 +48,29 @@ export async function mountLazyFs(
     },
     closed: m.closed,
   };
+}
+
+export async function mountLazyFs(
+  spec: { mountpoint: string; id?: string },
+  fileSystem: LazyFileSystem,
+): Promise<LazyMount> {
+  await mkdir(spec.mountpoint, { recursive: true });
+  return lazyMount(
+    spec,
+    fileSystem,
+    await mount(spec.mountpoint, fileSystem, lazyMountOptions(spec)),
+  );
+}
+
+/**
+ * Serves `fileSystem` on a connection handed over by a supervisor (fuse/handover.ts): the
+ * supervisor mounted it; this server answers INIT or, after a predecessor died, resumes it.
+ */
+export async function serveLazyFs(
+  spec: { mountpoint: string; id?: string },
+  fileSystem: LazyFileSystem,
+  handover: Handover,
+): Promise<LazyMount> {
+  const m = await serveInherited(handover, fileSystem, lazyMountOptions(spec));
+  return lazyMount(spec, fileSystem, m);
 }

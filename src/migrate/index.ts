@@ -3,7 +3,7 @@
  * restore, migrate, status and unmount.
  */
 
-export { type ControlRequest, callControl } from "./control.js";
+export { type ControlRequest, callControl, callDaemon, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
 export { findHolders, type Holder } from "./holders.js";
 export {

@@ -75,7 +75,7 @@ export interface RestoreResult {
   rewritten: number;
 }
 
-const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+export const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 
 export interface DumpedTree {
   processes: number[];

@@ -2,15 +2,13 @@ import { rm } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { recoverStaleMount } from "../../fuse/index.js";
-import { callControl, listMigrations, migrationPaths, readManifest } from "../../migrate/index.js";
+import { listMigrations, migrationPaths, readManifest, stopDaemon } from "../../migrate/index.js";
 
 async function unmountOne(id: string, force: boolean, purge: boolean): Promise<void> {
   const paths = migrationPaths(id);
   try {
-    const r = (await callControl(paths.socket, { op: "unmount", force })) as {
-      unmounted: string;
-      holders: number;
-    };
+    // Returns once the daemon and its supervisor are gone, and with them the mount point.
+    const r = await stopDaemon(paths.socket, { force });
     process.stdout.write(
       `${id}: unmounted ${r.unmounted}${r.holders > 0 ? ` (forced; ${r.holders} process(es) still had files open)` : ""}\n`,
     );
