@@ -161,10 +161,7 @@ export class Supervisor {
     }
     if (!this.negotiated) {
       // Nothing was ever served: no failover, the mount goes.
-      abortConnection(this.dev);
-      spawn("umount", ["-l", this.mountpoint], { stdio: "ignore" }).on("exit", () =>
-        this.finish({ kind: "failed", reason: how }),
-      );
+      this.detach({ kind: "failed", reason: how });
       return;
     }
     if (this.stopping) {
@@ -200,12 +197,15 @@ export class Supervisor {
   stop(signal: NodeJS.Signals = "SIGTERM"): Promise<SupervisorEnd> {
     this.stopping = true;
     if (this.child) this.child.kill(signal);
-    else {
-      abortConnection(this.dev);
-      spawn("umount", ["-l", this.mountpoint], { stdio: "ignore" }).on("exit", () =>
-        this.finish({ kind: "unmounted", code: 1 }),
-      );
-    }
+    else this.detach({ kind: "unmounted", code: 1 });
     return this.done;
+  }
+
+  /** No server runs: abort the connection, detach the mount, end with `end`. */
+  private detach(end: SupervisorEnd): void {
+    abortConnection(this.dev);
+    spawn("umount", ["-l", this.mountpoint], { stdio: "ignore" }).on("exit", () =>
+      this.finish(end),
+    );
   }
 }
