@@ -5,8 +5,12 @@
  * supervisor what was agreed; every later one takes the connection over without an INIT and
  * asks the kernel to resend what its predecessor left unanswered.
  *
+ * A standby server (started in advance, so that a failover need not wait for a process to
+ * start) gets `standby: true` and waits in `takeOver()` until the supervisor orders it in.
+ *
  * Protocol between the two: the environment variable FUSE_HANDOVER (JSON, below) and a Node
- * IPC channel on which the server sends `{ fuse: "init", negotiated }` once INIT is answered.
+ * IPC channel on which the server sends `{ fuse: "init", negotiated }` once it serves, and the
+ * supervisor sends a standby `{ fuse: "takeover", restarts, resume }`.
  */
 import fs from "node:fs";
 import { errorMessage, UserError } from "../common/errors.js";
@@ -30,6 +34,8 @@ export interface Handover {
   /** Servers started before this one on this mount (0 for the first). */
   restarts: number;
   supervisorPid: number;
+  /** A standby: call `takeOver()` before anything else. */
+  standby?: boolean;
 }
 
 /** The wire form of a Handover (bigints as hex strings). */
@@ -81,6 +87,31 @@ export function inheritedDevice(env: NodeJS.ProcessEnv = process.env): Handover 
 }
 
 /**
+ * For a standby server: resolves when the supervisor orders it to take the connection over
+ * (with the parameters in effect then); at once for any other. A standby whose supervisor goes
+ * away exits.
+ */
+export function takeOver(h: Handover): Promise<Handover> {
+  if (!h.standby) return Promise.resolve(h);
+  return new Promise((resolve) => {
+    const onMessage = (m: { fuse?: string; restarts?: number; resume?: NegotiatedJson }) => {
+      if (m?.fuse !== "takeover" || !m.resume) return;
+      process.off("message", onMessage);
+      process.off("disconnect", onGone);
+      const { standby: _, ...rest } = h;
+      resolve({
+        ...rest,
+        restarts: m.restarts ?? h.restarts,
+        resume: negotiatedFromJson(m.resume),
+      });
+    };
+    const onGone = () => process.exit(0);
+    process.on("message", onMessage);
+    process.once("disconnect", onGone);
+  });
+}
+
+/**
  * Serves `fileSystem` on the handed-over connection. The first server waits for INIT (up to
  * `initTimeoutMs`) and reports what was agreed to the supervisor; a later one resumes at once.
  * The returned `Mount` unmounts as usual (the supervisor then sees a clean exit).
@@ -90,6 +121,7 @@ export async function serveInherited(
   fileSystem: FileSystem,
   options: MountOptions & SessionOptions = {},
 ): Promise<Mount> {
+  if (h.standby) throw new Error("serveInherited: a standby must takeOver() first");
   const session = new Session(h.fd, fileSystem, {
     ...options,
     ...(h.resume ? { resume: h.resume } : {}),

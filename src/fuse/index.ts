@@ -11,6 +11,7 @@ export {
   handoverEnv,
   inheritedDevice,
   serveInherited,
+  takeOver,
 } from "./handover.js";
 export {
   abortConnection,

@@ -3,7 +3,9 @@
  * for the mount's whole life, while a child process serves it (handover.ts). When the server
  * dies without unmounting (kill -9, crash), the kernel connection stays up (the supervisor
  * still holds the device), callers merely wait, and a new server is started on the same
- * connection: it skips INIT and gets the requests in flight again (FUSE_NOTIFY_RESEND).
+ * connection: it skips INIT and gets the requests in flight again (FUSE_NOTIFY_RESEND). A
+ * standby server is kept started in advance (Node loaded, waiting in `takeOver()`), so that a
+ * failover does not wait for a process to start.
  *
  * A server that keeps dying before it serves, or within `quickMs` of its start (a request that
  * crashes every server it is resent to), is restarted with a doubling delay,
@@ -16,7 +18,12 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { handoverEnv, type NegotiatedJson, negotiatedFromJson } from "./handover.js";
+import {
+  handoverEnv,
+  type NegotiatedJson,
+  negotiatedFromJson,
+  negotiatedToJson,
+} from "./handover.js";
 import { abortConnection, type MountOptions, mountDevice, mountInfo } from "./mount.js";
 import type { Negotiated } from "./session.js";
 
@@ -38,6 +45,11 @@ export interface SupervisorOptions {
   quickMs?: number;
   /** First restart delay after a quick death, doubled each time up to 5 s; default 100. */
   backoffMs?: number;
+  /**
+   * Keep a standby server started in advance (waiting in `takeOver()`), so that a failover
+   * does not wait for a process to start; default true.
+   */
+  standby?: boolean;
 }
 
 /** How supervision ended. */
@@ -65,6 +77,14 @@ function exitText(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
 
+interface Server {
+  proc: ChildProcess;
+  /** When it started serving (or was started, if it has not yet). */
+  started: number;
+  /** Reported serving (INIT answered, or connection taken over). */
+  served: boolean;
+}
+
 export class Supervisor {
   /** Servers started after the first. */
   restarts = 0;
@@ -77,9 +97,12 @@ export class Supervisor {
   readonly done: Promise<SupervisorEnd>;
 
   private negotiated?: Negotiated;
-  private child?: ChildProcess;
+  private server?: Server;
+  /** A server started in advance, waiting to take over (`standby`). */
+  private spare?: ChildProcess;
   private quickFailures = 0;
   private stopping = false;
+  private finished = false;
   private finish!: (end: SupervisorEnd) => void;
   private dev = 0;
   private retryTimer?: NodeJS.Timeout;
@@ -92,10 +115,12 @@ export class Supervisor {
     opts: SupervisorOptions,
   ) {
     this.mountpoint = mountpoint;
-    this.opts = { maxQuickFailures: 5, quickMs: 2000, backoffMs: 100, ...opts };
+    this.opts = { maxQuickFailures: 5, quickMs: 2000, backoffMs: 100, standby: true, ...opts };
     this.done = new Promise((res) => {
       this.finish = (end) => {
+        this.finished = true;
         clearTimeout(this.retryTimer);
+        this.spare?.kill("SIGTERM");
         try {
           fs.closeSync(this.fd);
         } catch {
@@ -112,43 +137,85 @@ export class Supervisor {
     const s = new Supervisor(fd, mountpoint, opts);
     // Not stat(2): that would wait for the INIT only the server answers.
     s.dev = mountDev(mountpoint);
-    s.spawnServer();
+    s.serve(s.spawnProcess(false));
     return s;
   }
 
-  private spawnServer(): void {
-    const started = Date.now();
-    let served = false;
-    const child = spawn(this.opts.command, this.opts.args, {
-      // fd 3: the device; fd 4: the IPC channel on which the server reports INIT.
+  private spawnProcess(standby: boolean): ChildProcess {
+    return spawn(this.opts.command, this.opts.args, {
+      // fd 3: the device; fd 4: the IPC channel (INIT reports, take-over orders).
       stdio: ["ignore", "inherit", "inherit", this.fd, "ipc"],
       env: {
         ...(this.opts.env ?? process.env),
         ...handoverEnv({
           fd: 3,
           mountpoint: this.mountpoint,
-          restarts: this.restarts,
+          restarts: standby ? this.restarts + 1 : this.restarts,
           supervisorPid: process.pid,
           ...(this.negotiated ? { resume: this.negotiated } : {}),
+          ...(standby ? { standby: true } : {}),
         }),
       },
     });
-    this.child = child;
-    this.serverPid = child.pid ?? 0;
-    child.on("message", (m: { fuse?: string; negotiated?: NegotiatedJson }) => {
+  }
+
+  /** Makes `proc` the server. */
+  private serve(proc: ChildProcess): void {
+    const server: Server = { proc, started: Date.now(), served: false };
+    this.server = server;
+    this.serverPid = proc.pid ?? 0;
+    proc.on("message", (m: { fuse?: string; negotiated?: NegotiatedJson }) => {
       if (m?.fuse !== "init" || !m.negotiated) return;
       this.negotiated ??= negotiatedFromJson(m.negotiated);
-      served = true;
-      this.servingPid = child.pid ?? 0;
+      server.served = true;
+      server.started = Date.now();
+      this.servingPid = proc.pid ?? 0;
+      this.startSpare();
     });
-    child.on("error", (e) => log.error("cannot start the server", { error: errorMessage(e) }));
-    child.on("exit", (code, signal) => {
-      this.child = undefined;
+    proc.on("error", (e) => log.error("cannot start the server", { error: errorMessage(e) }));
+    proc.on("exit", (code, signal) => {
+      if (this.server !== server) return;
+      this.server = undefined;
       this.serverPid = 0;
       this.servingPid = 0;
-      this.exited(code, signal, served ? Date.now() - started : 0);
+      this.exited(code, signal, server.served ? Date.now() - server.started : 0);
     });
     log.info("server started", { pid: this.serverPid, restarts: this.restarts });
+  }
+
+  /** Starts a standby server (Node and the server's code loaded) unless one waits already. */
+  private startSpare(): void {
+    if (!this.opts.standby || this.spare || this.stopping || this.finished) return;
+    const started = Date.now();
+    const proc = this.spawnProcess(true);
+    this.spare = proc;
+    proc.on("error", () => {});
+    proc.on("exit", (code, signal) => {
+      if (this.spare !== proc) return;
+      this.spare = undefined;
+      // One that dies at once is not started again: failover then starts a server cold.
+      const lived = Date.now() - started;
+      if (lived >= this.opts.quickMs && this.server?.served) this.startSpare();
+      else log.warn("standby server died", { how: exitText(code, signal), livedMs: lived });
+    });
+  }
+
+  /** The next server: the standby if one waits, else a new process. */
+  private next(): void {
+    this.restarts++;
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare && spare.exitCode === null && spare.signalCode === null && this.negotiated) {
+      spare.send({
+        fuse: "takeover",
+        restarts: this.restarts,
+        resume: negotiatedToJson(this.negotiated),
+      });
+      this.serve(spare);
+      return;
+    }
+    spare?.kill("SIGTERM");
+    this.serve(this.spawnProcess(false));
   }
 
   /** `livedMs`: 0 for a server that never reported serving. */
@@ -184,10 +251,7 @@ export class Supervisor {
       livedMs,
       delayMs: delay,
     });
-    this.retryTimer = setTimeout(() => {
-      this.restarts++;
-      this.spawnServer();
-    }, delay);
+    this.retryTimer = setTimeout(() => this.next(), delay);
   }
 
   /**
@@ -196,7 +260,7 @@ export class Supervisor {
    */
   stop(signal: NodeJS.Signals = "SIGTERM"): Promise<SupervisorEnd> {
     this.stopping = true;
-    if (this.child) this.child.kill(signal);
+    if (this.server) this.server.proc.kill(signal);
     else this.detach({ kind: "unmounted", code: 1 });
     return this.done;
   }

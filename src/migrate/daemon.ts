@@ -15,7 +15,7 @@ import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
-import { type Handover, inheritedDevice } from "../fuse/index.js";
+import { type Handover, inheritedDevice, takeOver } from "../fuse/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs, serveLazyFs } from "../lazy/index.js";
 import type { Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
@@ -385,8 +385,10 @@ class Daemon {
  * supervisor's child when handed the device, else as the supervisor (which starts the child).
  */
 export async function runDaemon(id: string): Promise<void> {
-  const handover = inheritedDevice();
-  if (!handover) await runSupervisor(id);
+  const handed = inheritedDevice();
+  if (!handed) await runSupervisor(id);
+  // A standby (started in advance by the supervisor) waits here for a failover.
+  const handover = handed && (await takeOver(handed));
   const daemon = new Daemon(id, handover);
   await daemon.serve();
   await daemon.listen();

@@ -34,13 +34,19 @@ while True:
   print('%d %d %s' % (i, len(b), hashlib.sha256(b).hexdigest()[:16]))
   i+=1`;
 
-/** The stall each kill caused: the length of the process's step that spans the kill, or 0. */
-function stalls(kills: number[], gaps: string): number[] {
+/**
+ * The stall each kill caused: the length of the process's first step over 100 ms that ended
+ * after the kill was sent and began before it was done (`kills`: [sent, done] wall-clock ms),
+ * or 0 if no step took over 100 ms then.
+ */
+function stalls(kills: [number, number][], gaps: string): number[] {
   const spans = gaps
     .split(",")
     .filter((g) => g.length > 0)
     .map((g) => g.split(":").map(Number) as [number, number]);
-  return kills.map((k) => spans.find(([end, len]) => end - len <= k && k <= end)?.[1] ?? 0);
+  return kills.map(
+    ([sent, done]) => spans.find(([end, len]) => end >= sent && end - len <= done)?.[1] ?? 0,
+  );
 }
 
 /**
@@ -141,15 +147,16 @@ describe("failover of the serving process", { concurrency: false }, () => {
         (await linesIn(pair.b, onB(out))).includes("go") ? true : undefined,
       );
       let daemonPid = first.daemonPid;
-      const killedAt: number[] = [];
+      const killedAt: [number, number][] = [];
       for (let kill = 1; kill <= 10; kill++) {
         // Let each daemon serve a while: one dying within 2 s of its start counts as a crash
         // at start, and five of those in a row make the supervisor give up (by design).
         await sleep(2200);
         const progress = await linesIn(pair.b, onB(out));
         assert.ok(!progress.some((l) => l.startsWith("DONE")), "still reading when killed");
-        killedAt.push(Date.now());
+        const sent = Date.now();
         assert.ok(await pair.b.kill(daemonPid, "SIGKILL"), `daemon ${daemonPid} to kill`);
+        killedAt.push([sent, Date.now()]);
         const st = await waitFor("a new daemon", async () => {
           const s = await lazyfs.status(m!.id).catch(() => undefined);
           return s && s.daemonPid !== daemonPid ? s : undefined;

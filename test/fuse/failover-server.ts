@@ -14,6 +14,7 @@ import {
   inheritedDevice,
   type OpenReply,
   serveInherited,
+  takeOver,
   timespecNow,
   unmountOnSignals,
 } from "../../src/fuse/index.js";
@@ -76,9 +77,10 @@ class Fixed implements FileSystem {
 }
 
 if (process.argv[1]?.endsWith("failover-server.js")) {
-  const h = inheritedDevice();
-  if (!h) throw new Error("failover-server: not started by a supervisor");
-  if (h.restarts > 0 && process.env.FAILOVER_CRASH_RESTARTED === "1") process.exit(3);
+  const handed = inheritedDevice();
+  if (!handed) throw new Error("failover-server: not started by a supervisor");
+  if (handed.restarts > 0 && process.env.FAILOVER_CRASH_RESTARTED === "1") process.exit(3);
+  const h = await takeOver(handed);
   const m = await serveInherited(h, new Fixed(), { subtype: "failovertest" });
   unmountOnSignals(m);
   await m.closed;
