@@ -40,6 +40,7 @@ import {
   OUT_HEADER_SIZE,
 } from "./protocol.js";
 import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
+import { isResent, repairResent } from "./resend.js";
 
 const log = logger("fuse");
 
@@ -368,7 +369,12 @@ export class Session {
         const payload = handler ? await handler(this, r, this.fs) : enosys();
         this.reply(r, 0, payload);
       } catch (e) {
-        this.reply(r, -errnoFor(e, op));
+        // After a failover, a resent request the dead server had already carried out.
+        const repaired = isResent(h.unique)
+          ? await repairResent(this, r, this.fs, errnoCode(e)).catch(() => undefined)
+          : undefined;
+        if (repaired) this.reply(r, 0, repaired);
+        else this.reply(r, -errnoFor(e, op));
       }
     })();
   }

@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { mountInfo, Supervisor } from "../../src/fuse/index.js";
+import { MemoryFileSystem, mountInfo, Supervisor } from "../../src/fuse/index.js";
 import { DATA_SIZE, pattern } from "./failover-server.js";
 import { Scratch, sha256 } from "./helpers.js";
 
@@ -106,5 +106,66 @@ describe("supervised FUSE server", () => {
     assert.ok(mountInfo(s.mountpoint), "the mount stays for a later recovery");
     // Nobody holds the device any more: the mount is stale, as after any crash.
     assert.throws(() => fs.readdirSync(s.mountpoint), /ENOTCONN|ECONNABORTED/);
+  });
+});
+
+describe("resent namespace operations", () => {
+  test("carried out by a server that never answered: the repeat answers as the first run", async () => {
+    // Each operation is done, then its reply "lost" (as when the server dies right after it);
+    // FUSE_NOTIFY_RESEND brings it back, and the repeat finds its work already done.
+    const lost = new Set<string>();
+    let pendingOps = 0;
+    const lose = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
+      const v = await run();
+      if (lost.has(what)) return v;
+      lost.add(what);
+      pendingOps++;
+      return new Promise<T>(() => {});
+    };
+    class Forgetful extends MemoryFileSystem {
+      override mkdir(...a: Parameters<MemoryFileSystem["mkdir"]>) {
+        return lose("mkdir", () => super.mkdir(...a));
+      }
+      override create(...a: Parameters<MemoryFileSystem["create"]>) {
+        return lose("create", () => super.create(...a));
+      }
+      override unlink(...a: Parameters<MemoryFileSystem["unlink"]>) {
+        return lose("unlink", () => super.unlink(...a));
+      }
+      override rename(...a: Parameters<MemoryFileSystem["rename"]>) {
+        return lose("rename", () => super.rename(...a));
+      }
+    }
+    const mem = new Forgetful();
+    mem.addFile("old.txt", "x");
+    mem.addFile("gone.txt", "y");
+    const m = await scratch.mount("resent-ops", mem);
+    const d = m.mountpoint;
+    const script = `import os,sys
+d=sys.argv[1]
+os.mkdir(d+"/dir")
+fd=os.open(d+"/new.txt", os.O_CREAT|os.O_WRONLY|os.O_EXCL, 0o644)
+os.write(fd,b"made"); os.close(fd)
+os.unlink(d+"/gone.txt")
+os.rename(d+"/old.txt", d+"/renamed.txt")
+print(sorted(os.listdir(d)), open(d+"/new.txt").read())`;
+    const child = spawn("python3", ["-c", script, d], { stdio: ["ignore", "pipe", "pipe"] });
+    scratch.track(child);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (b) => {
+      out += b;
+    });
+    child.stderr.on("data", (b) => {
+      err += b;
+    });
+    const exited = new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+    for (let op = 1; op <= 4; op++) {
+      for (let i = 0; i < 500 && pendingOps < op; i++) await sleep(10);
+      assert.equal(pendingOps, op, `operation ${op} reached the server: ${err}`);
+      assert.equal(await m.session.resend(), true);
+    }
+    assert.equal(await exited, 0, err);
+    assert.equal(out, "['dir', 'new.txt', 'renamed.txt'] made\n");
   });
 });
