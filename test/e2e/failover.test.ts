@@ -66,12 +66,16 @@ rec=open(sys.argv[3],'w')
 h=hashlib.sha256()
 errors=0
 i=0
+tmp=None
 def step():
   global i
   b=inp.read(CHUNK)
   if not b: return False
   h.update(b)
   copy.write(b)
+  if tmp is not None:
+    os.pwrite(tmp, b[:4096], (i % 64) * 4096)
+    if os.pread(tmp, 4096, (i % 64) * 4096) != b[:4096]: raise Exception('unlinked file differs')
   rec.write('%d %d %s\\n' % (i, len(b), hashlib.sha256(b).hexdigest()[:16]))
   rec.flush()
   if i % 8 == 7:
@@ -82,6 +86,9 @@ def step():
 for _ in range(${BEFORE}): step()
 print('before', i, flush=True)
 await_go()
+# A file made here, open and removed: the kernel holds its node across every failover.
+tmp=os.open(os.path.dirname(sys.argv[2])+'/scratch.tmp', os.O_CREAT|os.O_RDWR, 0o600)
+os.unlink(os.path.dirname(sys.argv[2])+'/scratch.tmp')
 print('go', flush=True)
 last=time.monotonic()
 gaps=[]
@@ -191,6 +198,15 @@ describe("failover of the serving process", { concurrency: false }, () => {
       const st = await lazyfs.status(m.id);
       assert.equal(st.serverRestarts, 10);
       assert.ok(await pair.b.pidAlive(m.pid), "the process lives on");
+      // unmount stops daemon and supervisor and returns once the mount point is gone.
+      await pair.b.kill(m.pid, "SIGKILL");
+      await lazyfs.run(["unmount", m.id, "--force"]);
+      assert.equal(await pair.b.pidAlive(st.daemonPid), false, "the daemon is gone");
+      assert.equal(await pair.b.pidAlive(st.supervisorPid!), false, "the supervisor is gone");
+      const table = await pair.b.exec("cat", ["/proc/self/mountinfo"]);
+      assert.ok(!table.stdout.includes(` ${m.mountpoint} `), "the mount is gone");
+      const dirGone = await pair.b.exec("test", ["-e", m.mountpoint], { allowFailure: true });
+      assert.notEqual(dirGone.code, 0, "the mount point directory is gone");
       const perKill = stalls(killedAt, gaps ?? "");
       console.log(
         `failover: stall per kill (ms): ${perKill.join(", ")}; longest step of the run ${maxGap} ms`,
