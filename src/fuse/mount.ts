@@ -56,15 +56,22 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
-/** The mount table entry fields (fstype, source) of `path` if it is a mount point. */
-export function mountInfo(path: string): { fstype: string; source: string } | undefined {
+/**
+ * The mount table entry fields (fstype, source, and st_dev from its major:minor) of `path` if
+ * it is a mount point.
+ */
+export function mountInfo(
+  path: string,
+): { fstype: string; source: string; dev: number } | undefined {
   const table = fs.readFileSync("/proc/self/mountinfo", "utf8");
-  let found: { fstype: string; source: string } | undefined;
+  let found: { fstype: string; source: string; dev: number } | undefined;
   for (const line of table.split("\n")) {
     const f = line.split(" ");
     if (f.length < 10 || unescapeMountinfo(f[4]) !== path) continue;
     const dash = f.indexOf("-");
-    found = { fstype: f[dash + 1], source: unescapeMountinfo(f[dash + 2]) };
+    const [major = 0, minor = 0] = f[2].split(":").map(Number);
+    const dev = (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
+    found = { fstype: f[dash + 1], source: unescapeMountinfo(f[dash + 2]), dev };
   }
   return found;
 }

@@ -61,18 +61,6 @@ export type SupervisorEnd =
   /** Servers kept dying at start; the mount is left for a later recovery. */
   | { kind: "gave-up"; reason: string };
 
-/** st_dev of the mount at `mountpoint`, from the mount table (0 if not found). */
-function mountDev(mountpoint: string): number {
-  let dev = 0;
-  for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    const f = line.split(" ");
-    if (f[4] !== mountpoint || !f[2]) continue;
-    const [major, minor] = f[2].split(":").map(Number);
-    dev = ((minor ?? 0) & 0xff) | ((major ?? 0) << 8) | (((minor ?? 0) & ~0xff) << 12);
-  }
-  return dev;
-}
-
 function exitText(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
@@ -136,7 +124,7 @@ export class Supervisor {
     const { fd, mountpoint } = await mountDevice(opts.mountpoint, opts.mount);
     const s = new Supervisor(fd, mountpoint, opts);
     // Not stat(2): that would wait for the INIT only the server answers.
-    s.dev = mountDev(mountpoint);
+    s.dev = mountInfo(mountpoint)?.dev ?? 0;
     s.serve(s.spawnProcess(false));
     return s;
   }

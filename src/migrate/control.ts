@@ -117,18 +117,19 @@ function liveSupervisor(socketPath: string): number | undefined {
 }
 
 /**
- * Sends `req` to the daemon; while its supervisor is restarting it (no daemon listens for a
- * moment), waits for the new one, up to `waitMs`.
+ * Sends `req` to the daemon (each try answered within `timeoutMs`); while its supervisor is
+ * restarting it (no daemon listens for a moment), waits for the new one, up to `waitMs`.
  */
 export async function callDaemon(
   socketPath: string,
   req: ControlRequest,
   waitMs = 15_000,
+  timeoutMs = 10_000,
 ): Promise<unknown> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      return await callControl(socketPath, req);
+      return await callControl(socketPath, req, timeoutMs);
     } catch (err) {
       const down = err instanceof UserError && /no LazyFS daemon is running/.test(err.message);
       if (!down || Date.now() > deadline || !liveSupervisor(socketPath)) throw err;

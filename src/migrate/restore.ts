@@ -19,7 +19,7 @@ import {
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
-import { callControl, stopDaemon } from "./control.js";
+import { callControl, callDaemon, stopDaemon } from "./control.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
   bindsOfOthers,
@@ -186,7 +186,8 @@ export async function startDaemon(
     id,
     serve: async () => {
       try {
-        await callControl(paths.socket, { op: "serve" }, timeoutMs);
+        // callDaemon: a daemon restarted by its supervisor meanwhile is waited for.
+        await callDaemon(paths.socket, { op: "serve" }, timeoutMs, timeoutMs);
       } catch (err) {
         if (exited) throw await failure();
         throw err;

@@ -43,6 +43,25 @@ async function serving(s: Supervisor, not = 0): Promise<number> {
   throw new Error("no server came up");
 }
 
+/** A python3 script running in another process, its output collected. */
+function python(script: string, ...args: string[]) {
+  const proc = spawn("python3", ["-c", script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  scratch.track(proc);
+  const r = {
+    proc,
+    out: "",
+    err: "",
+    exited: new Promise<number | null>((res) => proc.on("exit", (c) => res(c))),
+  };
+  proc.stdout.on("data", (d) => {
+    r.out += d;
+  });
+  proc.stderr.on("data", (d) => {
+    r.err += d;
+  });
+  return r;
+}
+
 /** Reads `file` in 64 KiB reads, pass after pass until `stop` exists; prints a sha256 per pass. */
 const READER = `import hashlib,os,sys
 f,stop=sys.argv[1],sys.argv[2]
@@ -63,30 +82,18 @@ describe("supervised FUSE server", () => {
     const want = sha256(pattern(0, DATA_SIZE));
     const stop = path.join(scratch.dir, "stop-reader");
     let pid = await serving(s);
-    const reader = spawn("python3", ["-c", READER, path.join(s.mountpoint, "data.bin"), stop], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    scratch.track(reader);
-    let out = "";
-    let err = "";
-    reader.stdout.on("data", (d) => {
-      out += d;
-    });
-    reader.stderr.on("data", (d) => {
-      err += d;
-    });
-    const ended = new Promise<number | null>((r) => reader.on("exit", (c) => r(c)));
+    const reader = python(READER, path.join(s.mountpoint, "data.bin"), stop);
     for (let kill = 0; kill < 10; kill++) {
       await sleep(150 + kill * 37);
-      assert.equal(reader.exitCode, null, `the reader ended early: ${err}`);
+      assert.equal(reader.proc.exitCode, null, `the reader ended early: ${reader.err}`);
       process.kill(pid, "SIGKILL");
       pid = await serving(s, pid);
     }
     fs.writeFileSync(stop, "");
-    const code = await ended;
-    assert.equal(err, "");
+    const code = await reader.exited;
+    assert.equal(reader.err, "");
     assert.equal(code, 0);
-    const passes = out.trim().split("\n");
+    const passes = reader.out.trim().split("\n");
     assert.ok(passes.length >= 1);
     for (const h of passes) assert.equal(h, want);
     assert.equal(s.restarts, 10);
@@ -149,23 +156,13 @@ os.write(fd,b"made"); os.close(fd)
 os.unlink(d+"/gone.txt")
 os.rename(d+"/old.txt", d+"/renamed.txt")
 print(sorted(os.listdir(d)), open(d+"/new.txt").read())`;
-    const child = spawn("python3", ["-c", script, d], { stdio: ["ignore", "pipe", "pipe"] });
-    scratch.track(child);
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (b) => {
-      out += b;
-    });
-    child.stderr.on("data", (b) => {
-      err += b;
-    });
-    const exited = new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+    const child = python(script, d);
     for (let op = 1; op <= 4; op++) {
       for (let i = 0; i < 500 && pendingOps < op; i++) await sleep(10);
-      assert.equal(pendingOps, op, `operation ${op} reached the server: ${err}`);
+      assert.equal(pendingOps, op, `operation ${op} reached the server: ${child.err}`);
       assert.equal(await m.session.resend(), true);
     }
-    assert.equal(await exited, 0, err);
-    assert.equal(out, "['dir', 'new.txt', 'renamed.txt'] made\n");
+    assert.equal(await child.exited, 0, child.err);
+    assert.equal(child.out, "['dir', 'new.txt', 'renamed.txt'] made\n");
   });
 });
