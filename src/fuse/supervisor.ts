@@ -106,15 +106,16 @@ export class Supervisor {
     this.opts = { maxQuickFailures: 5, quickMs: 2000, backoffMs: 100, standby: true, ...opts };
     this.done = new Promise((res) => {
       this.finish = (end) => {
+        if (this.finished) return;
         this.finished = true;
         clearTimeout(this.retryTimer);
-        this.spare?.kill("SIGTERM");
         try {
           fs.closeSync(this.fd);
         } catch {
           /* closed */
         }
-        res(end);
+        // Nothing of ours outlives `done`: the standby is gone first.
+        void this.endSpare().then(() => res(end));
       };
     });
   }
@@ -188,6 +189,17 @@ export class Supervisor {
     });
   }
 
+  private async endSpare(): Promise<void> {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (!spare || spare.exitCode !== null || spare.signalCode !== null) return;
+    const gone = new Promise((r) => spare.once("exit", r));
+    spare.kill("SIGTERM");
+    const timer = setTimeout(() => spare.kill("SIGKILL"), 2000);
+    await gone;
+    clearTimeout(timer);
+  }
+
   /** The next server: the standby if one waits, else a new process. */
   private next(): void {
     this.restarts++;
@@ -209,18 +221,18 @@ export class Supervisor {
   /** `livedMs`: 0 for a server that never reported serving. */
   private exited(code: number | null, signal: NodeJS.Signals | null, livedMs: number): void {
     const how = exitText(code, signal);
-    if (code === 0 || !mountInfo(this.mountpoint)) {
+    if (!mountInfo(this.mountpoint)) {
       log.info("server ended and the mount is gone", { how });
       this.finish({ kind: "unmounted", code: code ?? 1 });
       return;
     }
-    if (!this.negotiated) {
-      // Nothing was ever served: no failover, the mount goes.
-      this.detach({ kind: "failed", reason: how });
+    // A server that ends by itself, or is stopped, or never served: the mount goes with it.
+    if (code === 0 || this.stopping) {
+      this.detach({ kind: "unmounted", code: code ?? 1 });
       return;
     }
-    if (this.stopping) {
-      this.finish({ kind: "unmounted", code: code ?? 1 });
+    if (!this.negotiated) {
+      this.detach({ kind: "failed", reason: how });
       return;
     }
     this.quickFailures = livedMs < this.opts.quickMs ? this.quickFailures + 1 : 0;

@@ -155,6 +155,9 @@ export async function startDaemon(
     },
   });
   await logFh.close();
+  // The supervisor's pid, at once: a stop request that comes before its daemon listens then
+  // waits for it (callDaemon) instead of leaving a mount behind.
+  if (child.pid) await writeFile(paths.supervisorPid, `${child.pid}\n`, { mode: 0o600 });
   let exited: string | undefined;
   child.on("exit", (code, signal) => {
     exited = signal ? `killed by ${signal}` : `exit code ${code}`;
