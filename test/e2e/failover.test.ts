@@ -198,13 +198,16 @@ describe("failover of the serving process", { concurrency: false }, () => {
       const st = await lazyfs.status(m.id);
       assert.equal(st.serverRestarts, 10);
       assert.ok(await pair.b.pidAlive(m.pid), "the process lives on");
+      const table = (await lazyfs.run(["status", m.id])).stdout.split("\n");
+      assert.match(table[0]!, /DAEMON +SUPERVISOR +RESTARTS/);
+      assert.match(table[1]!, new RegExp(` ${st.daemonPid} +${st.supervisorPid} +10 `));
       // unmount stops daemon and supervisor and returns once the mount point is gone.
       await pair.b.kill(m.pid, "SIGKILL");
       await lazyfs.run(["unmount", m.id, "--force"]);
       assert.equal(await pair.b.pidAlive(st.daemonPid), false, "the daemon is gone");
       assert.equal(await pair.b.pidAlive(st.supervisorPid!), false, "the supervisor is gone");
-      const table = await pair.b.exec("cat", ["/proc/self/mountinfo"]);
-      assert.ok(!table.stdout.includes(` ${m.mountpoint} `), "the mount is gone");
+      const mounts = await pair.b.exec("cat", ["/proc/self/mountinfo"]);
+      assert.ok(!mounts.stdout.includes(` ${m.mountpoint} `), "the mount is gone");
       const dirGone = await pair.b.exec("test", ["-e", m.mountpoint], { allowFailure: true });
       assert.notEqual(dirGone.code, 0, "the mount point directory is gone");
       const perKill = stalls(killedAt, gaps ?? "");
