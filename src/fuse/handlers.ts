@@ -44,7 +44,7 @@ function openFlags(o: OpenReply): number {
   );
 }
 
-function openOut(o: OpenReply): Buffer {
+export function openOut(o: OpenReply): Buffer {
   const b = Buffer.alloc(OPEN_OUT_SIZE);
   encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
   return b;
@@ -56,7 +56,7 @@ function u32Out(n: number, size = 8): Buffer {
   return b;
 }
 
-function name0(r: Request, off = 0): string {
+export function name0(r: Request, off = 0): string {
   return readCString(r.body, off, r.body.length)[0];
 }
 

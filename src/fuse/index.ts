@@ -7,14 +7,23 @@ export { MemoryFileSystem, type MemoryOptions } from "./examples/memory.js";
 export { PassthroughFileSystem, type PassthroughOptions } from "./examples/passthrough.js";
 export * from "./filesystem.js";
 export {
+  type Handover,
+  handoverEnv,
+  inheritedDevice,
+  serveInherited,
+  takeOver,
+} from "./handover.js";
+export {
   abortConnection,
   Mount,
   type MountOptions,
   mount,
+  mountDevice,
   mountInfo,
   recoverStaleMount,
   unmountOnSignals,
 } from "./mount.js";
 export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
-export { Session, type SessionOptions } from "./session.js";
+export { type Negotiated, Session, type SessionOptions } from "./session.js";
+export { Supervisor, type SupervisorEnd, type SupervisorOptions } from "./supervisor.js";
 export { ensureThreadPool } from "./threadpool.js";

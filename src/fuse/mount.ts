@@ -56,15 +56,22 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
-/** The mount table entry fields (fstype, source) of `path` if it is a mount point. */
-export function mountInfo(path: string): { fstype: string; source: string } | undefined {
+/**
+ * The mount table entry fields (fstype, source, and st_dev from its major:minor) of `path` if
+ * it is a mount point.
+ */
+export function mountInfo(
+  path: string,
+): { fstype: string; source: string; dev: number } | undefined {
   const table = fs.readFileSync("/proc/self/mountinfo", "utf8");
-  let found: { fstype: string; source: string } | undefined;
+  let found: { fstype: string; source: string; dev: number } | undefined;
   for (const line of table.split("\n")) {
     const f = line.split(" ");
     if (f.length < 10 || unescapeMountinfo(f[4]) !== path) continue;
     const dash = f.indexOf("-");
-    found = { fstype: f[dash + 1], source: unescapeMountinfo(f[dash + 2]) };
+    const [major = 0, minor = 0] = f[2].split(":").map(Number);
+    const dev = (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
+    found = { fstype: f[dash + 1], source: unescapeMountinfo(f[dash + 2]), dev };
   }
   return found;
 }
@@ -158,12 +165,15 @@ export class Mount {
   }
 }
 
-/** Mounts `fileSystem` at `mountpoint` and serves it until unmounted. Root only. */
-export async function mount(
+/**
+ * The first half of `mount`: opens /dev/fuse and mounts it at `mountpoint` (recovering a stale
+ * mount there first), without serving it. Returns the device fd (the caller owns it: hand it to
+ * a `Session`, or to a served child, see supervisor.ts) and the real mount point. Root only.
+ */
+export async function mountDevice(
   mountpoint: string,
-  fileSystem: FileSystem,
   options: MountOptions = {},
-): Promise<Mount> {
+): Promise<{ fd: number; mountpoint: string }> {
   if (process.getuid?.() !== 0)
     throw new UserError(`mounting ${mountpoint} needs root (FUSE via mount(8))`);
   await recoverStaleMount(mountpoint);
@@ -208,6 +218,16 @@ export async function mount(
     fs.closeSync(fd);
     throw new UserError(`mount of ${real} failed: ${r.out || `exit ${r.code}`}`);
   }
+  return { fd, mountpoint: real };
+}
+
+/** Mounts `fileSystem` at `mountpoint` and serves it until unmounted. Root only. */
+export async function mount(
+  mountpoint: string,
+  fileSystem: FileSystem,
+  options: MountOptions = {},
+): Promise<Mount> {
+  const { fd, mountpoint: real } = await mountDevice(mountpoint, options);
   const session = new Session(fd, fileSystem, options);
   const m = new Mount(real, session, 0);
   const timeout = options.initTimeoutMs ?? 10000;
@@ -230,16 +250,19 @@ export async function mount(
   clearTimeout(timer);
   const dev = Number((await fs.promises.stat(real)).dev);
   m.dev = dev;
-  if (options.readaheadKb !== undefined) {
-    const bdi = `/sys/class/bdi/${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}/read_ahead_kb`;
-    try {
-      fs.writeFileSync(bdi, String(options.readaheadKb));
-    } catch (e) {
-      log.warn("cannot set readahead", { bdi, error: errorMessage(e) });
-    }
-  }
+  if (options.readaheadKb !== undefined) setReadahead(dev, options.readaheadKb);
   log.info("mounted", { mountpoint: real, dev });
   return m;
+}
+
+/** Sets the kernel readahead (KiB) of the mount whose st_dev is `dev`. */
+export function setReadahead(dev: number, kb: number): void {
+  const bdi = `/sys/class/bdi/${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}/read_ahead_kb`;
+  try {
+    fs.writeFileSync(bdi, String(kb));
+  } catch (e) {
+    log.warn("cannot set readahead", { bdi, error: errorMessage(e) });
+  }
 }
 
 /**

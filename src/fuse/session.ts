@@ -40,6 +40,7 @@ import {
   OUT_HEADER_SIZE,
 } from "./protocol.js";
 import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
+import { isResent, repairResent } from "./resend.js";
 
 const log = logger("fuse");
 
@@ -73,6 +74,22 @@ export interface SessionOptions {
    * bounded. 0 (default) leaves flushing to the kernel and to FSYNC.
    */
   writeBehindBytes?: number;
+  /**
+   * Serve a connection whose INIT an earlier server already answered (a server restarted by a
+   * supervisor, see supervisor.ts): no INIT is expected, these parameters are in effect, and
+   * the kernel is asked to resend every request the earlier server read and did not answer.
+   */
+  resume?: Negotiated;
+}
+
+/** What INIT agreed on a connection: what a server taking it over must keep to. */
+export interface Negotiated {
+  minor: number;
+  /** Flags in effect. */
+  flags: bigint;
+  /** Flags the kernel offered. */
+  kernelFlags: bigint;
+  maxWrite: number;
 }
 
 /** Requests served by the reader threads from backing fds (`OpenReply.backingFd`). */
@@ -120,7 +137,8 @@ export class Session {
   /** Resolves when the kernel side went away (unmount/abort) and every reply was written. */
   readonly closed: Promise<void>;
 
-  private readonly opts: Required<SessionOptions>;
+  private readonly opts: Required<Omit<SessionOptions, "resume">>;
+  private kernelFlags = 0n;
   private readonly readers: DeviceReader[] = [];
   private readonly inflight = new Map<bigint, Request>();
   private readonly pool: Buffer[] = [];
@@ -150,7 +168,8 @@ export class Session {
       writeBehindBytes: 0,
       ...options,
     };
-    this.maxWrite = Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
+    this.maxWrite =
+      options.resume?.maxWrite ?? Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
     this.ready = new Promise((res, rej) => {
       this.readyResolve = res;
       this.readyReject = rej;
@@ -171,6 +190,45 @@ export class Session {
       );
     }
     this.closed = Promise.all(this.readers.map((r) => r.exited)).then(() => this.finish());
+    if (options.resume) void this.resumeFrom(options.resume);
+  }
+
+  /** What INIT agreed (valid once `ready`), for a server that takes this connection over. */
+  get negotiated(): Negotiated {
+    return {
+      minor: this.minor,
+      flags: this.flags,
+      kernelFlags: this.kernelFlags,
+      maxWrite: this.maxWrite,
+    };
+  }
+
+  /** Takes over an initialised connection (`SessionOptions.resume`). */
+  private async resumeFrom(n: Negotiated): Promise<void> {
+    this.minor = n.minor;
+    this.flags = n.flags;
+    this.kernelFlags = n.kernelFlags;
+    try {
+      await this.fs.init?.({
+        minor: n.minor,
+        kernelFlags: n.kernelFlags,
+        flags: n.flags,
+        maxWrite: this.maxWrite,
+      });
+    } catch (e) {
+      log.error("init of the file system failed", { error: errorMessage(e) });
+    }
+    this.readyResolve();
+    if (!(n.flags & Init.HAS_RESEND)) {
+      log.warn("the kernel cannot resend: requests the previous server held are lost");
+      return;
+    }
+    try {
+      await this.resend();
+      log.info("resumed the connection; asked the kernel to resend unanswered requests");
+    } catch (e) {
+      log.error("resend failed", { error: errorMessage(e) });
+    }
   }
 
   private onMessage(reader: DeviceReader, m: ReaderMessage): void {
@@ -311,7 +369,12 @@ export class Session {
         const payload = handler ? await handler(this, r, this.fs) : enosys();
         this.reply(r, 0, payload);
       } catch (e) {
-        this.reply(r, -errnoFor(e, op));
+        // After a failover, a resent request the dead server had already carried out.
+        const repaired = isResent(h.unique)
+          ? await repairResent(this, r, this.fs, errnoCode(e)).catch(() => undefined)
+          : undefined;
+        if (repaired) this.reply(r, 0, repaired);
+        else this.reply(r, -errnoFor(e, op));
       }
     })();
   }
@@ -426,6 +489,7 @@ export class Session {
     const kernelFlags =
       init.minor >= 36 && init.flags & Init.INIT_EXT ? init.flags : init.flags & 0xffffffffn;
     this.flags = want & kernelFlags;
+    this.kernelFlags = kernelFlags;
     this.minor = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
     await this.fs.init?.({
       minor: this.minor,

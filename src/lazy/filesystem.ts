@@ -39,6 +39,12 @@ export interface LazyOptions {
   cacheDir?: string;
   /** Policy rules for files found in lazy directories (the manifest's). */
   policies?: readonly PolicyRule[];
+  /**
+   * Servers that served this kernel connection before this one (0: a fresh mount). After a
+   * failover the kernel still holds the earlier servers' inodes and handles: every node it may
+   * hold is kept (also one removed while in use), and handles are numbered apart.
+   */
+  generation?: number;
 }
 
 function setTime(t: Timespec | "now" | undefined, fallback: Timespec): Timespec {
@@ -55,13 +61,20 @@ export class LazyFileSystem implements FileSystem {
   private readonly opens = new Map<number, number>();
   private readonly dirHandles = new Map<number, DirEntry[] | undefined>();
   private nextFh = 1;
+  /** Nodes an earlier server of this connection may have handed to the kernel. */
+  private readonly inherited = new Set<number>();
 
   constructor(
     spec: TreeSpec,
     private readonly engine: Engine,
     opts: LazyOptions = {},
   ) {
-    this.tree = new Tree(spec, opts.cacheDir);
+    const generation = opts.generation ?? 0;
+    this.tree = new Tree(spec, opts.cacheDir, { keepUnlinked: generation > 0 });
+    if (generation > 0) {
+      for (const n of this.tree.all()) this.inherited.add(n.ino);
+      this.nextFh = generation * 2 ** 32 + 1;
+    }
     this.lazy = new LazyDirs(this.tree, engine, opts.policies ?? []);
     this.names = new Names(this.tree, this.lazy, engine, (n) => this.reap(n));
     engine.addCrawler(this.lazy);
@@ -144,6 +157,8 @@ export class LazyFileSystem implements FileSystem {
     if (n.nlink > 0 || (this.lookups.get(n.ino) ?? 0) > 0 || (this.opens.get(n.ino) ?? 0) > 0) {
       return;
     }
+    // The kernel's references from before a failover are unknown: kept until a fresh mount.
+    if (this.inherited.has(n.ino)) return;
     this.tree.drop(n.ino);
     if (n.fileId !== undefined) void this.engine.removeFile(n.fileId);
     this.engine.checkIndependent();

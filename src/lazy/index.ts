@@ -5,7 +5,13 @@
  */
 import { mkdir, rm } from "node:fs/promises";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
-import { mount } from "../fuse/index.js";
+import {
+  type Handover,
+  type Mount,
+  type MountOptions,
+  mount,
+  serveInherited,
+} from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
 export {
@@ -31,7 +37,7 @@ export interface LazyMount {
  * `mkdir -p` that returns the first directory it created. Not `mkdir({ recursive: true })`:
  * Node's loops forever on a path under /proc (ENOENT for a parent that exists).
  */
-async function makeDirs(path: string): Promise<string | undefined> {
+export async function makeDirs(path: string): Promise<string | undefined> {
   let first: string | undefined;
   let at = "";
   for (const part of path.split("/").filter(Boolean)) {
@@ -46,17 +52,31 @@ async function makeDirs(path: string): Promise<string | undefined> {
   return first;
 }
 
-export async function mountLazyFs(
-  spec: { mountpoint: string; id?: string },
-  fileSystem: LazyFileSystem,
-): Promise<LazyMount> {
+/**
+ * Runs `mounting` on `mountpoint`, made first if missing; a mount that fails leaves no
+ * directory it created.
+ */
+export async function withMountPoint<T>(
+  mountpoint: string,
+  mounting: () => Promise<T>,
+): Promise<T> {
   let created: string | undefined;
   try {
-    created = await makeDirs(spec.mountpoint);
+    created = await makeDirs(mountpoint);
   } catch (err) {
-    throw new UserError(`mount point ${spec.mountpoint}: ${errorMessage(err)}`);
+    throw new UserError(`mount point ${mountpoint}: ${errorMessage(err)}`);
   }
-  const mounting = mount(spec.mountpoint, fileSystem, {
+  try {
+    return await mounting();
+  } catch (err) {
+    if (created) await rm(created, { recursive: true }).catch(() => {});
+    throw err;
+  }
+}
+
+/** How a LazyFS tree is mounted (also by a supervisor that mounts it for a served child). */
+export function lazyMountOptions(spec: { id?: string }): MountOptions {
+  return {
     subtype: "lazyfs",
     fsName: spec.id ? `lazyfs-${spec.id}` : "lazyfs",
     allowOther: true,
@@ -64,12 +84,10 @@ export async function mountLazyFs(
     // No kernel readahead: the engine reads ahead itself for sequential readers, and a sparse
     // reader then moves only the blocks it touches.
     readaheadKb: 0,
-  });
-  // A mount that fails leaves no directory it created.
-  const m = await mounting.catch(async (err) => {
-    if (created) await rm(created, { recursive: true }).catch(() => {});
-    throw err;
-  });
+  };
+}
+
+function lazyMount(spec: { mountpoint: string }, fileSystem: LazyFileSystem, m: Mount): LazyMount {
   return {
     mountpoint: spec.mountpoint,
     fileSystem,
@@ -79,4 +97,27 @@ export async function mountLazyFs(
     },
     closed: m.closed,
   };
+}
+
+export async function mountLazyFs(
+  spec: { mountpoint: string; id?: string },
+  fileSystem: LazyFileSystem,
+): Promise<LazyMount> {
+  const m = await withMountPoint(spec.mountpoint, () =>
+    mount(spec.mountpoint, fileSystem, lazyMountOptions(spec)),
+  );
+  return lazyMount(spec, fileSystem, m);
+}
+
+/**
+ * Serves `fileSystem` on a connection handed over by a supervisor (fuse/handover.ts): the
+ * supervisor mounted it; this server answers INIT or, after a predecessor died, resumes it.
+ */
+export async function serveLazyFs(
+  spec: { mountpoint: string; id?: string },
+  fileSystem: LazyFileSystem,
+  handover: Handover,
+): Promise<LazyMount> {
+  const m = await serveInherited(handover, fileSystem, lazyMountOptions(spec));
+  return lazyMount(spec, fileSystem, m);
 }

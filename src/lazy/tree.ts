@@ -86,8 +86,11 @@ export class Tree {
   private readonly deferred = new Set<number>();
   private flushTimer?: NodeJS.Timeout;
 
-  /** `dir`: where to journal (a cache directory); without it the tree lives in memory only. */
-  constructor(spec: TreeSpec, dir?: string) {
+  /**
+   * `dir`: where to journal (a cache directory); without it the tree lives in memory only.
+   * `keepUnlinked`: keep nodes removed while in use (a server taking over a live connection).
+   */
+  constructor(spec: TreeSpec, dir?: string, opts: { keepUnlinked?: boolean } = {}) {
     let state: TreeState = {
       nextIno: ROOT_INO + 1,
       nodes: new Map(),
@@ -111,7 +114,8 @@ export class Tree {
       this.save(root);
     }
     // Nodes removed while in use by the previous daemon's kernel session are gone now.
-    for (const n of [...this.nodes.values()]) if (n.nlink === 0) this.drop(n.ino);
+    if (!opts.keepUnlinked)
+      for (const n of [...this.nodes.values()]) if (n.nlink === 0) this.drop(n.ino);
     this.add(spec);
   }
 

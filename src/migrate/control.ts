@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { createConnection, createServer, type Server } from "node:net";
+import { dirname, join } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 
 export type ControlRequest =
@@ -97,6 +98,8 @@ export interface UnmountReply {
   unmounted: string | null;
   holders: number;
   daemonPid: number;
+  /** The supervisor that owns the mount (exits once the daemon unmounted); null: none. */
+  supervisorPid: number | null;
 }
 
 /** Gone, or a zombie its parent has not reaped yet. */
@@ -109,22 +112,56 @@ function processGone(pid: number): boolean {
   }
 }
 
+/** The supervisor of the migration whose control socket is `socketPath`, if one runs. */
+function liveSupervisor(socketPath: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(join(dirname(socketPath), "supervisor.pid"), "utf8"));
+    return Number.isInteger(pid) && pid > 0 && !processGone(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Asks the daemon to unmount and returns once it has exited (its mount and mount point are
- * gone by then), killing it if it has not within `waitMs`.
+ * Sends `req` to the daemon (each try answered within `timeoutMs`); while its supervisor is
+ * restarting it (no daemon listens for a moment), waits for the new one, up to `waitMs`.
+ */
+export async function callDaemon(
+  socketPath: string,
+  req: ControlRequest,
+  waitMs = 15_000,
+  timeoutMs = 10_000,
+): Promise<unknown> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await callControl(socketPath, req, timeoutMs);
+    } catch (err) {
+      const down = err instanceof UserError && /no LazyFS daemon is running/.test(err.message);
+      if (!down || Date.now() > deadline || !liveSupervisor(socketPath)) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/**
+ * Asks the daemon to unmount and returns once it and its supervisor have exited (the mount and
+ * mount point are gone by then), killing them if they have not within `waitMs`.
  */
 export async function stopDaemon(
   socketPath: string,
   opts: { force?: boolean; waitMs?: number } = {},
 ): Promise<UnmountReply> {
-  const reply = (await callControl(socketPath, {
+  const reply = (await callDaemon(socketPath, {
     op: "unmount",
     force: opts.force ?? true,
   })) as UnmountReply;
   const deadline = Date.now() + (opts.waitMs ?? 15_000);
-  while (!processGone(reply.daemonPid)) {
+  // The supervisor first: killed, it could not restart the daemon killed next.
+  const pids = [reply.supervisorPid, reply.daemonPid].filter((p): p is number => !!p);
+  while (pids.some((p) => !processGone(p))) {
     if (Date.now() > deadline) {
-      process.kill(reply.daemonPid, "SIGKILL");
+      for (const p of pids) if (!processGone(p)) process.kill(p, "SIGKILL");
       break;
     }
     await new Promise((r) => setTimeout(r, 20));

@@ -5,13 +5,18 @@
  *
  * `migrate` starts it before the dump with an empty plan, so that Node's start-up and the
  * mount stay out of the process's freeze; the `serve` request adds the plan's files later.
+ *
+ * `lazyfs mount --id` runs the supervisor (supervisor.ts), which mounts and runs this daemon as
+ * its child on the handed-over /dev/fuse; a daemon restarted after a crash resumes the same
+ * connection (same inode numbers from the journal, requests in flight resent by the kernel).
  */
 import { readFile, rm, rmdir } from "node:fs/promises";
 import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
-import { LazyFileSystem, type LazyMount, mountLazyFs } from "../lazy/index.js";
+import { type Handover, inheritedDevice, takeOver } from "../fuse/index.js";
+import { LazyFileSystem, type LazyMount, mountLazyFs, serveLazyFs } from "../lazy/index.js";
 import type { LinkState, LinkStatus, Origin, SftpOrigin } from "../origin/index.js";
 import { openOrigin } from "./connect.js";
 import { type ControlRequest, serveControl } from "./control.js";
@@ -24,6 +29,7 @@ import { type ObservedFigures, Observer } from "./observe.js";
 import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
 import { receiveSecrets } from "./secrets.js";
 import { migrationPaths } from "./state.js";
+import { runSupervisor } from "./supervisor.js";
 
 const log = logger("daemon");
 
@@ -35,7 +41,12 @@ export interface DaemonStatus extends ObservedFigures {
   origin: string;
   originState: OriginState;
   mountpoint: string;
+  /** The process serving the mount (restarted by the supervisor when it dies). */
   daemonPid: number;
+  /** The process that owns the mount and restarts the daemon; null: none (unsupervised). */
+  supervisorPid: number | null;
+  /** Daemons started on this mount after the first (each one a failover). */
+  serverRestarts: number;
   startedMs: number;
   restoredPid: number | null;
   restoredAlive: boolean;
@@ -134,7 +145,10 @@ class Daemon {
   private sampler?: NodeJS.Timeout;
   private readonly observer;
 
-  constructor(readonly id: string) {
+  constructor(
+    readonly id: string,
+    private readonly handover?: Handover,
+  ) {
     this.paths = migrationPaths(id);
     this.observer = new Observer(this.paths);
   }
@@ -206,13 +220,16 @@ class Daemon {
     const resumed = engine.status().files.length > 0;
     let mount: LazyMount;
     try {
+      const h = this.handover;
       const fs = new LazyFileSystem(manifest, engine, {
         cacheDir: manifest.cacheDir,
         policies: manifest.policies,
+        generation: h?.resume ? h.restarts : 0,
       });
       await this.addFiles(engine, manifest, fs);
       await fs.dropOrphans(engine.status().files.map((f) => f.id));
-      mount = await mountLazyFs(manifest, await this.observer.serveAs(manifest, fs));
+      const served = await this.observer.serveAs(manifest, fs);
+      mount = h ? await serveLazyFs(manifest, served, h) : await mountLazyFs(manifest, served);
     } catch (err) {
       await engine.close();
       await sftp.close();
@@ -304,6 +321,8 @@ class Daemon {
       originState: this.originState,
       mountpoint: manifest.mountpoint,
       daemonPid: process.pid,
+      supervisorPid: this.handover?.supervisorPid ?? null,
+      serverRestarts: this.handover?.restarts ?? 0,
       startedMs: this.startedMs,
       restoredPid: pid,
       restoredAlive: alive(pid),
@@ -363,7 +382,7 @@ class Daemon {
   private async unmount(force: boolean) {
     if (!this.serving) {
       setImmediate(() => void this.shutdown("unmount before serving").then(() => process.exit(0)));
-      return { unmounted: null, holders: 0, daemonPid: process.pid };
+      return { unmounted: null, holders: 0, ...this.pids() };
     }
     const { manifest } = await this.serving;
     const { mountNs } = await readRestored(this.paths.restored);
@@ -379,7 +398,11 @@ class Daemon {
       () =>
         void this.shutdown(force ? "forced unmount" : "unmount", true).then(() => process.exit(0)),
     );
-    return { unmounted: manifest.mountpoint, holders: holders.length, daemonPid: process.pid };
+    return { unmounted: manifest.mountpoint, holders: holders.length, ...this.pids() };
+  }
+
+  private pids() {
+    return { daemonPid: process.pid, supervisorPid: this.handover?.supervisorPid ?? null };
   }
 
   async listen(): Promise<void> {
@@ -408,10 +431,18 @@ class Daemon {
   }
 }
 
-/** Runs the daemon of migration `id` (mounted at once) until unmounted or signalled. */
+/**
+ * Runs the daemon of migration `id` (mounted at once) until unmounted or signalled: as the
+ * supervisor's child when handed the device, else as the supervisor (which starts the child).
+ */
 export async function runDaemon(id: string): Promise<void> {
+  // The supervisor takes the passphrases first and hands them to every server it starts.
   await receiveSecrets();
-  const daemon = new Daemon(id);
+  const handed = inheritedDevice();
+  if (!handed) await runSupervisor(id);
+  // A standby (started in advance by the supervisor) waits here for a failover.
+  const handover = handed && (await takeOver(handed));
+  const daemon = new Daemon(id, handover);
   await daemon.serve();
   await daemon.listen();
   await new Promise<void>(() => {}); // serve until shutdown exits the process

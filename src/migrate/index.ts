@@ -4,7 +4,7 @@
  */
 
 export { checkDestination, openOrigin } from "./connect.js";
-export { type ControlRequest, callControl, stopDaemon } from "./control.js";
+export { type ControlRequest, callControl, callDaemon, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
 export { CACHE_ENTRIES, checkMountpoint, discardMigration, removeCacheFiles } from "./discard.js";
 export { parseSnapshotMode, type SnapshotMode } from "./dump-session.js";

@@ -21,7 +21,7 @@ import {
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { checkDestination, openOrigin } from "./connect.js";
-import { callControl, stopDaemon } from "./control.js";
+import { callControl, callDaemon, stopDaemon } from "./control.js";
 import { checkMountpoint, discardMigration } from "./discard.js";
 import type { Snapshot } from "./dump-session.js";
 import { recordEvent } from "./events.js";
@@ -84,7 +84,7 @@ export interface RestoreResult {
   rewritten: number;
 }
 
-const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+export const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 
 export interface DumpedTree {
   processes: number[];
@@ -179,6 +179,9 @@ export async function startDaemon(
   });
   secrets.send(child.stdin);
   await logFh.close();
+  // The supervisor's pid, at once: a stop request that comes before its daemon listens then
+  // waits for it (callDaemon) instead of leaving a mount behind.
+  if (child.pid) await writeFileAtomic(paths.supervisorPid, `${child.pid}\n`);
   let exited: string | undefined;
   child.on("exit", (code, signal) => {
     exited = signal ? `killed by ${signal}` : `exit code ${code}`;
@@ -213,7 +216,8 @@ export async function startDaemon(
     id,
     serve: async () => {
       try {
-        await callControl(paths.socket, { op: "serve" }, timeoutMs);
+        // callDaemon: a daemon restarted by its supervisor meanwhile is waited for.
+        await callDaemon(paths.socket, { op: "serve" }, timeoutMs, timeoutMs);
       } catch (err) {
         if (exited) throw await failure();
         throw err;

@@ -12,25 +12,32 @@ const log = logger("migrate/secrets");
 /** Set in the daemon's environment when its stdin carries passphrases. */
 const FLAG = "LAZYFS_SECRETS_ON_STDIN";
 
+/** The environment and stdin text that carry the passphrases known here to a child. */
+export function secretsPayload(): { env: Record<string, string>; stdin?: string } {
+  const secrets = typedPassphrases();
+  if (Object.keys(secrets).length === 0) return { env: {} };
+  return { env: { [FLAG]: "1" }, stdin: JSON.stringify(secrets) };
+}
+
 /** stdin and environment for a daemon about to be spawned. */
 export function secretsForChild(): {
   stdin: StdioPipe | StdioNull;
   env: Record<string, string>;
   send(stdin: Writable | null): void;
 } {
-  const secrets = typedPassphrases();
-  if (Object.keys(secrets).length === 0) return { stdin: "ignore", env: {}, send: () => {} };
+  const payload = secretsPayload();
+  if (payload.stdin === undefined) return { stdin: "ignore", env: {}, send: () => {} };
   return {
     stdin: "pipe",
-    env: { [FLAG]: "1" },
+    env: payload.env,
     send: (stdin) => {
       stdin?.on("error", () => {});
-      stdin?.end(JSON.stringify(secrets));
+      stdin?.end(payload.stdin);
     },
   };
 }
 
-/** In the daemon: takes the passphrases its parent sent, if any. */
+/** In the supervisor and the daemon: takes the passphrases the parent sent, if any. */
 export async function receiveSecrets(): Promise<void> {
   if (process.env[FLAG] !== "1") return;
   delete process.env[FLAG];

@@ -8,6 +8,7 @@
  *   <root>/<id>/cache/          the block store (mode 0700)
  *   <root>/<id>/daemon.log      the daemon's stderr
  *   <root>/<id>/control.sock    the daemon's control socket (status, unmount)
+ *   <root>/<id>/supervisor.pid  the supervisor's pid (owns the mount, restarts the daemon)
  *   <root>/<id>/restored.json   pids restored by CRIU, timeline
  *   <root>/<id>/events.jsonl    the migration's life as events (events.ts)
  *
@@ -40,6 +41,7 @@ export interface MigrationPaths {
   cache: string;
   log: string;
   socket: string;
+  supervisorPid: string;
   restored: string;
   events: string;
   defaultMountpoint: string;
@@ -56,6 +58,7 @@ export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
     cache: join(dir, "cache"),
     log: join(dir, "daemon.log"),
     socket: join(dir, "control.sock"),
+    supervisorPid: join(dir, "supervisor.pid"),
     restored: join(dir, "restored.json"),
     events: join(dir, "events.jsonl"),
     defaultMountpoint: join(DEFAULT_MOUNT_ROOT, id),

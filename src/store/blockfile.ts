@@ -9,11 +9,13 @@
  * the state file, so every fsync'd write and the size survive a crash.
  *
  * In memory, a block's state changes at once; callers (the fetch scheduler) make sure a block
- * is not read while its data write is still in flight.
+ * is not read while its data write is still in flight. States not committed yet are also
+ * logged for a restarted server process of the same boot (unsynced.ts).
  */
 import type { FileHandle } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { openPrivate } from "../common/private-files.js";
+import { type Replay, Unsynced } from "./unsynced.js";
 
 export const ABSENT = 0;
 export const PRESENT = 1;
@@ -23,6 +25,10 @@ export type BlockState = typeof ABSENT | typeof PRESENT | typeof DIRTY;
 const MAGIC = Buffer.from("LAZYFSB1");
 const HEADER = 16;
 const COMMIT_DELAY_MS = 500;
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_v, k) => from + k);
+}
 
 export function blockCount(size: number, blockSize: number): number {
   return Math.ceil(size / blockSize);
@@ -44,6 +50,7 @@ export class BlockFile {
   private chain: Promise<void> = Promise.resolve();
   private commitTimer?: NodeJS.Timeout;
   private counts = [0, 0, 0];
+  private unsynced?: Unsynced;
 
   private constructor(
     readonly dataPath: string,
@@ -78,14 +85,14 @@ export class BlockFile {
         await state.truncate(HEADER + blockCount(size, blockSize));
         await data.truncate(size);
         await state.datasync();
-        return new BlockFile(
+        return await new BlockFile(
           dataPath,
           data,
           state,
           blockSize,
           size,
           new Uint8Array(blockCount(size, blockSize)),
-        );
+        ).logUnsynced(`${statePath}.unsynced`);
       }
       const buf = Buffer.alloc(st.size);
       await state.read(buf, 0, st.size, 0);
@@ -96,13 +103,31 @@ export class BlockFile {
       const states = new Uint8Array(blockCount(recorded, blockSize));
       states.set(buf.subarray(HEADER, HEADER + states.length));
       for (let i = 0; i < states.length; i++) if (states[i]! > DIRTY) states[i] = ABSENT;
-      return new BlockFile(dataPath, data, state, blockSize, recorded, states);
+      return await new BlockFile(dataPath, data, state, blockSize, recorded, states).logUnsynced(
+        `${statePath}.unsynced`,
+      );
     } catch (err) {
       await data?.close().catch(() => {});
       await state?.close().catch(() => {});
       if (err instanceof UserError) throw err;
       throw new UserError(`store: cannot open ${dataPath}: ${errorMessage(err)}`, { cause: err });
     }
+  }
+
+  /** Applies what a killed predecessor left uncommitted (same boot), commits it, logs on. */
+  private async logUnsynced(path: string): Promise<BlockFile> {
+    const { log, replay } = Unsynced.open(path);
+    if (replay) {
+      this.replay(replay);
+      await this.fsync();
+    }
+    this.unsynced = log;
+    return this;
+  }
+
+  private replay(r: Replay) {
+    if (r.size !== undefined && r.size !== this._size) this.resize(r.size);
+    for (const [i, state] of r.states) if (i < this.states.length) this.set(i, state as BlockState);
   }
 
   get size(): number {
@@ -167,7 +192,9 @@ export class BlockFile {
       for (const i of claimed) if (this.states[i] === PRESENT) this.setAbsent(i);
       throw failed.reason;
     }
-    for (const i of claimed) if (this.states[i] === PRESENT) this.pending.set(i, PRESENT);
+    const present = claimed.filter((i) => this.states[i] === PRESENT);
+    for (const i of present) this.pending.set(i, PRESENT);
+    this.unsynced?.blocks(present, PRESENT);
     this.scheduleCommit();
   }
 
@@ -186,6 +213,11 @@ export class BlockFile {
     for (let i = first; i <= last; i++) this.pending.delete(i);
     await writeAll(this.data, bytes, offset);
     for (let i = first; i <= last; i++) this.pending.set(i, DIRTY);
+    if (this.unsynced) {
+      const touched: number[] = [];
+      for (let i = first; i <= last; i++) if (this.states[i] === DIRTY) touched.push(i);
+      this.unsynced.blocks(touched, DIRTY);
+    }
   }
 
   /**
@@ -196,8 +228,10 @@ export class BlockFile {
     const old = this._size;
     this.resize(size);
     await this.data.truncate(size);
-    if (size < old && size % this.blockSize !== 0)
+    if (size < old && size % this.blockSize !== 0) {
       this.set(Math.floor(size / this.blockSize), DIRTY);
+      this.unsynced?.blocks([Math.floor(size / this.blockSize)], DIRTY);
+    }
   }
 
   private resize(size: number) {
@@ -217,10 +251,16 @@ export class BlockFile {
         this.pending.set(i, DIRTY);
       }
     }
+    // New blocks read as zeros whatever the data file holds: safe to log before any write.
+    this.unsynced?.size(size);
+    if (n > oldN) this.unsynced?.blocks(range(oldN, n), DIRTY);
     // The block that held the old end now holds bytes past it: they must read as zeros.
     if (size > this._size && this._size % this.blockSize !== 0) {
       const i = Math.floor(this._size / this.blockSize);
-      if (this.states[i] !== ABSENT) this.set(i, DIRTY);
+      if (this.states[i] !== ABSENT) {
+        this.set(i, DIRTY);
+        this.unsynced?.blocks([i], DIRTY);
+      }
     }
     this._size = size;
     this.sizeDirty = true;
@@ -280,6 +320,8 @@ export class BlockFile {
       k = j + 1;
     }
     await Promise.all(writes);
+    // The state file has the batch now (in the page cache at least): log only what is left.
+    this.unsynced?.reset(this.pending, this.sizeDirty ? this._size : undefined);
     if (syncState) await this.state.datasync();
   }
 
@@ -299,6 +341,7 @@ export class BlockFile {
     clearTimeout(this.commitTimer);
     this.commitTimer = undefined;
     await this.fsync().catch(() => {});
+    if (this.pending.size === 0 && !this.sizeDirty) this.unsynced?.close();
     await this.data.close();
     await this.state.close();
   }

@@ -112,6 +112,7 @@ export class Store {
 
   async removeFile(id: string): Promise<void> {
     const base = this.base(id);
-    for (const ext of [".json", ".data", ".state"]) await rm(`${base}${ext}`, { force: true });
+    for (const ext of [".json", ".data", ".state", ".state.unsynced"])
+      await rm(`${base}${ext}`, { force: true });
   }
 }

@@ -673,7 +673,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     }
   });
 
-  test("a killed daemon: its stale mount is cleared and a new daemon serves the same cache", async () => {
+  test("a killed supervisor and daemon: the stale mount is cleared and a new daemon serves the same cache", async () => {
     const data = `${DATA_DIR}/resume.bin`;
     await pair.a.exec("sh", ["-c", `head -c 5000000 /dev/urandom > '${data}'`]);
     const want = await originSha(data);
@@ -687,6 +687,9 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     assert.equal(before.total.bytesLocal, before.total.size);
     // Both pids are b's own: the daemon runs inside b, its PID namespace included.
     await pair.b.kill(m.pid, "SIGKILL");
+    // The supervisor first: alive, it would start a new daemon on the same mount (failover).
+    assert.ok(before.supervisorPid);
+    await pair.b.kill(before.supervisorPid, "SIGKILL");
     await pair.b.kill(before.daemonPid, "SIGKILL");
     await waitFor("the daemon to die", async () =>
       (await pair.b.pidAlive(before.daemonPid)) ? undefined : true,

@@ -2,7 +2,7 @@ import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import {
-  callControl,
+  callDaemon,
   type DaemonStatus,
   listMigrations,
   migrationPaths,
@@ -33,9 +33,12 @@ async function collect(ids?: string[]): Promise<Row[]> {
   return Promise.all(
     all.map(async (id): Promise<Row> => {
       try {
-        const status = (await callControl(migrationPaths(id).socket, {
-          op: "status",
-        })) as DaemonStatus;
+        // During a failover (the supervisor restarting the daemon) this waits for the new one.
+        const status = (await callDaemon(
+          migrationPaths(id).socket,
+          { op: "status" },
+          5000,
+        )) as DaemonStatus;
         return { id, status };
       } catch (err) {
         return { id, error: err instanceof Error ? err.message : String(err) };
@@ -90,6 +93,9 @@ function table(rows: Row[]): string {
       "ORIGIN",
       "ORIGIN STATE",
       "PID",
+      "DAEMON",
+      "SUPERVISOR",
+      "RESTARTS",
       "FILES",
       "LOCAL/TOTAL",
       "DIRTY",
@@ -99,7 +105,7 @@ function table(rows: Row[]): string {
     ],
     rows.map((r) => {
       const s = r.status;
-      if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-", "-"];
+      if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-", "-", "-", "-"];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
       return [
@@ -107,6 +113,9 @@ function table(rows: Row[]): string {
         s.origin,
         originStateText(s.originState, s.originLink),
         pid,
+        String(s.daemonPid),
+        s.supervisorPid === null ? "-" : String(s.supervisorPid),
+        String(s.serverRestarts),
         filesText(s),
         `${formatBytes(s.total.bytesLocal)}/${formatBytes(s.total.size)}`,
         formatBytes(s.total.bytesDirty),

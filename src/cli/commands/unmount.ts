@@ -21,7 +21,7 @@ async function unmountOne(id: string, force: boolean, purge: boolean): Promise<v
   const paths = migrationPaths(id);
   const manifest = await readManifest(paths.manifest).catch(() => undefined);
   try {
-    // Returns once the daemon has exited: its mount and mount point are gone by then.
+    // Returns once the daemon and its supervisor are gone, and with them the mount point.
     const r = await stopDaemon(paths.socket, { force, waitMs: UNMOUNT_WAIT_MS });
     if (manifest && (await isMounted(manifest.mountpoint))) {
       await recoverStaleMount(manifest.mountpoint);

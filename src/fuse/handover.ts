@@ -1,0 +1,158 @@
+/**
+ * The served side of a supervised mount (the supervisor is supervisor.ts): a server started by
+ * a `Supervisor` finds the /dev/fuse descriptor it inherited with `inheritedDevice()` and serves
+ * it with `serveInherited()`. The first server answers the kernel's INIT and tells the
+ * supervisor what was agreed; every later one takes the connection over without an INIT and
+ * asks the kernel to resend what its predecessor left unanswered.
+ *
+ * A standby server (started in advance, so that a failover need not wait for a process to
+ * start) gets `standby: true` and waits in `takeOver()` until the supervisor orders it in.
+ *
+ * Protocol between the two: the environment variable FUSE_HANDOVER (JSON, below) and a Node
+ * IPC channel on which the server sends `{ fuse: "init", negotiated }` once it serves, and the
+ * supervisor sends a standby `{ fuse: "takeover", restarts, resume }`.
+ */
+import fs from "node:fs";
+import { errorMessage, UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import type { FileSystem } from "./filesystem.js";
+import { Mount, type MountOptions, setReadahead } from "./mount.js";
+import { type Negotiated, Session, type SessionOptions } from "./session.js";
+
+const log = logger("fuse");
+
+export const HANDOVER_ENV = "FUSE_HANDOVER";
+
+/** What a supervised server is handed. */
+export interface Handover {
+  /** The /dev/fuse descriptor in this process. */
+  fd: number;
+  /** The mount point (real path). */
+  mountpoint: string;
+  /** Present when an earlier server answered INIT: take the connection over. */
+  resume?: Negotiated;
+  /** Servers started before this one on this mount (0 for the first). */
+  restarts: number;
+  supervisorPid: number;
+  /** A standby: call `takeOver()` before anything else. */
+  standby?: boolean;
+}
+
+/** The wire form of a Handover (bigints as hex strings). */
+interface HandoverJson extends Omit<Handover, "resume"> {
+  resume?: NegotiatedJson;
+}
+
+export interface NegotiatedJson {
+  minor: number;
+  flags: string;
+  kernelFlags: string;
+  maxWrite: number;
+}
+
+export function negotiatedToJson(n: Negotiated): NegotiatedJson {
+  return { ...n, flags: n.flags.toString(16), kernelFlags: n.kernelFlags.toString(16) };
+}
+
+export function negotiatedFromJson(n: NegotiatedJson): Negotiated {
+  return { ...n, flags: BigInt(`0x${n.flags}`), kernelFlags: BigInt(`0x${n.kernelFlags}`) };
+}
+
+/** The environment entry that hands `h` to a server. */
+export function handoverEnv(h: Handover): Record<string, string> {
+  const { resume, ...rest } = h;
+  const json: HandoverJson = { ...rest, ...(resume ? { resume: negotiatedToJson(resume) } : {}) };
+  return { [HANDOVER_ENV]: JSON.stringify(json) };
+}
+
+/** The descriptor this process was handed by a supervisor, if it was started by one. */
+export function inheritedDevice(env: NodeJS.ProcessEnv = process.env): Handover | undefined {
+  const raw = env[HANDOVER_ENV];
+  if (!raw) return undefined;
+  let j: HandoverJson;
+  try {
+    j = JSON.parse(raw) as HandoverJson;
+  } catch {
+    throw new UserError(`${HANDOVER_ENV} is not valid JSON`);
+  }
+  if (!Number.isInteger(j.fd) || j.fd < 0 || typeof j.mountpoint !== "string")
+    throw new UserError(`${HANDOVER_ENV} names no descriptor and mount point`);
+  try {
+    fs.fstatSync(j.fd);
+  } catch (e) {
+    throw new UserError(`${HANDOVER_ENV}: fd ${j.fd} is not open (${errorMessage(e)})`);
+  }
+  const { resume, ...rest } = j;
+  return { ...rest, ...(resume ? { resume: negotiatedFromJson(resume) } : {}) };
+}
+
+/**
+ * For a standby server: resolves when the supervisor orders it to take the connection over
+ * (with the parameters in effect then); at once for any other. A standby whose supervisor goes
+ * away exits.
+ */
+export function takeOver(h: Handover): Promise<Handover> {
+  if (!h.standby) return Promise.resolve(h);
+  return new Promise((resolve) => {
+    const onMessage = (m: { fuse?: string; restarts?: number; resume?: NegotiatedJson }) => {
+      if (m?.fuse !== "takeover" || !m.resume) return;
+      process.off("message", onMessage);
+      process.off("disconnect", onGone);
+      const { standby: _, ...rest } = h;
+      resolve({
+        ...rest,
+        restarts: m.restarts ?? h.restarts,
+        resume: negotiatedFromJson(m.resume),
+      });
+    };
+    const onGone = () => process.exit(0);
+    process.on("message", onMessage);
+    process.once("disconnect", onGone);
+  });
+}
+
+/**
+ * Serves `fileSystem` on the handed-over connection. The first server waits for INIT (up to
+ * `initTimeoutMs`) and reports what was agreed to the supervisor; a later one resumes at once.
+ * The returned `Mount` unmounts as usual (the supervisor then sees a clean exit).
+ */
+export async function serveInherited(
+  h: Handover,
+  fileSystem: FileSystem,
+  options: MountOptions & SessionOptions = {},
+): Promise<Mount> {
+  if (h.standby) throw new Error("serveInherited: a standby must takeOver() first");
+  const session = new Session(h.fd, fileSystem, {
+    ...options,
+    ...(h.resume ? { resume: h.resume } : {}),
+  });
+  const timeout = options.initTimeoutMs ?? 10000;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    session.ready,
+    new Promise((_res, rej) => {
+      timer = setTimeout(
+        () => rej(new UserError(`FUSE INIT on ${h.mountpoint} timed out after ${timeout} ms`)),
+        timeout,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+  // The supervisor learns what INIT agreed (a resumed server repeats it: harmless).
+  if (process.send) {
+    process.send({ fuse: "init", negotiated: negotiatedToJson(session.negotiated) });
+    process.channel?.unref();
+    process.once("disconnect", () =>
+      log.warn("the supervisor is gone: this server is no longer restarted if it dies", {
+        mountpoint: h.mountpoint,
+      }),
+    );
+  }
+  const dev = Number((await fs.promises.stat(h.mountpoint)).dev);
+  if (!h.resume && options.readaheadKb !== undefined) setReadahead(dev, options.readaheadKb);
+  log.info(h.resume ? "took the connection over" : "serving", {
+    mountpoint: h.mountpoint,
+    dev,
+    restarts: h.restarts,
+  });
+  return new Mount(h.mountpoint, session, dev);
+}

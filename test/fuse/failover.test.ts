@@ -1,0 +1,168 @@
+/**
+ * Failover of a FUSE server (fuse/supervisor.ts, fuse/handover.ts) through a real mount: a
+ * supervisor in this process owns /dev/fuse, a child serves it; the child is killed with
+ * SIGKILL while a reader in a third process reads a file with direct I/O (every read a FUSE
+ * READ): the reader sees no error and exact bytes. Also: a server that keeps crashing at start
+ * makes the supervisor give up and leave the mount; unmounting ends the supervision.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { MemoryFileSystem, mountInfo, Supervisor } from "../../src/fuse/index.js";
+import { DATA_SIZE, pattern } from "./failover-server.js";
+import { Scratch, sha256 } from "./helpers.js";
+
+const SERVER = fileURLToPath(new URL("./failover-server.js", import.meta.url));
+const scratch = new Scratch();
+after(() => scratch.cleanup());
+
+function supervise(
+  name: string,
+  env: NodeJS.ProcessEnv = {},
+  quickMs?: number,
+): Promise<Supervisor> {
+  return Supervisor.start({
+    ...(quickMs === undefined ? {} : { quickMs }),
+    mountpoint: scratch.sub(name),
+    mount: { subtype: "failovertest" },
+    command: process.execPath,
+    args: [SERVER],
+    env: { ...process.env, ...env },
+  });
+}
+
+async function serving(s: Supervisor, not = 0): Promise<number> {
+  for (let i = 0; i < 1000; i++) {
+    if (s.servingPid !== 0 && s.servingPid !== not) return s.servingPid;
+    await sleep(10);
+  }
+  throw new Error("no server came up");
+}
+
+/** A python3 script running in another process, its output collected. */
+function python(script: string, ...args: string[]) {
+  const proc = spawn("python3", ["-c", script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  scratch.track(proc);
+  const r = {
+    proc,
+    out: "",
+    err: "",
+    exited: new Promise<number | null>((res) => proc.on("exit", (c) => res(c))),
+  };
+  proc.stdout.on("data", (d) => {
+    r.out += d;
+  });
+  proc.stderr.on("data", (d) => {
+    r.err += d;
+  });
+  return r;
+}
+
+/** Reads `file` in 64 KiB reads, pass after pass until `stop` exists; prints a sha256 per pass. */
+const READER = `import hashlib,os,sys
+f,stop=sys.argv[1],sys.argv[2]
+while True:
+  h=hashlib.sha256()
+  with open(f,"rb",buffering=0) as fh:
+    while True:
+      b=fh.read(65536)
+      if not b: break
+      h.update(b)
+  print(h.hexdigest(),flush=True)
+  if os.path.exists(stop): break`;
+
+describe("supervised FUSE server", () => {
+  test("killed ten times during reads: the reader stalls, never fails, reads exact bytes", async () => {
+    // Kills come faster than the default quickMs: only a server that never served is "quick".
+    const s = await supervise("ten-kills", {}, 0);
+    const want = sha256(pattern(0, DATA_SIZE));
+    const stop = path.join(scratch.dir, "stop-reader");
+    let pid = await serving(s);
+    const reader = python(READER, path.join(s.mountpoint, "data.bin"), stop);
+    for (let kill = 0; kill < 10; kill++) {
+      await sleep(150 + kill * 37);
+      assert.equal(reader.proc.exitCode, null, `the reader ended early: ${reader.err}`);
+      process.kill(pid, "SIGKILL");
+      pid = await serving(s, pid);
+    }
+    fs.writeFileSync(stop, "");
+    const code = await reader.exited;
+    assert.equal(reader.err, "");
+    assert.equal(code, 0);
+    const passes = reader.out.trim().split("\n");
+    assert.ok(passes.length >= 1);
+    for (const h of passes) assert.equal(h, want);
+    assert.equal(s.restarts, 10);
+    const end = await s.stop();
+    assert.equal(end.kind, "unmounted");
+    assert.equal(mountInfo(s.mountpoint), undefined);
+  });
+
+  test("a server that keeps dying at start: the supervisor gives up and leaves the mount", async () => {
+    const s = await supervise("crashing", { FAILOVER_CRASH_RESTARTED: "1" });
+    const pid = await serving(s);
+    process.kill(pid, "SIGKILL");
+    const end = await s.done;
+    assert.equal(end.kind, "gave-up");
+    assert.match(end.kind === "gave-up" ? end.reason : "", /died 5 times .*exit code 3/);
+    assert.equal(s.restarts, 4, "the killed server and four that died at start");
+    assert.ok(mountInfo(s.mountpoint), "the mount stays for a later recovery");
+    // Nobody holds the device any more: the mount is stale, as after any crash.
+    assert.throws(() => fs.readdirSync(s.mountpoint), /ENOTCONN|ECONNABORTED/);
+  });
+});
+
+describe("resent namespace operations", () => {
+  test("carried out by a server that never answered: the repeat answers as the first run", async () => {
+    // Each operation is done, then its reply "lost" (as when the server dies right after it);
+    // FUSE_NOTIFY_RESEND brings it back, and the repeat finds its work already done.
+    const lost = new Set<string>();
+    let pendingOps = 0;
+    const lose = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
+      const v = await run();
+      if (lost.has(what)) return v;
+      lost.add(what);
+      pendingOps++;
+      return new Promise<T>(() => {});
+    };
+    class Forgetful extends MemoryFileSystem {
+      override mkdir(...a: Parameters<MemoryFileSystem["mkdir"]>) {
+        return lose("mkdir", () => super.mkdir(...a));
+      }
+      override create(...a: Parameters<MemoryFileSystem["create"]>) {
+        return lose("create", () => super.create(...a));
+      }
+      override unlink(...a: Parameters<MemoryFileSystem["unlink"]>) {
+        return lose("unlink", () => super.unlink(...a));
+      }
+      override rename(...a: Parameters<MemoryFileSystem["rename"]>) {
+        return lose("rename", () => super.rename(...a));
+      }
+    }
+    const mem = new Forgetful();
+    mem.addFile("old.txt", "x");
+    mem.addFile("gone.txt", "y");
+    const m = await scratch.mount("resent-ops", mem);
+    const d = m.mountpoint;
+    const script = `import os,sys
+d=sys.argv[1]
+os.mkdir(d+"/dir")
+fd=os.open(d+"/new.txt", os.O_CREAT|os.O_WRONLY|os.O_EXCL, 0o644)
+os.write(fd,b"made"); os.close(fd)
+os.unlink(d+"/gone.txt")
+os.rename(d+"/old.txt", d+"/renamed.txt")
+print(sorted(os.listdir(d)), open(d+"/new.txt").read())`;
+    const child = python(script, d);
+    for (let op = 1; op <= 4; op++) {
+      for (let i = 0; i < 500 && pendingOps < op; i++) await sleep(10);
+      assert.equal(pendingOps, op, `operation ${op} reached the server: ${child.err}`);
+      assert.equal(await m.session.resend(), true);
+    }
+    assert.equal(await child.exited, 0, child.err);
+    assert.equal(child.out, "['dir', 'new.txt', 'renamed.txt'] made\n");
+  });
+});
