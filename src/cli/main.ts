@@ -8,6 +8,7 @@
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
 import { registerDemo } from "./commands/demo.js";
+import { registerDetach } from "./commands/detach.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMount } from "./commands/mount.js";
@@ -31,6 +32,7 @@ registerRestore(program);
 registerMigrate(program);
 registerStatus(program);
 registerUnmount(program);
+registerDetach(program);
 registerDemo(program);
 
 try {

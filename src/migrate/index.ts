@@ -5,6 +5,14 @@
 
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export {
+  type DetachedRecord,
+  type DetachRequest,
+  type DetachResult,
+  detachMigration,
+  type RemoteChoice,
+  readDetached,
+} from "./detach.js";
 export { findHolders, type Holder } from "./holders.js";
 export {
   type Manifest,

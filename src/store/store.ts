@@ -29,6 +29,16 @@ export interface FileMeta {
 
 export const DEFAULT_BLOCK_SIZE = 256 * 1024;
 
+/** Where a cache directory keeps file `id`: its metadata, sparse data and block states. */
+export function storeFilePaths(
+  cacheDir: string,
+  id: string,
+): { meta: string; data: string; state: string } {
+  const key = createHash("sha256").update(id).digest("hex").slice(0, 32);
+  const base = join(cacheDir, "files", key);
+  return { meta: `${base}.json`, data: `${base}.data`, state: `${base}.state` };
+}
+
 async function writeDurably(path: string, text: string) {
   const tmp = `${path}.tmp`;
   await writeFile(tmp, text, { mode: 0o600 });
@@ -79,8 +89,7 @@ export class Store {
   }
 
   private base(id: string): string {
-    const key = createHash("sha256").update(id).digest("hex").slice(0, 32);
-    return join(this.dir, "files", key);
+    return storeFilePaths(this.dir, id).data.slice(0, -".data".length);
   }
 
   /** Metadata of every file this cache holds. */

@@ -1,0 +1,29 @@
+/**
+ * The mount namespace a detached process is restored into: a new private copy of the
+ * target's, without any LazyFS mount (its copies would keep those FUSE connections alive, the
+ * migration's own included, after their daemons unmount), and with each directory LazyFS
+ * served bind-mounted from the plain tree (`<root><dir>` over `<dir>`).
+ */
+export function detachedNamespacePrefix(root: string, binds: readonly string[]): string[] {
+  const script = [
+    "root=$1; shift",
+    // Every LazyFS mount copied into the new namespace goes (lazily: nothing here uses them).
+    "for m in $(grep ' - fuse\\.lazyfs ' /proc/self/mountinfo | cut -d' ' -f5); do umount -l \"$m\" 2>/dev/null; done",
+    'while [ "$1" != -- ]; do mount --bind "$root$1" "$1" || exit 111; shift; done; shift',
+    'exec "$@"',
+  ].join("\n");
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    script,
+    "sh",
+    root,
+    ...binds,
+    "--",
+  ];
+}
