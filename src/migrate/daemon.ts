@@ -13,7 +13,7 @@ import { logger } from "../common/log.js";
 import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs } from "../lazy/index.js";
 import type { Origin, SftpOrigin } from "../origin/index.js";
-import { openOrigin } from "./connect.js";
+import { openServingOrigin } from "./chain-origin.js";
 import { type ControlRequest, serveControl } from "./control.js";
 import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
@@ -173,7 +173,7 @@ class Daemon {
 
   private async doServe(): Promise<Serving> {
     const manifest = await readManifest(this.paths.manifest);
-    const sftp = openOrigin(manifest.origin, manifest.ssh);
+    const sftp = openServingOrigin(manifest);
     const origin = watchOrigin(sftp, () => {
       this.firstFetchAtMs ??= Date.now();
     });

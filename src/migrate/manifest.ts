@@ -8,6 +8,7 @@ import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import type { FileUse } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { Policy } from "../store/index.js";
+import type { ChainSource } from "./chain-source.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
 export const MANIFEST_VERSION = 1;
@@ -92,6 +93,11 @@ export interface Manifest {
   binds: string[];
   /** Mount points LazyFS created on the target for `binds`; removed when it stops. */
   createdDirs: string[];
+  /**
+   * A chained migration: the origin runs the process on LazyFS itself (A -> origin -> here);
+   * blocks the origin never fetched come straight from the first origin (chain-origin.ts).
+   */
+  chain?: ChainSource;
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {

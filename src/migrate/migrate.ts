@@ -18,6 +18,8 @@ import {
   warmUpCodec,
 } from "../criu/index.js";
 import type { SftpOrigin } from "../origin/index.js";
+import { openChainOrigin, viewPathOn } from "./chain-origin.js";
+import { originProcessView } from "./chain-source.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { writeManifest } from "./manifest.js";
@@ -169,15 +171,25 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
+  let planOrigin: SftpOrigin | undefined;
   try {
     await origin.connect();
-    const [targetCriu, originSpace, targetSpace] = await Promise.all([
+    const [targetCriu, originSpace, targetSpace, view] = await Promise.all([
       checkOriginPid(origin, req.pid).then(() =>
         locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
       ),
       originPidSpace(origin),
       localPidSpace(),
+      originProcessView(origin, req.pid),
     ]);
+    // A process restored by LazyFS there (A -> origin -> here) is seen in its own view.
+    const chain = view.chain;
+    if (chain) {
+      log.info("chained migration: the process runs on LazyFS on the origin", {
+        firstOrigin: chain.firstOrigin,
+        originMigration: chain.id,
+      });
+    }
     keepStopped = !samePidSpace(originSpace, targetSpace);
     if (!keepStopped) {
       log.warn(
@@ -187,9 +199,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     // Mount an empty tree before the dump; the plan is added to it once the images are here.
     const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-    await writeManifest(
-      paths.manifest,
-      emptyManifest({
+    await writeManifest(paths.manifest, {
+      ...emptyManifest({
         id,
         originUrl: req.origin,
         mountpoint,
@@ -199,7 +210,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         ssh: req.ssh,
         serve: req.serve,
       }),
-    );
+      ...(chain ? { chain } : {}),
+    });
     const daemonStarting = startDaemon(id).then(async (d) => {
       await d.serve();
       return d;
@@ -213,6 +225,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     const originCriuMs = Date.now() - tCriu;
     remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
+      // CRIU inside the process's own mount namespace: the images hold the paths it sees.
+      ...(view.ownMountNs ? ["nsenter", `--mount=/proc/${req.pid}/ns/mnt`, "--"] : []),
       originCriu.path,
       "dump",
       "-t",
@@ -245,7 +259,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       origin,
       remoteDir,
       paths.images,
+      chain ? (p) => viewPathOn(chain, p) : undefined,
     );
+    if (chain) planOrigin = openChainOrigin(req.origin, req.ssh, chain);
     const tPulled = Date.now();
     const restored = await restoreLazily({
       ...req,
@@ -254,8 +270,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       id,
       imagesDir: paths.images,
       checkpointStats,
-      originConnection: origin,
+      originConnection: planOrigin ?? origin,
       daemon,
+      ...(chain ? { chain } : {}),
     });
     restoredPid = restored.pid;
     const tRestored = Date.now();
@@ -313,6 +330,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     throw await failed(err);
   } finally {
     signals?.release();
+    await planOrigin?.close();
     await origin.close();
   }
 

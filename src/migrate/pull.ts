@@ -25,6 +25,8 @@ export async function pullImages(
   origin: SftpOrigin,
   remoteDir: string,
   dir: string,
+  /** Where the origin shows a path of the process's view (a chained migration's origin). */
+  viewPath: (path: string) => string = (p) => p,
 ): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
@@ -45,7 +47,12 @@ export async function pullImages(
       if (typeof name === "string" && name.startsWith("/")) paths.add(name);
     }
     // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
-    Object.assign(stats, await statOnOrigin(origin, [...paths]));
+    const list = [...paths];
+    const found = await statOnOrigin(origin, list.map(viewPath));
+    for (const p of list) {
+      const st = found[viewPath(p)];
+      if (st) stats[p] = st;
+    }
   });
   await Promise.all([
     statting,

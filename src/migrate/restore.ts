@@ -18,6 +18,7 @@ import {
 } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
+import type { ChainSource } from "./chain-source.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
@@ -59,6 +60,8 @@ export interface RestoreRequest {
   daemon?: DaemonHandle;
   /** Origin stats taken right after the dump (by migrate); otherwise stat now. */
   checkpointStats?: Record<string, OriginStat>;
+  /** The origin runs the process on LazyFS itself: a chained migration (chain-source.ts). */
+  chain?: ChainSource;
 }
 
 export interface RestoreResult {
@@ -116,6 +119,7 @@ export async function prepare(
       serve: req.serve,
       ...(req.lazyDirs ? { lazyDirPaths: req.lazyDirs } : {}),
     });
+    if (req.chain) manifest.chain = req.chain;
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
     return { manifest, pids: [...new Set(pids)], dumped: dumpedTree(dump), ms: Date.now() - t0 };
