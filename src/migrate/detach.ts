@@ -38,6 +38,7 @@ import {
 import { DEFAULT_BLOCK_SIZE } from "../store/index.js";
 import { callControl, stopDaemon } from "./control.js";
 import type { DaemonStatus } from "./daemon.js";
+import { type DetachedRecord, detachedPath, readDetached } from "./detached.js";
 import { detachedNamespacePrefix } from "./detached-namespace.js";
 import { readManifest, writeManifest } from "./manifest.js";
 import { type MaterializeResult, materializeTree, onlyOnOrigin } from "./materialize.js";
@@ -91,30 +92,6 @@ export interface DetachResult {
   /** Remote-policy files whose current content was made local (`--remote copy`). */
   remoteCopied: string[];
   timeline: DetachTimeline;
-}
-
-/** What `<state>/<id>/detached.json` records: the migration lives on without LazyFS. */
-export interface DetachedRecord {
-  pid: number;
-  mountNs: string | null;
-  root: string;
-  binds: string[];
-  /** Mount points LazyFS created on the target; `unmount` removes them once the process is gone. */
-  createdDirs: string[];
-  detachedMs: number;
-  timeline: DetachTimeline;
-}
-
-export function detachedPath(id: string): string {
-  return join(migrationPaths(id).dir, "detached.json");
-}
-
-export async function readDetached(id: string): Promise<DetachedRecord | undefined> {
-  try {
-    return JSON.parse(await readFile(detachedPath(id), "utf8")) as DetachedRecord;
-  } catch {
-    return undefined;
-  }
 }
 
 interface Restored {

@@ -8,7 +8,7 @@ export function detachedNamespacePrefix(root: string, binds: readonly string[]):
   const script = [
     "root=$1; shift",
     // Every LazyFS mount copied into the new namespace goes (lazily: nothing here uses them).
-    "for m in $(grep ' - fuse\\.lazyfs ' /proc/self/mountinfo | cut -d' ' -f5); do umount -l \"$m\" 2>/dev/null; done",
+    "umount -a -l -t fuse.lazyfs 2>/dev/null",
     'while [ "$1" != -- ]; do mount --bind "$root$1" "$1" || exit 111; shift; done; shift',
     'exec "$@"',
   ].join("\n");

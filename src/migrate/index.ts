@@ -6,13 +6,13 @@
 export { type ControlRequest, callControl } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
 export {
-  type DetachedRecord,
   type DetachRequest,
   type DetachResult,
+  type DetachTimeline,
   detachMigration,
   type RemoteChoice,
-  readDetached,
 } from "./detach.js";
+export { type DetachedRecord, detachedAlive, endDetached, readDetached } from "./detached.js";
 export { findHolders, type Holder } from "./holders.js";
 export {
   type Manifest,

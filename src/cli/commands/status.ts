@@ -3,13 +3,22 @@ import type { Command } from "commander";
 import {
   callControl,
   type DaemonStatus,
+  type DetachedRecord,
+  detachedAlive,
   listMigrations,
   migrationPaths,
+  readDetached,
 } from "../../migrate/index.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
 
-type Row = { id: string; status?: DaemonStatus; error?: string };
+type Row = {
+  id: string;
+  status?: DaemonStatus;
+  error?: string;
+  /** A detached migration: no daemon, the process on plain files. */
+  detached?: DetachedRecord & { alive: boolean };
+};
 
 async function collect(ids?: string[]): Promise<Row[]> {
   const all = ids && ids.length > 0 ? ids : await listMigrations();
@@ -21,6 +30,8 @@ async function collect(ids?: string[]): Promise<Row[]> {
         })) as DaemonStatus;
         return { id, status };
       } catch (err) {
+        const d = await readDetached(id);
+        if (d) return { id, detached: { ...d, alive: await detachedAlive(d) } };
         return { id, error: err instanceof Error ? err.message : String(err) };
       }
     }),
@@ -60,6 +71,21 @@ function table(rows: Row[]): string {
     ],
     rows.map((r) => {
       const s = r.status;
+      const d = r.detached;
+      if (d) {
+        const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
+        return [
+          r.id,
+          "-",
+          "not needed",
+          pid,
+          `plain files in ${d.root}`,
+          "-",
+          "-",
+          "-",
+          "detached",
+        ];
+      }
       if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-"];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
@@ -135,7 +161,13 @@ export function registerStatus(program: Command): void {
       }
       const rows = await collect(ids);
       if (o.json) {
-        printJson(rows.map((r) => r.status ?? { id: r.id, error: r.error }));
+        printJson(
+          rows.map(
+            (r) =>
+              r.status ??
+              (r.detached ? { id: r.id, detached: r.detached } : { id: r.id, error: r.error }),
+          ),
+        );
         return;
       }
       if (rows.length === 0) {

@@ -2,10 +2,25 @@ import { rm } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { recoverStaleMount } from "../../fuse/index.js";
-import { callControl, listMigrations, migrationPaths, readManifest } from "../../migrate/index.js";
+import {
+  callControl,
+  endDetached,
+  listMigrations,
+  migrationPaths,
+  readDetached,
+  readManifest,
+} from "../../migrate/index.js";
 
 async function unmountOne(id: string, force: boolean, purge: boolean): Promise<void> {
   const paths = migrationPaths(id);
+  if (await readDetached(id)) {
+    // No LazyFS is left; only the record, and the process's plain files while it runs.
+    const r = await endDetached(id, purge);
+    process.stdout.write(
+      `${id}: detached migration ended${r.purged ? `; removed ${paths.dir} (its plain files too)` : ""}\n`,
+    );
+    return;
+  }
   try {
     const r = (await callControl(paths.socket, { op: "unmount", force })) as {
       unmounted: string;
