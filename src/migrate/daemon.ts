@@ -6,7 +6,7 @@
  * `migrate` starts it before the dump with an empty plan, so that Node's start-up and the
  * mount stay out of the process's freeze; the `serve` request adds the plan's files later.
  */
-import { readFile, rm, rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -19,7 +19,7 @@ import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
 import { type Manifest, readManifest } from "./manifest.js";
 import { bindsOfOthers, removeMountPoints } from "./namespace.js";
-import { migrationPaths } from "./state.js";
+import { migrationPaths, readRestored } from "./state.js";
 
 const log = logger("daemon");
 
@@ -65,20 +65,6 @@ function watchOrigin(origin: Origin, onRead: () => void): Origin {
       return typeof v === "function" ? v.bind(target) : v;
     },
   });
-}
-
-interface Restored {
-  pid?: number;
-  /** The mount namespace the restored tree lives in. */
-  mountNs?: string;
-}
-
-async function readRestored(file: string): Promise<Restored> {
-  try {
-    return JSON.parse(await readFile(file, "utf8")) as Restored;
-  } catch {
-    return {};
-  }
 }
 
 async function restoredPid(file: string): Promise<number | null> {

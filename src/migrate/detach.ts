@@ -45,7 +45,7 @@ import { type MaterializeResult, materializeTree, onlyOnOrigin } from "./materia
 import { mountNamespaceOf, namespacePrefix, prepareMountPoints } from "./namespace.js";
 import { isUnder } from "./plan.js";
 import { waitPidsFree } from "./restore.js";
-import { migrationPaths } from "./state.js";
+import { migrationPaths, readRestored } from "./state.js";
 import { snapshotTree } from "./tree-snapshot.js";
 
 const log = logger("detach");
@@ -92,19 +92,6 @@ export interface DetachResult {
   /** Remote-policy files whose current content was made local (`--remote copy`). */
   remoteCopied: string[];
   timeline: DetachTimeline;
-}
-
-interface Restored {
-  pid?: number;
-  mountNs?: string;
-}
-
-async function readRestored(file: string): Promise<Restored> {
-  try {
-    return JSON.parse(await readFile(file, "utf8")) as Restored;
-  } catch {
-    return {};
-  }
 }
 
 /** What keeps the migration from being independent, and its remote-policy files. */

@@ -13,7 +13,7 @@
  * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
  */
 import { randomBytes } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
 
@@ -69,5 +69,20 @@ export async function listMigrations(root = stateRoot()): Promise<string[]> {
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return [];
     throw err;
+  }
+}
+
+/** What restored.json records of the restored tree. */
+export interface RestoredRecord {
+  pid?: number;
+  /** The mount namespace the restored tree lives in. */
+  mountNs?: string;
+}
+
+export async function readRestored(file: string): Promise<RestoredRecord> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as RestoredRecord;
+  } catch {
+    return {};
   }
 }

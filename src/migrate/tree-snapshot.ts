@@ -1,10 +1,10 @@
 /**
  * A read-only snapshot of a migration's LazyFS tree, taken from the journal in its cache
  * (lazy/journal.ts) without disturbing a daemon that may still be serving it: the journal's
- * files are copied to a private temporary directory and replayed there. Detach materialises
+ * files are read, written to a private temporary directory and replayed there. Detach materialises
  * the tree from it; a chained migration reads the tree of the host it migrates from.
  */
-import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
@@ -55,18 +55,12 @@ export async function treeFromJournal(
 
 /** The tree journaled in a local cache directory, as it is now. */
 export async function snapshotTree(cacheDir: string): Promise<TreeEntry[]> {
-  const dir = await mkdtemp(join(tmpdir(), "lazyfs-tree-"));
-  try {
-    for (const name of JOURNAL_FILES) {
-      await copyFile(join(cacheDir, name), join(dir, name)).catch((err) => {
-        if (errnoCode(err) !== "ENOENT") throw err;
-      });
-    }
-    const tree = new Tree({ files: [], dirs: [] }, dir);
-    const entries = walkTree(tree);
-    tree.close();
-    return entries;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const files: Partial<Record<(typeof JOURNAL_FILES)[number], Buffer>> = {};
+  for (const name of JOURNAL_FILES) {
+    files[name] = await readFile(join(cacheDir, name)).catch((err) => {
+      if (errnoCode(err) === "ENOENT") return undefined;
+      throw err;
+    });
   }
+  return treeFromJournal(files);
 }

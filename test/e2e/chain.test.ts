@@ -6,7 +6,6 @@
  * on exactly (a reader: the hash of every input line in order; a writer: its file exact).
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import {
@@ -17,26 +16,7 @@ import {
 } from "../../src/hosts/index.js";
 import type { DaemonStatus } from "../../src/migrate/index.js";
 import { CLI, type LazyfsOnB, type Migrated, startHosts, stopHosts, waitFor } from "./helpers.js";
-
-const sha = (s: string) => createHash("sha256").update(s).digest("hex");
-
-const HASH_READER = `
-import sys, time, hashlib
-with open(sys.argv[1], 'rb') as f:
-    for line in f:
-        sys.stdout.write(hashlib.sha256(line.rstrip(b'\\n')).hexdigest() + '\\n'); sys.stdout.flush()
-        time.sleep(float(sys.argv[2]))
-`;
-
-const APPENDER = `
-import sys, time, hashlib
-with open(sys.argv[1], 'a') as f:
-    for i in range(int(sys.argv[3])):
-        f.write('%06d %s\\n' % (i, hashlib.sha256(str(i).encode()).hexdigest()[:16])); f.flush()
-        time.sleep(float(sys.argv[2]))
-`;
-
-const appended = (i: number) => `${String(i).padStart(6, "0")} ${sha(String(i)).slice(0, 16)}`;
+import { sha, startReaderAndWriter } from "./line-workloads.js";
 
 let pair: ClientHostPair;
 let lazyfs: LazyfsOnB;
@@ -85,28 +65,9 @@ describe("chained migration A -> B -> C", { concurrency: false }, () => {
 
   test("a reader and a writer go on on C with A and B gone", async () => {
     const dir = `${DATA_DIR}/chain-${process.pid}`;
-    const input = `${dir}/r/input.txt`;
-    const output = `${dir}/r/hashes.txt`;
-    const log = `${dir}/w/append.log`;
     const n = 5000;
-    await pair.a.exec("mkdir", ["-p", `${dir}/r`, `${dir}/w`]);
-    const inputLines = Array.from({ length: n }, (_, i) => `chain line ${i} ${"y".repeat(i % 70)}`);
-    await pair.a.writeFile(input, `${inputLines.join("\n")}\n`);
-    await pair.a.writeFile(log, "origin line\n");
-    const reader = await pair.a.startWorkload("python3", ["-u", "-c", HASH_READER, input, "0.01"], {
-      stdout: output,
-      cwd: `${dir}/r`,
-    });
-    const writer = await pair.a.startWorkload(
-      "python3",
-      ["-u", "-c", APPENDER, log, "0.01", String(n)],
-      { stdout: "/dev/null", cwd: `${dir}/w` },
-    );
-    await waitFor("both started on A", async () =>
-      (await lines(pair.a, output)).length > 20 && (await lines(pair.a, log)).length > 20
-        ? true
-        : undefined,
-    );
+    const { reader, writer, input, output, log, inputLines, expectedLog } =
+      await startReaderAndWriter(pair.a, dir, n);
     // A -> B, no prefetch: B holds only what the processes touched.
     const onB: Migrated[] = [];
     for (const wl of [reader, writer])
@@ -188,7 +149,7 @@ describe("chained migration A -> B -> C", { concurrency: false }, () => {
       },
       120_000,
     );
-    assert.deepEqual(written, ["origin line", ...Array.from({ length: n }, (_, i) => appended(i))]);
+    assert.deepEqual(written, expectedLog);
     for (const m of onC_) {
       await pair.c.exec("kill", ["-KILL", String(m.pid)], { allowFailure: true });
       await onC(["unmount", m.id, "--force"], true);

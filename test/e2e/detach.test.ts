@@ -6,11 +6,11 @@
  * exactly (a reader writes the hash of every input line in order; a writer's file is exact).
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
 import type { DetachResult } from "../../src/migrate/index.js";
 import {
+  AWAIT_GO,
   errorLines,
   type LazyfsOnB,
   type Migrated,
@@ -18,29 +18,7 @@ import {
   stopHosts,
   waitFor,
 } from "./helpers.js";
-
-const sha = (s: string) => createHash("sha256").update(s).digest("hex");
-
-/** Writes sha256 of every line of argv[1] to stdout, one a line, slowly. */
-export const HASH_READER = `
-import sys, time, hashlib
-with open(sys.argv[1], 'rb') as f:
-    for line in f:
-        sys.stdout.write(hashlib.sha256(line.rstrip(b'\\n')).hexdigest() + '\\n'); sys.stdout.flush()
-        time.sleep(float(sys.argv[2]))
-`;
-
-/** Appends argv[3] numbered lines to argv[1] (opened once, in append mode), slowly. */
-export const APPENDER = `
-import sys, time, hashlib
-with open(sys.argv[1], 'a') as f:
-    for i in range(int(sys.argv[3])):
-        f.write('%06d %s\\n' % (i, hashlib.sha256(str(i).encode()).hexdigest()[:16])); f.flush()
-        time.sleep(float(sys.argv[2]))
-`;
-
-export const appended = (i: number) =>
-  `${String(i).padStart(6, "0")} ${sha(String(i)).slice(0, 16)}`;
+import { APPENDER, appended, sha, startReaderAndWriter } from "./line-workloads.js";
 
 /**
  * Which of a process's descriptors, mappings, cwd and exe are on a FUSE file system, and the
@@ -129,33 +107,11 @@ describe("detach: plain local files, no LazyFS left", { concurrency: false }, ()
 
   test("a reader and a writer on LazyFS are detached and go on exactly", async () => {
     const dir = `${DATA_DIR}/detach-${process.pid}`;
-    // Each in a directory of its own: a lazy directory would otherwise also mirror the other's
-    // file, which keeps changing on A until that one is migrated too.
-    const input = `${dir}/r/input.txt`;
-    const output = `${dir}/r/hashes.txt`;
-    const log = `${dir}/w/append.log`;
     const n = 4000;
-    await pair.a.exec("mkdir", ["-p", `${dir}/r`, `${dir}/w`]);
-    const inputLines = Array.from({ length: n }, (_, i) => `input line ${i} ${"x".repeat(i % 50)}`);
-    await pair.a.writeFile(input, `${inputLines.join("\n")}\n`);
-    await pair.a.writeFile(log, "origin line\n");
-    const reader = await pair.a.startWorkload("python3", ["-u", "-c", HASH_READER, input, "0.01"], {
-      stdout: output,
-      cwd: `${dir}/r`,
-    });
-    const writer = await pair.a.startWorkload(
-      "python3",
-      ["-u", "-c", APPENDER, log, "0.01", String(n)],
-      {
-        stdout: "/dev/null",
-        cwd: `${dir}/w`,
-      },
-    );
-    await waitFor("both started on A", async () =>
-      (await pair.a.readFile(output)).split("\n").length > 20 &&
-      (await pair.a.readFile(log)).split("\n").length > 20
-        ? true
-        : undefined,
+    const { reader, writer, output, log, inputLines, expectedLog } = await startReaderAndWriter(
+      pair.a,
+      dir,
+      n,
     );
     const mr = await lazyfs.migrate(reader.pid, ["--prefetch", "immediate"]);
     const mw = await lazyfs.migrate(writer.pid, ["--prefetch", "immediate"]);
@@ -200,10 +156,7 @@ describe("detach: plain local files, no LazyFS left", { concurrency: false }, ()
         },
         90_000,
       );
-      assert.deepEqual(written, [
-        "origin line",
-        ...Array.from({ length: n }, (_, i) => appended(i)),
-      ]);
+      assert.deepEqual(written, expectedLog);
       // A second detach has nothing left to do.
       const again = await lazyfs.run(["detach", r!.m.id], true);
       assert.notEqual(again.code, 0);
@@ -241,6 +194,102 @@ describe("detach: plain local files, no LazyFS left", { concurrency: false }, ()
       // The process runs on LazyFS, untouched.
       const use = await fuseUse(m.pid);
       assert.ok(use.onFuse.length > 0);
+    } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("a lazy directory's changes are detached; a remote file is refused, then copied", async () => {
+    const dir = `${DATA_DIR}/lazy-${process.pid}`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    for (const [name, text] of [
+      ["data.txt", "data on A\n"],
+      ["old.txt", "old on A\n"],
+      ["gone.txt", "gone on A\n"],
+      ["untouched.txt", "never opened\n"],
+      ["feed.remote", "feed line 1\n"],
+    ]) {
+      await pair.a.writeFile(`${dir}/${name}`, text!);
+    }
+    const script = `${AWAIT_GO}
+import os
+feed = open('feed.remote')
+data = open('data.txt').read()
+await_go()
+open('new.txt', 'w').write('made on B\\n')
+os.rename('old.txt', 'renamed.txt')
+os.unlink('gone.txt')
+os.mkdir('sub')
+open('sub/inner.txt', 'w').write('inner\\n')
+os.symlink('renamed.txt', 'link')
+open('ops.done', 'w').write('ok')
+while True: time.sleep(0.05)
+`;
+    const wl = await pair.a.startWorkload("python3", ["-c", script], {
+      stdout: "/dev/null",
+      cwd: dir,
+    });
+    await pair.a.exec("sleep", ["0.5"]);
+    const m = await lazyfs.migrate(wl.pid, [
+      "--policy",
+      "*.remote=remote",
+      "--prefetch",
+      "immediate",
+    ]);
+    try {
+      await pair.b.exec("kill", ["-USR1", String(m.pid)]);
+      await waitFor("the changes on B", async () =>
+        (await pair.b.readFile(`${m.mountpoint}${dir}/ops.done`).catch(() => "")) === "ok"
+          ? true
+          : undefined,
+      );
+      await pair.a.exec("sh", ["-c", `echo 'feed line 2' >> ${dir}/feed.remote`]);
+      await waitFor("the rest local", async () => {
+        const st = await lazyfs.status(m.id);
+        const left = st.perFile.filter((f) => f.policy !== "remote" && f.bytesOnOrigin > 0);
+        return left.length === 0 && (st.dirs?.uncrawled ?? 0) + (st.dirs?.pendingFiles ?? 0) === 0
+          ? true
+          : undefined;
+      });
+      const refused = await lazyfs.run(["detach", m.id], true);
+      assert.notEqual(refused.code, 0);
+      const errs = errorLines(refused.stderr);
+      assert.equal(errs.length, 1, refused.stderr);
+      assert.match(
+        errs[0]!,
+        /feed\.remote follows the origin's live content \(policy remote\).*--remote copy/,
+      );
+      const d = JSON.parse(
+        (await lazyfs.run(["detach", m.id, "--remote", "copy", "--json"])).stdout,
+      ) as DetachResult;
+      assert.deepEqual(d.remoteCopied, [`${dir}/feed.remote`]);
+      const ls = await pair.b.exec("ls", ["-A", `${d.root}${dir}`]);
+      assert.deepEqual(ls.stdout.trim().split("\n").sort(), [
+        "data.txt",
+        "feed.remote",
+        "link",
+        "new.txt",
+        "ops.done",
+        "renamed.txt",
+        "sub",
+        "untouched.txt",
+      ]);
+      const read = (name: string) => pair.b.readFile(`${d.root}${dir}/${name}`);
+      assert.equal(await read("renamed.txt"), "old on A\n");
+      assert.equal(await read("new.txt"), "made on B\n");
+      assert.equal(await read("sub/inner.txt"), "inner\n");
+      assert.equal(await read("untouched.txt"), "never opened\n");
+      assert.equal(await read("feed.remote"), "feed line 1\nfeed line 2\n");
+      assert.equal(
+        (await pair.b.exec("readlink", [`${d.root}${dir}/link`])).stdout.trim(),
+        "renamed.txt",
+      );
+      // The process sees the same through its own paths, and none of it on FUSE.
+      const own = await pair.b.exec("ls", ["-A", `/proc/${d.pid}/root${dir}`]);
+      assert.equal(own.stdout, ls.stdout);
+      const use = await fuseUse(d.pid);
+      assert.deepEqual(use.onFuse, []);
+      assert.deepEqual(use.lazyfsMounts, []);
     } finally {
       await lazyfs.stop(m);
     }
