@@ -225,6 +225,10 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   const images = join(work, "images");
   await rm(work, { recursive: true, force: true });
   await mkdir(images, { recursive: true, mode: 0o700 });
+  // Made before the freeze: a directory that cannot be made refuses the detach at once.
+  await mkdir(root, { recursive: true, mode: 0o700 }).catch((err) => {
+    throw new UserError(`cannot make ${root} for the process's files: ${errorMessage(err)}`);
+  });
   const pids = await treePids(pid);
   const criuOpts = req.criu ?? {};
 
@@ -239,8 +243,11 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     extraArgs: criuDumpArgs(criuOpts),
   }).catch((err: unknown) => {
     // CRIU lets the tree run on when its dump fails.
-    throw new UserError(`${errorMessage(err)}; the process runs on LazyFS as before`, {
-      cause: err,
+    const gone = [root, work].map((d) => rm(d, { recursive: true, force: true }));
+    return Promise.all(gone).then(() => {
+      throw new UserError(`${errorMessage(err)}; the process runs on LazyFS as before`, {
+        cause: err,
+      });
     });
   });
   const tDumped = Date.now();

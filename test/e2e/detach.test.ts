@@ -18,7 +18,7 @@ import {
   stopHosts,
   waitFor,
 } from "./helpers.js";
-import { APPENDER, appended, sha, startReaderAndWriter } from "./line-workloads.js";
+import { APPENDER, appended, HASH_READER, sha, startReaderAndWriter } from "./line-workloads.js";
 
 /**
  * Which of a process's descriptors, mappings, cwd and exe are on a FUSE file system, and the
@@ -291,6 +291,56 @@ while True: time.sleep(0.05)
       assert.deepEqual(use.onFuse, []);
       assert.deepEqual(use.lazyfsMounts, []);
     } finally {
+      await lazyfs.stop(m);
+    }
+  });
+
+  test("a detach that fails after the dump puts the process back onto LazyFS", async () => {
+    const dir = `${DATA_DIR}/full-${process.pid}`;
+    const input = `${dir}/input.txt`;
+    const output = `${dir}/hashes.txt`;
+    const n = 3000;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const inputLines = Array.from({ length: n }, (_, i) => `full line ${i} ${"z".repeat(i % 60)}`);
+    await pair.a.writeFile(input, `${inputLines.join("\n")}\n`);
+    const wl = await pair.a.startWorkload("python3", ["-u", "-c", HASH_READER, input, "0.01"], {
+      stdout: output,
+      cwd: dir,
+    });
+    await waitFor("the reader on A", async () =>
+      (await pair.a.readFile(output)).split("\n").length > 20 ? true : undefined,
+    );
+    const m = await lazyfs.migrate(wl.pid, ["--prefetch", "immediate"]);
+    // A file system too small for the process's files: the detach fails after the dump.
+    const small = `/tmp/lazyfs-full-${process.pid}`;
+    await pair.b.exec("mkdir", ["-p", small]);
+    await pair.b.exec("mount", ["-t", "tmpfs", "-o", "size=32k", "lazyfs-full", small]);
+    try {
+      await waitFor("independence", () => independent(m.id), 60_000);
+      const r = await lazyfs.run(["detach", m.id, "--dir", `${small}/root`], true);
+      assert.notEqual(r.code, 0);
+      const errs = errorLines(r.stderr);
+      assert.equal(errs.length, 1, r.stderr);
+      assert.match(
+        errs[0]!,
+        /^lazyfs: detach of \S+ failed: .*ENOSPC.*; the process runs on LazyFS as before \(pid \d+\)$/,
+      );
+      const st = await lazyfs.status(m.id);
+      assert.ok(st.restoredAlive, "the process runs");
+      assert.ok((await fuseUse(st.restoredPid!)).onFuse.length > 0, "on LazyFS again");
+      assert.equal((await pair.b.exec("ls", ["-A", small])).stdout.trim(), "", "nothing left");
+      const hashes = await waitFor(
+        "the reader to finish on LazyFS",
+        async () => {
+          const l = await lines(`${m.mountpoint}${output}`);
+          return l.length >= n ? l : undefined;
+        },
+        90_000,
+      );
+      assert.deepEqual(hashes, inputLines.map(sha));
+    } finally {
+      await pair.b.exec("umount", ["-l", small], { allowFailure: true });
+      await pair.b.exec("rmdir", [small], { allowFailure: true });
       await lazyfs.stop(m);
     }
   });
