@@ -35,6 +35,9 @@ import { JOURNAL_FILES, treeFromJournal } from "./tree-snapshot.js";
 
 const log = logger("chain");
 
+/** A path B's tree snapshot does not know is looked up again in a newer one at most this often. */
+const TREE_REFRESH_MS = 1000;
+
 type Route =
   | { kind: "view" }
   | {
@@ -63,6 +66,7 @@ function treePathOn(chain: ChainSource, path: string): string | undefined {
 export class ChainOrigin extends SftpOrigin {
   private first?: SftpOrigin;
   private tree?: Promise<Map<string, Node>>;
+  private treeLoadedAt = 0;
   private readonly routes = new Map<string, Promise<Route>>();
   /** File bytes read from B's store, straight from A, and through B's view. */
   readonly bytes = { fromStore: 0, fromFirst: 0, fromView: 0 };
@@ -107,6 +111,7 @@ export class ChainOrigin extends SftpOrigin {
 
   private loadTree(): Promise<Map<string, Node>> {
     this.tree ??= (async () => {
+      this.treeLoadedAt = Date.now();
       const files: Partial<Record<(typeof JOURNAL_FILES)[number], Buffer>> = {};
       for (const name of JOURNAL_FILES) {
         files[name] = await this.rawFile(`${this.chain.cacheDir}/${name}`).catch(() => undefined);
@@ -157,7 +162,12 @@ export class ChainOrigin extends SftpOrigin {
   private async findRoute(path: string): Promise<Route> {
     const inTree = treePathOn(this.chain, path);
     if (inTree === undefined) return { kind: "view" };
-    const node = (await this.loadTree()).get(inTree);
+    let node = (await this.loadTree()).get(inTree);
+    if (!node && Date.now() - this.treeLoadedAt > TREE_REFRESH_MS) {
+      // A name B learnt (from A) after the snapshot, e.g. looked up through B's view by us.
+      this.tree = undefined;
+      node = (await this.loadTree()).get(inTree);
+    }
     if (!node?.fileId || node.policy === "remote") return { kind: "view" };
     const store = storeFilePaths(this.chain.cacheDir, node.fileId);
     const meta = JSON.parse((await this.rawFile(store.meta)).toString("utf8")) as {
