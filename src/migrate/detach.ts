@@ -162,7 +162,19 @@ function syncMount(path: string): Promise<void> {
   });
 }
 
-/** Renames paths in this dump's file tables, in place (the dump is ours). */
+/**
+ * Moves paths from one prefix to another in this dump's file tables, in place (the dump is
+ * ours), and drops CRIU's size check for remote files (their content is the origin's latest,
+ * copied after the dump, or followed again on LazyFS).
+ */
+function moveAndDrop(from: string, to: string, remote: ReadonlySet<string>): RewritePath {
+  return (p) => {
+    const name = isUnder(p, from) ? `${to}${p.slice(from.length)}` : p;
+    const dropSize = remote.has(p);
+    return name !== p || dropSize ? { name, dropSize } : undefined;
+  };
+}
+
 async function rewriteInPlace(dir: string, rewrite: RewritePath): Promise<number> {
   let n = 0;
   for (const name of ["files.img", "reg-files.img"]) {
@@ -230,6 +242,10 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     throw new UserError(`cannot make ${root} for the process's files: ${errorMessage(err)}`);
   });
   const pids = await treePids(pid);
+  // Remote files as the images name them: the process's paths (planned files' ids).
+  const remoteSet = new Set(
+    status.perFile.filter((f) => f.policy === "remote").flatMap((f) => [f.path, f.id]),
+  );
   const criuOpts = req.criu ?? {};
 
   // ---- the freeze: dump, materialise, restore ---------------------------------------------
@@ -269,9 +285,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
       root,
     });
     // A served file outside every bind root was opened through the mount's own path.
-    await rewriteInPlace(images, (p) =>
-      isUnder(p, manifest.mountpoint) ? `${root}${p.slice(manifest.mountpoint.length)}` : undefined,
-    );
+    await rewriteInPlace(images, moveAndDrop(manifest.mountpoint, root, remoteSet));
     await prepareMountPoints(manifest.binds);
     await waitPidsFree(pids, 10_000);
     tPlaced = Date.now();
@@ -345,9 +359,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     });
     await rm(root, { recursive: true, force: true }).catch(() => {});
     try {
-      await rewriteInPlace(images, (p) =>
-        isUnder(p, root) ? `${manifest.mountpoint}${p.slice(root.length)}` : undefined,
-      );
+      await rewriteInPlace(images, moveAndDrop(root, manifest.mountpoint, remoteSet));
       await prepareMountPoints(manifest.binds);
       await waitPidsFree(pids, 10_000);
       const back = await criuRestore({

@@ -139,6 +139,18 @@ describe("detach: plain local files, no LazyFS left", { concurrency: false }, ()
         assert.deepEqual(left, { daemons: [], mounts: [] });
       }
       const [r, w] = detached;
+      // status shows it detached; unmount leaves the running process's files alone.
+      const st = JSON.parse((await lazyfs.run(["status", r!.m.id, "--json"])).stdout) as {
+        detached?: { pid: number; alive: boolean; root: string };
+      }[];
+      assert.equal(st[0]?.detached?.pid, r!.d.pid);
+      assert.equal(st[0]?.detached?.alive, true);
+      const un = await lazyfs.run(["unmount", r!.m.id, "--purge"], true);
+      assert.notEqual(un.code, 0);
+      assert.match(
+        errorLines(un.stderr)[0] ?? "",
+        /^lazyfs: migration \S+ is detached: pid \d+ runs on its plain files/,
+      );
       const hashes = await waitFor(
         "the reader to finish",
         async () => {
