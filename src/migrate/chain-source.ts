@@ -5,9 +5,9 @@
  * bind roots), its block store (which blocks B holds), and A's URL (where the rest is).
  *
  * Found over SSH with the origin's sshd only: the process's mount namespace is compared with
- * the `mountNs` of every migration's `restored.json` under the origin's state roots
- * (`/var/lib/lazyfs` and `/var/lib/lazyfs-*`, or `--origin-state`), then the manifest and
- * the store's block size are read over SFTP.
+ * the `mountNs` (and pid) of every migration's `restored.json` under the origin's state
+ * roots (`/var/lib/lazyfs` and `/var/lib/lazyfs-*`), then the manifest and the store's block
+ * size are read over SFTP.
  */
 import { UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
