@@ -205,6 +205,15 @@ interface RunResult {
   >;
   /** [ms since dump, cumulative A->B, cumulative B->A] every 100 ms. */
   timeline?: [number, number, number][];
+  /** lazyfs-detach: the detach's freeze and steps (ms), and the workload's rate after it. */
+  detach?: {
+    freezeMs: number;
+    dumpMs: number;
+    materializeMs: number;
+    criuRestoreMs: number;
+    afterRestoreMs: number;
+    rateAfterDetachBps: number;
+  };
 }
 
 let current: { pair: HostPair; cleanup: () => Promise<void> } | undefined;
@@ -271,6 +280,7 @@ async function runOne(
     // move all of it after the restore (counted on the link, A->B).
     const moveAll =
       system === "lazyfs-prefetch" ||
+      system === "lazyfs-detach" ||
       system === "whole-file" ||
       (workload === "seq" && (system === "lazyfs" || system === "sshfs"));
     let windowStart = mig.tRestored;
@@ -293,17 +303,26 @@ async function runOne(
     const freezeMs = mig.freezeMs;
     const link = linkFigures(tl, freezeMs);
     const endMs = tEnd - mig.tDump;
-    let status: DaemonStatus | undefined;
+    let status: DaemonStatus | undefined = mig.status;
     if (mig.lazyfs) {
       const r = await lazyfsCli(ctx, ["status", mig.lazyfs.id, "--json"]);
       status = (JSON.parse(r.stdout) as DaemonStatus[])[0];
     }
-    const progress = progressFigures(
-      parseProgress(await mig.readProgress()),
-      mig.tDump,
-      freezeMs,
-      endMs,
-    );
+    const points = parseProgress(await mig.readProgress());
+    const progress = progressFigures(points, mig.tDump, freezeMs, endMs);
+    let detach: RunResult["detach"];
+    const detached = mig.detach;
+    if (detached) {
+      const t = detached.timeline;
+      detach = {
+        freezeMs: t.freezeMs,
+        dumpMs: t.dumpMs,
+        materializeMs: t.materializeMs,
+        criuRestoreMs: t.criuRestoreMs,
+        afterRestoreMs: detached.tEnd - mig.tRestored,
+        rateAfterDetachBps: steadyRate(progress.points, detached.tEnd - mig.tDump),
+      };
+    }
     const rel = (epoch: number | null | undefined) =>
       epoch === null || epoch === undefined ? null : epoch - mig!.tRestored;
     const lt = lastTraffic(tl);
@@ -353,6 +372,7 @@ async function runOne(
       fileBytesOverLink: link.aToB - link.beforeDump - mig.imageBytes,
       independence,
       progress,
+      ...(detach ? { detach } : {}),
       ...(status
         ? {
             lazyfs: {
@@ -386,6 +406,16 @@ const sec = (ms: number | null | undefined) =>
   ms === null || ms === undefined ? "-" : (ms / 1000).toFixed(2);
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
+/** Bytes/s from the first progress point at or after `fromMs` (since the dump) to the last. */
+function steadyRate(points: [number, number][], fromMs: number): number {
+  const after = points.filter(([t]) => t >= fromMs);
+  const first = after[0];
+  const last = after[after.length - 1];
+  return first && last && last[0] > first[0]
+    ? Math.round(((last[1] - first[1]) * 1000) / (last[0] - first[0]))
+    : 0;
+}
+
 function independenceText(r: RunResult): string {
   const i = r.independence;
   if (!i) return "-";
@@ -404,7 +434,12 @@ function table(results: RunResult[]): string {
       return `| ${r.workload} | ${sizeName(r.size)} | ${r.system} | FAILED: ${r.error.replace(/\|/g, "/").slice(0, 120)} | | | | | |`;
     const l = r.link!;
     const p = r.progress!;
-    return `| ${r.workload} | ${sizeName(r.size)} | ${r.system} | ${sec(r.freezeMs)} | ${mb(l.total)} (${mb(l.duringFreeze)} / ${mb(l.afterRestore)} / ${mb(l.last5s)}) | ${independenceText(r)} | ${r.independence?.bytesAfter ?? "-"} | ${mb(p.afterRestore)} MB at ${mb(p.rateAfterRestoreBps)} MB/s | ${sec(p.maxStallAfterRestoreMs)} |`;
+    const d = r.detach;
+    const freeze = d
+      ? `${sec(r.freezeMs)}; detach ${sec(d.freezeMs)} at +${sec(d.afterRestoreMs)}`
+      : sec(r.freezeMs);
+    const rate = d ? `; after detach ${mb(d.rateAfterDetachBps)} MB/s` : "";
+    return `| ${r.workload} | ${sizeName(r.size)} | ${r.system} | ${freeze} | ${mb(l.total)} (${mb(l.duringFreeze)} / ${mb(l.afterRestore)} / ${mb(l.last5s)}) | ${independenceText(r)} | ${r.independence?.bytesAfter ?? "-"} | ${mb(p.afterRestore)} MB at ${mb(p.rateAfterRestoreBps)} MB/s${rate} | ${sec(p.maxStallAfterRestoreMs)} |`;
   });
   return [head, `|${"---|".repeat(9)}`, ...rows].join("\n");
 }
@@ -437,6 +472,9 @@ interface Summary {
   postIndependenceBytes: Record<string, number | null>;
   sshfsPostMigrationBytes: Record<string, number>;
   sshfsLast5sBytes: Record<string, number>;
+  /** lazyfs-detach: the detach's freeze (ms), and the rate after it over plain CRIU's. */
+  detachFreezeMs: Record<string, number>;
+  detachRateRatio: Record<string, number | null>;
   targets: Record<string, boolean | null>;
   failures: number;
 }
@@ -493,6 +531,19 @@ function summarize(opts: Options, results: RunResult[]): Summary {
     number,
   ][];
   const sshfsIo = Object.entries(sshfsLast).filter(([k]) => !k.startsWith("sparse"));
+  const detachFreezeMs: Record<string, number> = {};
+  const detachRateRatio: Record<string, number | null> = {};
+  for (const r of ok) {
+    if (r.system !== "lazyfs-detach" || !r.detach) continue;
+    const key = `${r.workload}-${sizeName(r.size)}`;
+    detachFreezeMs[key] = r.detach.freezeMs;
+    // Plain CRIU's rate the same way: first progress point after its restore to the last.
+    const p = find(r.workload, r.size, "plain");
+    const plainRate = p ? steadyRate(p.progress!.points, p.freezeMs!) : 0;
+    detachRateRatio[key] = plainRate ? round2(r.detach.rateAfterDetachBps / plainRate) : null;
+  }
+  const seqRatio =
+    detachRateRatio[Object.keys(detachRateRatio).find((k) => k.startsWith("seq-")) ?? ""];
   return {
     rateBitsPerSec: opts.rateBitsPerSec,
     freezeRatio,
@@ -503,7 +554,14 @@ function summarize(opts: Options, results: RunResult[]): Summary {
     postIndependenceBytes,
     sshfsPostMigrationBytes: sshfsPost,
     sshfsLast5sBytes: sshfsLast,
+    detachFreezeMs,
+    detachRateRatio,
     targets: {
+      detachFreezeWithin300ms: Object.keys(detachFreezeMs).length
+        ? Object.values(detachFreezeMs).every((ms) => ms <= 300)
+        : null,
+      seqRateAfterDetachWithin0_95xPlain:
+        seqRatio === undefined || seqRatio === null ? null : seqRatio >= 0.95,
       freezeWithin1_2xPlain: ratios.length ? ratios.every((x) => x <= 1.2) : null,
       freezeFlatAcrossSizes:
         lazyFreeze.length >= 2 ? Math.max(...lazyFreeze) <= 1.2 * Math.min(...lazyFreeze) : null,

@@ -5,6 +5,8 @@
  *
  *   lazyfs           `lazyfs migrate` (block-granular copy-on-reference, default settings)
  *   lazyfs-prefetch  `lazyfs migrate --prefetch immediate` (everything fetched in the background)
+ *   lazyfs-detach    as lazyfs-prefetch, then `lazyfs detach` once independent: plain local
+ *                    files, no LazyFS left (its own freeze and the rate after it are reported)
  *   whole-file       `lazyfs migrate --whole-file` (a whole file on its first reference, as the
  *                    paper's implementation did with scp)
  *   sshfs            stock CRIU; B mounts A's data directory with sshfs at the same path over
@@ -29,11 +31,13 @@ import {
   sendFiles,
   waitPidFree,
 } from "../../src/hosts/index.js";
+import type { DaemonStatus, DetachResult } from "../../src/migrate/index.js";
 import type { WorkloadFiles, WorkloadName } from "./workloads.js";
 
 export const SYSTEMS = [
   "lazyfs",
   "lazyfs-prefetch",
+  "lazyfs-detach",
   "whole-file",
   "sshfs",
   "upfront",
@@ -44,6 +48,7 @@ export type SystemName = (typeof SYSTEMS)[number];
 export const SYSTEM_TITLES: Record<SystemName, string> = {
   lazyfs: "LazyFS (block copy-on-reference)",
   "lazyfs-prefetch": "LazyFS + prefetch",
+  "lazyfs-detach": "LazyFS + prefetch, detached once independent",
   "whole-file": "whole file on first reference (paper)",
   sshfs: "sshfs + stock CRIU (NFS stand-in)",
   upfront: "rsync everything up front + stock CRIU",
@@ -80,6 +85,10 @@ export interface Migration {
   /** The workload's progress file as the process sees it now (no link traffic needed after). */
   readProgress(): Promise<string>;
   lazyfs?: { id: string; mountpoint: string };
+  /** The daemon's last status, when it is gone by the end of the run (detached). */
+  status?: DaemonStatus;
+  /** lazyfs-detach: the detach, and the epoch ms it ended (the process on plain files). */
+  detach?: DetachResult & { tEnd: number };
 }
 
 function sshArgs(sshd: SshdHandle): string[] {
@@ -149,6 +158,32 @@ async function viaLazyfs(ctx: RunContext, extra: string[]): Promise<Migration> {
     pid: m.pid,
     lazyfs: { id: m.id, mountpoint: m.mountpoint },
     readProgress: () => ctx.pair.b.readFile(`${m.mountpoint}${ctx.files.progress}`),
+  };
+}
+
+/** As lazyfs-prefetch; once independent, `lazyfs detach` (the daemon's last status kept). */
+async function viaLazyfsDetach(ctx: RunContext): Promise<Migration> {
+  const mig = await viaLazyfs(ctx, ["--prefetch", "immediate"]);
+  const id = mig.lazyfs!.id;
+  let status: DaemonStatus;
+  for (;;) {
+    const r = await lazyfsCli(ctx, ["status", id, "--json"]);
+    status = (JSON.parse(r.stdout) as DaemonStatus[])[0]!;
+    if (status.independentAtMs !== null) break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  const r = await lazyfsCli(ctx, ["detach", id, "--json"]);
+  const d = JSON.parse(r.stdout) as DetachResult;
+  const rec = JSON.parse(await readFile(`${ctx.stateDir}/${id}/detached.json`, "utf8")) as {
+    detachedMs: number;
+  };
+  const { lazyfs: _, ...rest } = mig;
+  return {
+    ...rest,
+    pid: d.pid,
+    status,
+    detach: { ...d, tEnd: rec.detachedMs },
+    readProgress: () => ctx.pair.b.readFile(`${d.root}${ctx.files.progress}`),
   };
 }
 
@@ -294,6 +329,8 @@ export function migrate(
       return viaLazyfs(ctx, []);
     case "lazyfs-prefetch":
       return viaLazyfs(ctx, ["--prefetch", "immediate"]);
+    case "lazyfs-detach":
+      return viaLazyfsDetach(ctx);
     case "whole-file":
       return viaLazyfs(ctx, ["--whole-file"]);
     case "sshfs":

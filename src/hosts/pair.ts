@@ -72,6 +72,11 @@ export interface HostPair {
   routeServiceTo(host: Host): Promise<void>;
   /** Starts a real sshd inside host a on `a.address` (port 22 by default). Stopped by destroy(). */
   startOriginSshd(opts?: { port?: number }): Promise<SshdHandle>;
+  /**
+   * Starts a real sshd inside any host of the pair on its address (b as the origin of a
+   * chained migration to c, c as a third full host). Stopped by destroy().
+   */
+  startSshdOn(host: Host, opts?: { port?: number }): Promise<SshdHandle>;
   /** Removes everything the pair created. Idempotent; safe after a partial creation. */
   destroy(): Promise<void>;
 }
@@ -242,11 +247,15 @@ class Pair implements HostPair {
     await this.serviceOrThrow().routeTo(host);
   }
 
-  async startOriginSshd(opts: { port?: number } = {}): Promise<SshdHandle> {
+  startOriginSshd(opts: { port?: number } = {}): Promise<SshdHandle> {
+    return this.startSshdOn(this.a, opts);
+  }
+
+  async startSshdOn(host: Host, opts: { port?: number } = {}): Promise<SshdHandle> {
     const sshd = await startSshd({
-      address: this.a.address,
+      address: host.address,
       port: opts.port ?? 22,
-      commandPrefix: this.a.commandPrefix(),
+      commandPrefix: host.commandPrefix(),
     });
     this.sshds.push(sshd);
     return sshd;

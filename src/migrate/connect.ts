@@ -1,4 +1,9 @@
-import { type OutagePolicy, parseDestination, SftpOrigin } from "../origin/index.js";
+import {
+  type OutagePolicy,
+  parseDestination,
+  SftpOrigin,
+  type SftpOriginOptions,
+} from "../origin/index.js";
 import type { SshOptions } from "./options.js";
 
 /**
@@ -12,8 +17,17 @@ export function openOrigin(
   ssh: SshOptions,
   outage?: OutagePolicy,
 ): SftpOrigin {
+  return new SftpOrigin(sftpOptions(destination, ssh, outage));
+}
+
+/** SFTP connection options for a destination with the user's SSH options. */
+export function sftpOptions(
+  destination: string,
+  ssh: SshOptions,
+  outage?: OutagePolicy,
+): SftpOriginOptions {
   const d = parseDestination(destination);
-  return new SftpOrigin({
+  return {
     destination,
     host: d.host,
     ...(d.port ? { port: d.port } : {}),
@@ -25,7 +39,7 @@ export function openOrigin(
     ...(ssh.timeoutMs ? { timeoutMs: ssh.timeoutMs } : {}),
     acceptNewHostKey: ssh.acceptNewHostKey ?? false,
     ...(outage ? { outage } : {}),
-  });
+  };
 }
 
 /** Checks that `destination` is one `ssh` takes (UserError naming it otherwise). */

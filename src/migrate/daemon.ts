@@ -10,7 +10,7 @@
  * its child on the handed-over /dev/fuse; a daemon restarted after a crash resumes the same
  * connection (same inode numbers from the journal, requests in flight resent by the kernel).
  */
-import { readFile, rm, rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import type { Server } from "node:net";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -18,7 +18,7 @@ import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
 import { type Handover, inheritedDevice, takeOver } from "../fuse/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs, serveLazyFs } from "../lazy/index.js";
 import type { LinkState, LinkStatus, Origin, SftpOrigin } from "../origin/index.js";
-import { openOrigin } from "./connect.js";
+import { openServingOrigin } from "./chain-origin.js";
 import { type ControlRequest, serveControl } from "./control.js";
 import { removeSnapshots } from "./dump-session.js";
 import { RemoteFollower } from "./follow.js";
@@ -28,7 +28,7 @@ import { bindsOfOthers, removeMountPoints } from "./namespace.js";
 import { type ObservedFigures, Observer } from "./observe.js";
 import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
 import { receiveSecrets } from "./secrets.js";
-import { migrationPaths } from "./state.js";
+import { migrationPaths, readRestored } from "./state.js";
 import { runSupervisor } from "./supervisor.js";
 
 const log = logger("daemon");
@@ -84,20 +84,6 @@ function watchOrigin(origin: Origin, onRead: () => void): Origin {
       return typeof v === "function" ? v.bind(target) : v;
     },
   });
-}
-
-interface Restored {
-  pid?: number;
-  /** The mount namespace the restored tree lives in. */
-  mountNs?: string;
-}
-
-async function readRestored(file: string): Promise<Restored> {
-  try {
-    return JSON.parse(await readFile(file, "utf8")) as Restored;
-  } catch {
-    return {};
-  }
 }
 
 async function restoredPid(file: string): Promise<number | null> {
@@ -198,7 +184,7 @@ class Daemon {
 
   private async doServe(): Promise<Serving> {
     const manifest = await readManifest(this.paths.manifest);
-    const sftp = openOrigin(manifest.origin, manifest.ssh, outagePolicy(manifest));
+    const sftp = openServingOrigin(manifest, outagePolicy(manifest));
     const origin = watchOrigin(sftp, () => {
       if (this.firstFetchAtMs !== null) return;
       this.firstFetchAtMs = Date.now();

@@ -6,6 +6,14 @@
 export { checkDestination, openOrigin } from "./connect.js";
 export { type ControlRequest, callControl, callDaemon, stopDaemon } from "./control.js";
 export { type DaemonStatus, type OriginState, runDaemon } from "./daemon.js";
+export {
+  type DetachRequest,
+  type DetachResult,
+  type DetachTimeline,
+  detachMigration,
+  type RemoteChoice,
+} from "./detach.js";
+export { type DetachedRecord, detachedAlive, endDetached, readDetached } from "./detached.js";
 export { CACHE_ENTRIES, checkMountpoint, discardMigration, removeCacheFiles } from "./discard.js";
 export { parseSnapshotMode, type SnapshotMode } from "./dump-session.js";
 export {

@@ -9,6 +9,7 @@ import { writeFileAtomic } from "../common/private-files.js";
 import type { FileUse } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { Policy } from "../store/index.js";
+import type { ChainSource } from "./chain-source.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
 export const MANIFEST_VERSION = 1;
@@ -102,6 +103,11 @@ export interface Manifest {
   createdDirs: string[];
   /** Directories of snapshot clones on the origin; removed when the origin is released. */
   snapshotDirs?: string[];
+  /**
+   * A chained migration: the origin runs the process on LazyFS itself (A -> origin -> here);
+   * blocks the origin never fetched come straight from the first origin (chain-origin.ts).
+   */
+  chain?: ChainSource;
 }
 
 export async function writeManifest(path: string, m: Manifest): Promise<void> {

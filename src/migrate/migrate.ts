@@ -19,6 +19,8 @@ import {
   warmUpCodec,
 } from "../criu/index.js";
 import type { SftpOrigin } from "../origin/index.js";
+import { openChainOrigin, viewPathOn } from "./chain-origin.js";
+import { originProcessView } from "./chain-source.js";
 import { openOrigin } from "./connect.js";
 import { callControl, stopDaemon } from "./control.js";
 import { checkMountpoint } from "./discard.js";
@@ -183,15 +185,25 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
+  let planOrigin: SftpOrigin | undefined;
   try {
     await origin.connect();
-    const [targetCriu, originSpace, targetSpace] = await Promise.all([
+    const [targetCriu, originSpace, targetSpace, view] = await Promise.all([
       checkOriginPid(origin, req.pid).then(() =>
         locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
       ),
       originPidSpace(origin),
       localPidSpace(),
+      originProcessView(origin, req.pid),
     ]);
+    // A process restored by LazyFS there (A -> origin -> here) is seen in its own view.
+    const chain = view.chain;
+    if (chain) {
+      log.info("chained migration: the process runs on LazyFS on the origin", {
+        firstOrigin: chain.firstOrigin,
+        originMigration: chain.id,
+      });
+    }
     keepStopped = !samePidSpace(originSpace, targetSpace);
     if (!keepStopped) {
       log.warn(
@@ -203,9 +215,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     if (req.mountpoint) await checkMountpoint(req.mountpoint);
     if (req.cacheDir) await checkStateDir(req.cacheDir, "--cache");
     await makeStateDir(paths);
-    await writeManifest(
-      paths.manifest,
-      emptyManifest({
+    await writeManifest(paths.manifest, {
+      ...emptyManifest({
         id,
         originUrl: req.origin,
         mountpoint,
@@ -215,7 +226,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         ssh: req.ssh,
         serve: req.serve,
       }),
-    );
+      ...(chain ? { chain } : {}),
+    });
     const daemonStarting = startDaemon(id).then(async (d) => {
       await d.serve();
       return d;
@@ -229,6 +241,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     const originCriuMs = Date.now() - tCriu;
     remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
+      // CRIU inside the process's own mount namespace: the images hold the paths it sees.
+      ...(view.ownMountNs ? ["nsenter", `--mount=/proc/${req.pid}/ns/mnt`, "--"] : []),
       originCriu.path,
       "dump",
       "-t",
@@ -271,7 +285,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       remoteDir,
       paths.images,
       (p) => dumpSession.stat(p),
+      chain ? (p) => viewPathOn(chain, p) : undefined,
     );
+    if (chain) planOrigin = openChainOrigin(req.origin, req.ssh, chain);
     const mode = req.originSnapshot ?? "none";
     const tSnap = Date.now();
     const snapshots =
@@ -294,8 +310,9 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       imagesDir: paths.images,
       checkpointStats,
       ...(snapshots ? { snapshots, snapshotDirs: session.snapshotDirs } : {}),
-      originConnection: origin,
+      originConnection: planOrigin ?? origin,
       daemon,
+      ...(chain ? { chain } : {}),
     });
     restoredPid = restored.pid;
     const tRestored = Date.now();
@@ -360,6 +377,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     throw await failed(err);
   } finally {
     signals?.release();
+    await planOrigin?.close();
     await origin.close();
   }
 

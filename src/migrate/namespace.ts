@@ -70,8 +70,19 @@ export async function removeMountPoints(
  * `[...namespacePrefix(manifest), "criu", "restore", ...]`.
  */
 export function namespacePrefix(manifest: Manifest): string[] {
-  const script =
-    'mp=$1; shift; while [ "$1" != -- ]; do mount --bind "$mp$1" "$1" || exit 111; shift; done; shift; exec "$@"';
+  return bindNamespacePrefix(manifest.mountpoint, manifest.binds);
+}
+
+/**
+ * A new private mount namespace in which each of `binds` is a bind mount of `<source><bind>`,
+ * after the shell commands `before` ran in it.
+ */
+export function bindNamespacePrefix(
+  source: string,
+  binds: readonly string[],
+  before = "",
+): string[] {
+  const script = `${before}${before ? "\n" : ""}mp=$1; shift; while [ "$1" != -- ]; do mount --bind "$mp$1" "$1" || exit 111; shift; done; shift; exec "$@"`;
   return [
     "unshare",
     "--mount",
@@ -82,8 +93,8 @@ export function namespacePrefix(manifest: Manifest): string[] {
     "-c",
     script,
     "sh",
-    manifest.mountpoint,
-    ...manifest.binds,
+    source,
+    ...binds,
     "--",
   ];
 }

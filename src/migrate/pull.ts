@@ -34,6 +34,8 @@ export async function pullImages(
   /** How the referenced files are stat'ed (migrate: in the dump's own SSH session). */
   statPaths: (paths: string[]) => Promise<Record<string, OriginStat>> = (p) =>
     statOnOrigin(origin, p),
+  /** Where the origin shows a path of the process's view (a chained migration's origin). */
+  viewPath: (path: string) => string = (p) => p,
 ): Promise<{ bytes: number; stats: Record<string, OriginStat> }> {
   const entries = (await origin.readdir(remoteDir)).filter((e) => !e.stat.isDirectory);
   for (const e of entries) checkImageName(origin.name, remoteDir, e.name);
@@ -54,7 +56,12 @@ export async function pullImages(
       if (typeof name === "string" && name.startsWith("/")) paths.add(normalizeAbsolute(name));
     }
     // Not on the origin's file system (deleted, kernel fs): the plan skips or reports it.
-    Object.assign(stats, await statPaths([...paths]));
+    const list = [...paths];
+    const found = await statPaths(list.map(viewPath));
+    for (const p of list) {
+      const st = found[viewPath(p)];
+      if (st) stats[p] = st;
+    }
   });
   await Promise.all([
     statting,

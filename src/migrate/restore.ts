@@ -20,6 +20,7 @@ import {
 } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
+import type { ChainSource } from "./chain-source.js";
 import { checkDestination, openOrigin } from "./connect.js";
 import { callControl, callDaemon, stopDaemon } from "./control.js";
 import { checkMountpoint, discardMigration } from "./discard.js";
@@ -68,6 +69,8 @@ export interface RestoreRequest {
   /** Reflink clones taken at the dump (migrate --origin-snapshot), and their directories. */
   snapshots?: ReadonlyMap<string, Snapshot>;
   snapshotDirs?: string[];
+  /** The origin runs the process on LazyFS itself: a chained migration (chain-source.ts). */
+  chain?: ChainSource;
 }
 
 export interface RestoreResult {
@@ -134,6 +137,7 @@ export async function prepare(
       ...(req.snapshots ? { snapshots: req.snapshots } : {}),
     });
     if (req.snapshotDirs?.length) manifest.snapshotDirs = req.snapshotDirs;
+    if (req.chain) manifest.chain = req.chain;
     await writeManifest(paths.manifest, manifest);
     const pids = dump.tasks.flatMap((t) => [t.pid, ...t.threads]);
     return { manifest, pids: [...new Set(pids)], dumped: dumpedTree(dump), ms: Date.now() - t0 };

@@ -15,7 +15,7 @@
  * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { errnoCode } from "../common/errors.js";
 import { checkStateDir } from "../common/private-files.js";
@@ -85,5 +85,20 @@ export async function listMigrations(root = stateRoot()): Promise<string[]> {
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return [];
     throw err;
+  }
+}
+
+/** What restored.json records of the restored tree. */
+export interface RestoredRecord {
+  pid?: number;
+  /** The mount namespace the restored tree lives in. */
+  mountNs?: string;
+}
+
+export async function readRestored(file: string): Promise<RestoredRecord> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as RestoredRecord;
+  } catch {
+    return {};
   }
 }

@@ -43,6 +43,22 @@ async function writeAll(fh: FileHandle, bytes: Buffer, position: number): Promis
   }
 }
 
+/**
+ * Reads a block-state file's bytes without opening it for writing (another process may own
+ * it): the recorded size and one state per block. Undefined when it is not a state file.
+ */
+export function parseBlockStates(
+  buf: Buffer,
+  blockSize: number,
+): { size: number; states: Uint8Array } | undefined {
+  if (buf.length < HEADER || !buf.subarray(0, 8).equals(MAGIC)) return undefined;
+  const size = buf.readDoubleLE(8);
+  const states = new Uint8Array(blockCount(size, blockSize));
+  states.set(buf.subarray(HEADER, HEADER + states.length));
+  for (let i = 0; i < states.length; i++) if (states[i]! > DIRTY) states[i] = ABSENT;
+  return { size, states };
+}
+
 export class BlockFile {
   private states: Uint8Array;
   private pending = new Map<number, BlockState>();

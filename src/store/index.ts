@@ -6,5 +6,20 @@
  *   file.stateOf(i) -> ABSENT | PRESENT | DIRTY; file.fill(i, bytes); file.write(off, bytes);
  *   file.read(off, len); file.truncate(size); file.fsync(); file.bytesIn(state)
  */
-export { ABSENT, BlockFile, type BlockState, blockCount, DIRTY, PRESENT } from "./blockfile.js";
-export { DEFAULT_BLOCK_SIZE, type FileMeta, POLICIES, type Policy, Store } from "./store.js";
+export {
+  ABSENT,
+  BlockFile,
+  type BlockState,
+  blockCount,
+  DIRTY,
+  PRESENT,
+  parseBlockStates,
+} from "./blockfile.js";
+export {
+  DEFAULT_BLOCK_SIZE,
+  type FileMeta,
+  POLICIES,
+  type Policy,
+  Store,
+  storeFilePaths,
+} from "./store.js";

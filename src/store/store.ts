@@ -38,6 +38,16 @@ export interface FileMeta {
 
 export const DEFAULT_BLOCK_SIZE = 256 * 1024;
 
+/** Where a cache directory keeps file `id`: its metadata, sparse data and block states. */
+export function storeFilePaths(
+  cacheDir: string,
+  id: string,
+): { meta: string; data: string; state: string } {
+  const key = createHash("sha256").update(id).digest("hex").slice(0, 32);
+  const base = join(cacheDir, "files", key);
+  return { meta: `${base}.json`, data: `${base}.data`, state: `${base}.state` };
+}
+
 /** store.json and files/<key>.json: a fresh O_EXCL|O_NOFOLLOW temp file, flushed, renamed. */
 function writeDurably(path: string, text: string) {
   return writeFileAtomic(path, text, { durable: true });
@@ -85,8 +95,7 @@ export class Store {
   }
 
   private base(id: string): string {
-    const key = createHash("sha256").update(id).digest("hex").slice(0, 32);
-    return join(this.dir, "files", key);
+    return storeFilePaths(this.dir, id).data.slice(0, -".data".length);
   }
 
   /** Metadata of every file this cache holds. */

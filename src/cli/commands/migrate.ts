@@ -1,5 +1,12 @@
 import type { Command } from "commander";
-import { migrateProcess, parseSnapshotMode } from "../../migrate/index.js";
+import { errorMessage, UserError } from "../../common/errors.js";
+import {
+  type DetachResult,
+  detachMigration,
+  migrateProcess,
+  parsePrefetch,
+  parseSnapshotMode,
+} from "../../migrate/index.js";
 import {
   addCommonOptions,
   addCriuOptions,
@@ -10,6 +17,7 @@ import {
 } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
+import { detachRows, parseRemoteChoice } from "./detach.js";
 
 interface MigrateOpts extends CommonOpts, CriuOpts {
   from: string;
@@ -19,6 +27,8 @@ interface MigrateOpts extends CommonOpts, CriuOpts {
   keepOriginImages?: boolean;
   originSnapshot?: string;
   json?: boolean;
+  detach?: boolean;
+  detachRemote: string;
 }
 
 function originCriuText(c: { source: string; pushedBytes: number }): string {
@@ -51,12 +61,27 @@ export function registerMigrate(program: Command): void {
       "--on-restored <command>",
       "shell command run here once the process runs here, before its original is ended (e.g. move a service address); $LAZYFS_PID, $LAZYFS_ID are set; failure aborts the migration",
     )
+    .option(
+      "--detach",
+      "once independent, detach: plain local files, no LazyFS left (implies --prefetch immediate unless given)",
+    )
+    .option(
+      "--detach-remote <what>",
+      "with --detach: remote-policy files, refuse or copy",
+      "refuse",
+    )
     .option("--json", "print the result as JSON");
   addCriuOptions(addCommonOptions(cmd)).action(async (o: MigrateOpts) => {
+    const remoteChoice = parseRemoteChoice(o.detachRemote);
+    const common = commonRequest(o);
+    // Without prefetch a process that never reads everything would never be detached.
+    if (o.detach && cmd.getOptionValueSource("prefetch") === "default") {
+      common.serve.prefetch = parsePrefetch("immediate");
+    }
     const r = await migrateProcess({
       origin: o.from,
       pid: Number(o.pid),
-      ...commonRequest(o),
+      ...common,
       criu: criuOptions(o),
       ...(o.onRestored ? { onRestored: o.onRestored } : {}),
       ...(o.originCriu ? { originCriu: o.originCriu } : {}),
@@ -65,6 +90,21 @@ export function registerMigrate(program: Command): void {
       firstFetchWaitMs: 1000,
     });
     const t = r.timeline;
+    let detached: DetachResult | undefined;
+    if (o.detach) {
+      detached = await detachMigration({
+        id: r.id,
+        remote: remoteChoice,
+        waitMs: 24 * 3_600_000,
+        ...(o.criu ? { criuPath: o.criu } : {}),
+        criu: criuOptions(o),
+      }).catch((err: unknown) => {
+        throw new UserError(
+          `migrated: pid ${r.pid} runs here as migration ${r.id}, but detach failed: ${errorMessage(err)}`,
+          { cause: err },
+        );
+      });
+    }
     if (o.json) {
       printJson({
         id: r.id,
@@ -73,6 +113,7 @@ export function registerMigrate(program: Command): void {
         criu: r.criu,
         originKept: r.originKept,
         timeline: t,
+        ...(detached ? { detach: detached } : {}),
       });
       return;
     }
@@ -119,5 +160,10 @@ export function registerMigrate(program: Command): void {
         ],
       )}\nmigrated: pid ${r.pid} runs here as migration ${r.id}\n`,
     );
+    if (detached) {
+      process.stdout.write(
+        `${formatTable(["DETACH STEP", "TIME", "DETAIL"], detachRows(detached))}\ndetached: pid ${detached.pid} runs on plain files; no LazyFS is left for ${r.id}\n`,
+      );
+    }
   });
 }

@@ -4,15 +4,24 @@ import { UserError } from "../../common/errors.js";
 import {
   callDaemon,
   type DaemonStatus,
+  type DetachedRecord,
+  detachedAlive,
   listMigrations,
   migrationPaths,
+  readDetached,
 } from "../../migrate/index.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
 import { originStateText } from "./origin-state.js";
 import { originsTable, printEvents, sourcesText } from "./status-extra.js";
 
-type Row = { id: string; status?: DaemonStatus; error?: string };
+type Row = {
+  id: string;
+  status?: DaemonStatus;
+  error?: string;
+  /** A detached migration: no daemon, the process on plain files. */
+  detached?: DetachedRecord & { alive: boolean };
+};
 
 interface StatusOpts {
   json?: boolean;
@@ -41,6 +50,8 @@ async function collect(ids?: string[]): Promise<Row[]> {
         )) as DaemonStatus;
         return { id, status };
       } catch (err) {
+        const d = await readDetached(id);
+        if (d) return { id, detached: { ...d, alive: await detachedAlive(d) } };
         return { id, error: err instanceof Error ? err.message : String(err) };
       }
     }),
@@ -105,7 +116,13 @@ function table(rows: Row[]): string {
     ],
     rows.map((r) => {
       const s = r.status;
-      if (!s) return [r.id, "-", "daemon not running", "-", "-", "-", "-", "-", "-", "-", "-", "-"];
+      const d = r.detached;
+      if (d) {
+        const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
+        const row = [r.id, "-", "not needed", pid, "-", "-", "-", `plain files in ${d.root}`];
+        return [...row, "-", "-", "-", "detached", "-"];
+      }
+      if (!s) return [r.id, "-", "daemon not running", ...Array<string>(10).fill("-")];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
       return [
@@ -198,7 +215,13 @@ export function registerStatus(program: Command): void {
       }
       const rows = await collect(ids);
       if (o.json) {
-        printJson(rows.map((r) => r.status ?? { id: r.id, error: r.error }));
+        printJson(
+          rows.map(
+            (r) =>
+              r.status ??
+              (r.detached ? { id: r.id, detached: r.detached } : { id: r.id, error: r.error }),
+          ),
+        );
         return;
       }
       if (rows.length === 0) {

@@ -4,8 +4,10 @@ import { UserError } from "../../common/errors.js";
 import { recoverStaleMount } from "../../fuse/index.js";
 import {
   discardMigration,
+  endDetached,
   listMigrations,
   migrationPaths,
+  readDetached,
   readManifest,
   stopDaemon,
 } from "../../migrate/index.js";
@@ -19,6 +21,14 @@ async function removeDefaultMountpoint(id: string, mountpoint: string | undefine
 
 async function unmountOne(id: string, force: boolean, purge: boolean): Promise<void> {
   const paths = migrationPaths(id);
+  if (await readDetached(id)) {
+    // No LazyFS is left; only the record, and the process's plain files while it runs.
+    const r = await endDetached(id, purge);
+    process.stdout.write(
+      `${id}: detached migration ended${r.purged ? `; removed ${printable(paths.dir)} (its plain files too)` : ""}\n`,
+    );
+    return;
+  }
   const manifest = await readManifest(paths.manifest).catch(() => undefined);
   try {
     // Returns once the daemon and its supervisor are gone, and with them the mount point.

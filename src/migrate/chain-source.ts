@@ -1,0 +1,103 @@
+/**
+ * Chained migration, the origin's side: is the process to migrate itself running on LazyFS
+ * there (restored by an earlier migration A -> B, now moving on B -> C)? Then the origin's
+ * migration state tells what C needs: where B serves the process's view (the mount and the
+ * bind roots), its block store (which blocks B holds), and A's URL (where the rest is).
+ *
+ * Found over SSH with the origin's sshd only: the process's mount namespace is compared with
+ * the `mountNs` (and pid) of every migration's `restored.json` under the origin's state
+ * roots (`/var/lib/lazyfs` and `/var/lib/lazyfs-*`), then the manifest and the store's block
+ * size are read over SFTP.
+ */
+import { UserError } from "../common/errors.js";
+import { shq } from "../common/shell.js";
+import type { SftpOrigin } from "../origin/index.js";
+import { DEFAULT_BLOCK_SIZE } from "../store/index.js";
+import type { Manifest } from "./manifest.js";
+
+/** What a chained migration knows of the migration it continues (recorded in its manifest). */
+export interface ChainSource {
+  /** The first origin (A), as B's migration reaches it. */
+  firstOrigin: string;
+  /** B's migration: id, state directory, mount point, bind roots, block store. */
+  id: string;
+  stateDir: string;
+  mountpoint: string;
+  binds: string[];
+  cacheDir: string;
+  blockSize: number;
+}
+
+export interface OriginProcessView {
+  /** CRIU must run inside the process's mount namespace there (`nsenter -m`). */
+  ownMountNs: boolean;
+  /** When the process runs on LazyFS there: the migration it came with. */
+  chain?: ChainSource;
+}
+
+const DEFAULT_ROOTS = ["/var/lib/lazyfs", "/var/lib/lazyfs-*"];
+
+/** Looks at the process on the origin: its mount namespace, and the LazyFS migration it is. */
+export async function originProcessView(
+  origin: SftpOrigin,
+  pid: number,
+  stateRoots: readonly string[] = DEFAULT_ROOTS,
+): Promise<OriginProcessView> {
+  const globs = stateRoots.map((r) => `${shq(r).replace(/\*/g, "'*'")}/*/restored.json`);
+  const script = [
+    `ns=$(readlink /proc/${pid}/ns/mnt) || exit 0`,
+    'self=$(readlink /proc/self/ns/mnt); echo "ns $ns $self"',
+    // LazyFS restores into a namespace of its own; namespace numbers are reused, so the pid
+    // must match too.
+    '[ "$ns" = "$self" ] && exit 0',
+    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && echo "dir \${f%/restored.json}"; done`,
+    "true",
+  ].join("\n");
+  const r = await origin.exec(script);
+  const lines = r.stdout.split("\n");
+  const ns = lines.find((l) => l.startsWith("ns "))?.split(" ");
+  if (!ns) return { ownMountNs: false };
+  const ownMountNs = ns[1] !== ns[2];
+  const dirs = lines.filter((l) => l.startsWith("dir ")).map((l) => l.slice(4));
+  if (dirs.length === 0) return { ownMountNs };
+  if (dirs.length > 1) {
+    throw new UserError(
+      `${origin.name}: pid ${pid} is claimed by more than one LazyFS migration there (${dirs.join(", ")})`,
+    );
+  }
+  const stateDir = dirs[0]!;
+  let manifest: Manifest;
+  try {
+    const st = await origin.stat(`${stateDir}/manifest.json`);
+    manifest = JSON.parse(
+      (await origin.read(`${stateDir}/manifest.json`, 0, st.size)).toString("utf8"),
+    ) as Manifest;
+  } catch (err) {
+    throw new UserError(
+      `${origin.name}: pid ${pid} runs on LazyFS there, but its manifest ${stateDir}/manifest.json cannot be read: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  let blockSize = DEFAULT_BLOCK_SIZE;
+  try {
+    const path = `${manifest.cacheDir}/store.json`;
+    const st = await origin.stat(path);
+    const cfg = JSON.parse((await origin.read(path, 0, st.size)).toString("utf8")) as {
+      blockSize?: number;
+    };
+    blockSize = cfg.blockSize ?? DEFAULT_BLOCK_SIZE;
+  } catch {
+    // a store not yet written: the default
+  }
+  return {
+    ownMountNs,
+    chain: {
+      firstOrigin: manifest.origin,
+      id: manifest.id,
+      stateDir,
+      mountpoint: manifest.mountpoint,
+      binds: manifest.binds ?? [],
+      cacheDir: manifest.cacheDir,
+      blockSize,
+    },
+  };
+}
