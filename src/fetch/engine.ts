@@ -37,6 +37,7 @@ import type { Origin } from "../origin/types.js";
 import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { RateLimiter } from "./ratelimit.js";
+import { Readahead } from "./readahead.js";
 import {
   type Counters,
   type Crawler,
@@ -125,9 +126,7 @@ export class Engine extends EventEmitter {
       dependsOnOrigin: meta.policy !== "scrub",
       inflight: new Map(),
       stats: newCounters(),
-      seqEnd: -1,
-      seqRun: 0,
-      raWindow: 0,
+      ra: new Readahead({ blockSize: this.blockSize, maxWindow: this.readaheadMax }),
     };
     if (meta.policy === "remote" && create)
       await this.store.openFile(meta, true).then((b) => b.close());
@@ -493,20 +492,12 @@ export class Engine extends EventEmitter {
     return true;
   }
 
+  /** Fetches ahead of a sequential reader (see readahead.ts); nothing for random reads. */
   private readahead(e: Entry, offset: number, len: number) {
-    const end = offset + len;
-    const sequential = e.seqEnd >= 0 && offset <= e.seqEnd && offset >= e.seqEnd - this.blockSize;
-    e.seqRun = sequential ? e.seqRun + Math.max(0, end - e.seqEnd) : len;
-    // Read ahead only once a reader has gone through two whole blocks in order: page-sized
-    // requests of a single read(2) are contiguous too, and must not look like a stream.
-    e.raWindow =
-      sequential && e.seqRun >= 2 * this.blockSize
-        ? Math.min(Math.max(e.raWindow * 2, 4 * this.blockSize), this.readaheadMax)
-        : 0;
-    e.seqEnd = end;
-    if (e.raWindow === 0 || end >= e.blocks!.size) return;
-    const first = Math.floor(end / this.blockSize);
-    const last = Math.floor((end + e.raWindow - 1) / this.blockSize);
+    const ahead = e.ra.onRead(offset, len, e.blocks!.size);
+    if (!ahead) return;
+    const first = Math.floor(ahead.start / this.blockSize);
+    const last = Math.floor((ahead.end - 1) / this.blockSize);
     this.ensure(e, first, last, READAHEAD).catch((err) =>
       log.debug("readahead failed", { path: e.meta.originPath, error: errorMessage(err) }),
     );
