@@ -61,6 +61,16 @@ export interface OpenReply {
    * until `release` of the handle, and `fh` must be unique among open handles.
    */
   backingFd?: number;
+  /**
+   * With `backingFd`: let the kernel serve this open from the backing file itself (kernel
+   * passthrough, Linux >= 6.9, session option `passthrough`): reads, writes and mmap of this
+   * open never reach the server, and `backingFd` may be closed at `release`. Needs a unique
+   * `fh`. Where passthrough is unavailable (no koffi, old kernel, no CAP_SYS_ADMIN) or the
+   * inode is open without it, the session serves `backingFd` itself (the fast path above).
+   * Writes through it change the backing file behind the server's back: its size and mtime
+   * are the backing file's.
+   */
+  passthrough?: boolean;
 }
 
 export interface DirEntry {
@@ -78,6 +88,8 @@ export interface InitInfo {
   /** Capabilities in effect. */
   flags: bigint;
   maxWrite: number;
+  /** Kernel passthrough is negotiated and usable (`OpenReply.passthrough`). */
+  passthrough: boolean;
 }
 
 export interface FileSystem {

@@ -16,5 +16,5 @@ export {
   unmountOnSignals,
 } from "./mount.js";
 export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
-export { Session, type SessionOptions } from "./session.js";
+export { type PassthroughStatus, Session, type SessionOptions } from "./session.js";
 export { ensureThreadPool } from "./threadpool.js";

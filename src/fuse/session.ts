@@ -16,6 +16,7 @@ import {
   type RequestContext,
 } from "./filesystem.js";
 import { enosys, HANDLERS, need, u64 } from "./handlers.js";
+import { KernelPassthrough, type PassthroughStatus } from "./kernel-passthrough.js";
 import {
   decodeInHeader,
   decodeInitIn,
@@ -73,7 +74,16 @@ export interface SessionOptions {
    * bounded. 0 (default) leaves flushing to the kernel and to FSYNC.
    */
   writeBehindBytes?: number;
+  /**
+   * Kernel passthrough (Linux >= 6.9, CAP_SYS_ADMIN, koffi): opens whose reply sets
+   * `passthrough` are served by the kernel from their backing fd. Negotiating it turns the
+   * writeback cache off (the kernel allows only one of the two). Default false; the
+   * environment variable LAZYFS_FUSE_PASSTHROUGH=0 turns it off whatever the option says.
+   */
+  passthrough?: boolean;
 }
+
+export type { PassthroughStatus } from "./kernel-passthrough.js";
 
 /** Requests served by the reader threads from backing fds (`OpenReply.backingFd`). */
 export interface FastPathStats {
@@ -128,6 +138,9 @@ export class Session {
   /** Backing fds of handles the table had no room for (served by the main thread). */
   private readonly overflow = new Map<number, number>();
   private flushes = 0;
+  private readonly kpt: KernelPassthrough;
+  /** Requests dispatched on the main thread, per opcode. */
+  private readonly counts = new Map<number, number>();
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private destroyed = false;
@@ -148,8 +161,10 @@ export class Session {
       maxBackground: 64,
       backingHandles: 4096,
       writeBehindBytes: 0,
+      passthrough: false,
       ...options,
     };
+    this.kpt = new KernelPassthrough(fd);
     this.maxWrite = Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
     this.ready = new Promise((res, rej) => {
       this.readyResolve = res;
@@ -233,18 +248,40 @@ export class Session {
     return { reads: this.table.fastReads, writes: this.table.fastWrites, flushes: this.flushes };
   }
 
-  /** An OPEN/CREATE reply is about to go out: register its backing fd, if any. */
-  opened(o: OpenReply): OpenReply {
+  /**
+   * An OPEN/CREATE reply for inode `ino` is about to go out: returns the backing id when the
+   * kernel serves it (passthrough), else registers its backing fd (fast path), if any.
+   */
+  opened(o: OpenReply, ino: number): number | undefined {
     const fh = o.fh ?? 0;
-    if (o.backingFd === undefined) return o;
+    const id = this.kpt.opened(ino, fh, o.backingFd, o.passthrough === true);
+    if (id !== undefined || o.backingFd === undefined) return id;
     if (!Number.isSafeInteger(fh) || fh < 0 || !this.table.add(fh, o.backingFd))
       this.overflow.set(fh, o.backingFd);
-    return o;
+    return undefined;
   }
 
-  /** RELEASE of `fh`: forget its backing fd before the file system may close it. */
-  released(fh: number): void {
+  /** RELEASE of `fh`: forget its backing fd (or id) before the file system may close it. */
+  released(fh: number, ino: number): void {
+    this.kpt.released(ino, fh);
     if (!this.overflow.delete(fh)) this.table.remove(fh);
+  }
+
+  /** Kernel passthrough: negotiated or why not, opens served by the kernel, fallbacks. */
+  get passthrough(): PassthroughStatus {
+    return this.kpt.status();
+  }
+
+  /**
+   * Requests the server has seen, per opcode name (READ and WRITE include those the reader
+   * threads served from backing fds); passthrough I/O never shows here.
+   */
+  requestCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [op, n] of this.counts) out[OP_NAMES[op] ?? String(op)] = n;
+    out.READ = (out.READ ?? 0) + this.table.fastReads;
+    out.WRITE = (out.WRITE ?? 0) + this.table.fastWrites;
+    return out;
   }
 
   /** The backing fd of a handle the reader threads did not serve (table full), if any. */
@@ -272,6 +309,7 @@ export class Session {
 
   private dispatch(buf: Buffer): Promise<void> | undefined {
     const h = decodeInHeader(buf);
+    this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
     const body = buf.subarray(IN_HEADER_SIZE + h.totalExtlen * 8, h.len);
     if (h.opcode === Op.FORGET) {
       this.fs.forget?.(h.nodeid, u64(body, 0));
@@ -425,6 +463,13 @@ export class Session {
     if (o.autoInvalData) want |= Init.AUTO_INVAL_DATA;
     const kernelFlags =
       init.minor >= 36 && init.flags & Init.INIT_EXT ? init.flags : init.flags & 0xffffffffn;
+    const off = !o.passthrough
+      ? "session option passthrough is off"
+      : process.env.LAZYFS_FUSE_PASSTHROUGH === "0"
+        ? "LAZYFS_FUSE_PASSTHROUGH=0"
+        : undefined;
+    if (this.kpt.negotiate(kernelFlags, off))
+      want = (want | Init.PASSTHROUGH) & ~Init.WRITEBACK_CACHE;
     this.flags = want & kernelFlags;
     this.minor = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
     await this.fs.init?.({
@@ -432,6 +477,7 @@ export class Session {
       kernelFlags,
       flags: this.flags,
       maxWrite: this.maxWrite,
+      passthrough: (this.flags & Init.PASSTHROUGH) !== 0n,
     });
     const out = encodeInitOut({
       major: FUSE_KERNEL_VERSION,
@@ -443,11 +489,14 @@ export class Session {
       maxWrite: this.maxWrite,
       timeGran: 1,
       maxPages: this.maxWrite / 4096,
+      // Backing files on a plain (not stacked) file system.
+      maxStackDepth: this.flags & Init.PASSTHROUGH ? 1 : 0,
     });
     log.info("init", {
       minor: this.minor,
       flags: `0x${this.flags.toString(16)}`,
       maxWrite: this.maxWrite,
+      passthrough: this.kpt.status().enabled ? "on" : this.kpt.status().reason,
     });
     queueMicrotask(() => this.readyResolve());
     return [out];
