@@ -536,6 +536,22 @@ export class Engine extends EventEmitter {
     await b.write(offset, data);
   }
 
+  /**
+   * The store's data file of `id` when it holds the file's whole content (no block only on
+   * the origin or in flight, not `remote`): kernel passthrough may serve that file directly.
+   */
+  localDataPath(id: string): string | undefined {
+    const e = this.entries.get(id);
+    const b = e?.blocks;
+    if (!b || this.closed || b.count(ABSENT) > 0 || e.inflight.size > 0) return undefined;
+    return b.dataPath;
+  }
+
+  /** The data file of `id` changed behind the engine (passthrough): see BlockFile.adopt. */
+  adoptLocalChanges(id: string, size: number, written: boolean): void {
+    this.entry(id).blocks?.adopt(size, written);
+  }
+
   /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */
   async truncate(id: string, size: number): Promise<void> {
     const e = this.entry(id);

@@ -4,7 +4,7 @@
  * `mountLazyFs` mounts it; the returned handle unmounts.
  */
 import { mkdir } from "node:fs/promises";
-import { mount } from "../fuse/index.js";
+import { mount, type Session } from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
 
 export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
@@ -17,6 +17,8 @@ export interface LazyMount {
   unmount(): Promise<void>;
   /** Resolves when the kernel ends the session (unmounted from outside, or aborted). */
   closed: Promise<void>;
+  /** The FUSE session (passthrough status, request counts). */
+  session: Session;
 }
 
 export async function mountLazyFs(
@@ -32,6 +34,8 @@ export async function mountLazyFs(
     // No kernel readahead: the engine reads ahead itself for sequential readers, and a sparse
     // reader then moves only the blocks it touches.
     readaheadKb: 0,
+    // Fully local files are served by the kernel from their data files (Linux >= 6.9).
+    passthrough: true,
   });
   return {
     mountpoint: spec.mountpoint,
@@ -41,5 +45,6 @@ export async function mountLazyFs(
       fileSystem.destroy();
     },
     closed: m.closed,
+    session: m.session,
   };
 }
