@@ -32,3 +32,4 @@ process.stderr.write(`passthrough: ${JSON.stringify(m.session.passthrough)}\n`);
 unmountOnSignals(m);
 process.stdout.write("ready\n");
 await m.closed;
+process.stderr.write(`passthrough at the end: ${JSON.stringify(m.session.passthrough)}\n`);
