@@ -257,6 +257,7 @@ async function main(): Promise<void> {
   const k = await mountExample("lazyfs-passthrough", { passthrough: true });
   const kernel = k.mountpoint;
   const pt = k.session.passthrough;
+  let ptEnd = pt;
   if (!pt.enabled) process.stderr.write(`kernel passthrough is off: ${pt.reason}\n`);
   const peerDir = path.join(ROOT, "fuse-native");
   const peer = fuseNativePassthrough(peerDir);
@@ -283,6 +284,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    ptEnd = k.session.passthrough;
     await k.unmount();
     await m.unmount();
     await call((cb) => peer.unmount(cb)).catch(() => {});
@@ -343,7 +345,7 @@ async function main(): Promise<void> {
       },
     ]),
   );
-  json.passthrough = pt;
+  json.passthrough = ptEnd;
   console.log(JSON.stringify(json));
 }
 

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
-import { PassthroughFileSystem } from "../../src/fuse/index.js";
+import { type OpenReply, PassthroughFileSystem } from "../../src/fuse/index.js";
 import { py, Scratch, sha256 } from "./helpers.js";
 
 const scratch = new Scratch();
@@ -103,5 +103,65 @@ describe("kernel passthrough", () => {
       if (before === undefined) delete process.env.LAZYFS_FUSE_PASSTHROUGH;
       else process.env.LAZYFS_FUSE_PASSTHROUGH = before;
     }
+  });
+
+  test("an inode open without passthrough is not switched: the next open falls back, same bytes", async () => {
+    const src = scratch.sub("src-mixed");
+    const data = randomBytes(1 << 20);
+    fs.writeFileSync(path.join(src, "f.bin"), data);
+    // The first open of each inode asks for no passthrough (as LazyFS does for a file whose
+    // blocks are still on the origin); later ones ask for it.
+    class Mixed extends PassthroughFileSystem {
+      private readonly seen = new Set<number>();
+      releases = 0;
+      override async open(ino: number, flags: number): Promise<OpenReply> {
+        const o = await super.open(ino, flags);
+        const first = !this.seen.has(ino);
+        this.seen.add(ino);
+        return { ...o, passthrough: !first };
+      }
+      override async release(ino: number, fh: number): Promise<void> {
+        await super.release(ino, fh);
+        this.releases++;
+      }
+    }
+    const fsys = new Mixed(src);
+    const m = await scratch.mount("mnt-mixed", fsys, { passthrough: true });
+    const p = path.join(m.mountpoint, "f.bin");
+    const r1 = await py(
+      `import os,sys
+p=sys.argv[1]
+a=os.open(p,os.O_RDONLY)          # caching mode
+b=os.open(p,os.O_RDWR)            # asks for passthrough: must fall back, not fail
+os.pwrite(b,b"both",10)
+assert os.pread(a,4,10)==b"both"
+os.close(b); os.close(a)`,
+      p,
+    );
+    assert.equal(r1.code, 0, r1.stderr);
+    assert.equal(m.session.passthrough.fallbacks, 1);
+    // RELEASE reaches the server after close(2) returned: wait for both.
+    while (fsys.releases < 2) await new Promise((res) => setTimeout(res, 20));
+    const r2 = await py(
+      `import hashlib,sys
+with open(sys.argv[1],"rb") as f: print(hashlib.sha256(f.read()).hexdigest())`,
+      p,
+    );
+    assert.equal(r2.code, 0, r2.stderr);
+    const want = Buffer.from(data);
+    want.write("both", 10);
+    assert.equal(r2.stdout.trim(), sha256(want));
+    const st = m.session.passthrough;
+    assert.deepEqual(
+      { ...st, reason: undefined },
+      {
+        enabled: true,
+        reason: undefined,
+        opens: 1,
+        fallbacks: 1,
+        backingIds: st.backingIds,
+      },
+    );
+    await m.unmount();
   });
 });
