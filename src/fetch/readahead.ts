@@ -15,6 +15,13 @@
  * are tracked; the least recently used one makes room for a new one.
  */
 
+/**
+ * Default sequential run before readahead starts. Through a mount without kernel readahead a
+ * single read(2) arrives as page-sized requests in order: a 256 KiB read must not look like a
+ * stream (it would fetch a window it never reads).
+ */
+export const TRIGGER_BYTES = 512 * 1024;
+
 export interface ReadaheadOptions {
   /** The store's block size: a read may restart up to one block before a stream's end. */
   blockSize: number;
@@ -22,7 +29,7 @@ export interface ReadaheadOptions {
   maxWindow: number;
   /** First window, bytes; default 4 blocks (at most maxWindow). */
   initialWindow?: number;
-  /** Sequential bytes before any readahead; default 2 blocks. */
+  /** Sequential bytes before any readahead; default TRIGGER_BYTES or 2 blocks if more. */
   triggerBytes?: number;
   /** Streams tracked per file; default 4. */
   streams?: number;
@@ -55,7 +62,7 @@ export class Readahead {
 
   constructor(private readonly o: ReadaheadOptions) {
     this.initial = Math.min(o.initialWindow ?? 4 * o.blockSize, o.maxWindow);
-    this.trigger = o.triggerBytes ?? 2 * o.blockSize;
+    this.trigger = o.triggerBytes ?? Math.max(TRIGGER_BYTES, 2 * o.blockSize);
     this.maxStreams = Math.max(1, o.streams ?? 4);
   }
 
