@@ -24,7 +24,7 @@ import { metaOf, rng, sftpOriginFor } from "../test/engine/helpers.js";
 const run = promisify(execFile);
 const SIZE = Number(process.env.LAZYFS_BENCH_MB ?? 1024) * 1024 * 1024;
 const OLD_BLOCK = 256 * 1024;
-const ROUNDS = 2;
+const ROUNDS = 3;
 const fmt = (runs: number[]) => runs.map((ms) => `${Math.round(ms)} ms`).join(", ");
 
 async function makeFile(path: string, size: number) {
