@@ -39,11 +39,14 @@ export class LocalPassthrough {
   /** An open of `n` (file `id`) served from its data file, or undefined to serve it as before. */
   open(n: Node, id: string): OpenReply | undefined {
     if (!this.enabled || n.policy === "remote") return undefined;
+    // Writes through open passthrough handles first (their size is the file's): the kernel
+    // accepts only passthrough opens of an inode while it has any.
+    const live = this.sync(n.ino);
     const dataPath = this.engine.localDataPath(id);
     if (!dataPath) return undefined;
     const fd = fs.openSync(dataPath, fs.constants.O_RDWR);
     const st = fs.fstatSync(fd, { bigint: true });
-    if (Number(st.size) !== this.engine.size(id)) {
+    if (!live && Number(st.size) !== this.engine.size(id)) {
       fs.closeSync(fd);
       return undefined;
     }
@@ -57,14 +60,18 @@ export class LocalPassthrough {
     return this.handles.has(fh);
   }
 
-  /** Takes in what passthrough opens of inode `ino` changed in its data file. */
-  sync(ino: number): void {
+  /**
+   * Takes in what passthrough opens of inode `ino` changed in its data file; false if it has
+   * none.
+   */
+  sync(ino: number): boolean {
     for (const h of this.handles.values()) {
       if (h.ino === ino) {
         this.adopt(h, fs.fstatSync(h.fd, { bigint: true }));
-        return;
+        return true;
       }
     }
+    return false;
   }
 
   /** RELEASE of a passthrough open: adopt its changes, close the data file fd. */

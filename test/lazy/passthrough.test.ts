@@ -78,15 +78,29 @@ describe("LazyFS kernel passthrough", () => {
     assert.ok(readsBefore > 0);
     const id = f.engine.status().files.find((x) => x.path.endsWith("data.bin"))!.id;
     assert.ok(f.engine.localDataPath(id), "fully local after the first read");
-    const mtimeBefore = fs.statSync(p).mtimeMs;
+    const mtimeBefore = (await fs.promises.stat(p)).mtimeMs; // async: this process serves the mount
 
     // Now fully local: the kernel serves it.
     const second = await py(READ, p);
     assert.equal(second.stdout.trim(), `${sha256(orig)} ${SIZE} ${SIZE}`);
     const w = await py(WRITE, p);
     assert.equal(w.code, 0, w.stderr);
-    const want = written(orig);
+    let want = written(orig);
     assert.equal(w.stdout.trim(), `${sha256(want)} ${want.length} ${want.length}`);
+    // A second open while the first one has appended (its size not yet known to the daemon)
+    // must be passthrough too: the kernel refuses (EIO) anything else for that inode.
+    const both = await py(
+      `import os,sys
+p=sys.argv[1]
+a=os.open(p,os.O_WRONLY|os.O_APPEND); os.write(a,b"more")
+with open(p,"rb") as f: b=f.read()
+os.close(a)
+print(len(b),b[-4:].decode())`,
+      p,
+    );
+    assert.equal(both.code, 0, both.stderr);
+    assert.equal(both.stdout.trim(), `${want.length + 4} more`);
+    want = Buffer.concat([want, Buffer.from("more")]);
     const counts = f.mount.session.requestCounts();
     assert.equal(counts.READ ?? 0, readsBefore, "no READ reached the daemon");
     assert.equal(counts.WRITE ?? 0, 0, "no WRITE reached the daemon");
@@ -96,7 +110,7 @@ describe("LazyFS kernel passthrough", () => {
     assert.equal(f.engine.size(id), want.length);
     assert.equal(sha256(await f.engine.read(id, 0, want.length + 10)), sha256(want));
     assert.ok(f.engine.status().files.find((x) => x.id === id)!.bytesDirty > 0);
-    assert.ok(fs.statSync(p).mtimeMs > mtimeBefore, "mtime follows the writes");
+    assert.ok((await fs.promises.stat(p)).mtimeMs > mtimeBefore, "mtime follows the writes");
 
     // A file created here is local from the start.
     const np = join(f.mount.mountpoint, "lazy", "new.bin");
