@@ -78,7 +78,7 @@ export function addServeOptions(cmd: Command): Command {
     .option("--whole-file", "fetch a whole file on its first reference (the paper's scp behaviour)")
     .option(
       "--block-size <size>",
-      "fetch granularity, a multiple of 4K up to 16M, e.g. 64K for small random reads (default 256K)",
+      "smallest fetch, a multiple of 4K up to 16M (default 64K; sequential reads fetch larger runs; an existing cache keeps its own)",
     )
     .option(
       "--criu <path>",

@@ -39,6 +39,7 @@ import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
 import { Integrity } from "./integrity.js";
 import { RateLimiter } from "./ratelimit.js";
+import { Readahead } from "./readahead.js";
 import {
   type Crawler,
   type CrawlProgress,
@@ -129,9 +130,7 @@ export class Engine extends EventEmitter {
       dependsOnOrigin: meta.policy !== "scrub",
       inflight: new Map(),
       stats: newFileCounters(),
-      seqEnd: -1,
-      seqRun: 0,
-      raWindow: 0,
+      ra: new Readahead({ blockSize: this.blockSize, maxWindow: this.readaheadMax }),
     };
     if (meta.policy === "remote" && create)
       await this.store.openFile(meta, true).then((b) => b.close());
@@ -521,20 +520,12 @@ export class Engine extends EventEmitter {
     return true;
   }
 
+  /** Fetches ahead of a sequential reader (see readahead.ts); nothing for random reads. */
   private readahead(e: Entry, offset: number, len: number) {
-    const end = offset + len;
-    const sequential = e.seqEnd >= 0 && offset <= e.seqEnd && offset >= e.seqEnd - this.blockSize;
-    e.seqRun = sequential ? e.seqRun + Math.max(0, end - e.seqEnd) : len;
-    // Read ahead only once a reader has gone through two whole blocks in order: page-sized
-    // requests of a single read(2) are contiguous too, and must not look like a stream.
-    e.raWindow =
-      sequential && e.seqRun >= 2 * this.blockSize
-        ? Math.min(Math.max(e.raWindow * 2, 4 * this.blockSize), this.readaheadMax)
-        : 0;
-    e.seqEnd = end;
-    if (e.raWindow === 0 || end >= e.blocks!.size) return;
-    const first = Math.floor(end / this.blockSize);
-    const last = Math.floor((end + e.raWindow - 1) / this.blockSize);
+    const ahead = e.ra.onRead(offset, len, e.blocks!.size);
+    if (!ahead) return;
+    const first = Math.floor(ahead.start / this.blockSize);
+    const last = Math.floor((ahead.end - 1) / this.blockSize);
     this.ensure(e, first, last, READAHEAD).catch((err) =>
       log.debug("readahead failed", { path: e.meta.originPath, error: errorMessage(err) }),
     );
@@ -583,6 +574,22 @@ export class Engine extends EventEmitter {
     await b.write(offset, data);
     this.acct.written(e.stats, data.length);
     if (info) info.source = "local-write";
+  }
+
+  /**
+   * The store's data file of `id` when it holds the file's whole content (no block only on
+   * the origin or in flight, not `remote`): kernel passthrough may serve that file directly.
+   */
+  localDataPath(id: string): string | undefined {
+    const e = this.entries.get(id);
+    const b = e?.blocks;
+    if (!b || this.closed || b.count(ABSENT) > 0 || e.inflight.size > 0) return undefined;
+    return b.dataPath;
+  }
+
+  /** The data file of `id` changed behind the engine (passthrough): see BlockFile.adopt. */
+  adoptLocalChanges(id: string, size: number, written: boolean): void {
+    this.entry(id).blocks?.adopt(size, written);
   }
 
   /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */

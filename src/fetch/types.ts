@@ -8,13 +8,17 @@ import type { Origin } from "../origin/types.js";
 import type { BlockFile } from "../store/blockfile.js";
 import type { FileMeta } from "../store/store.js";
 import type { FileCounters, SourceCounters } from "./accounting.js";
+import type { Readahead } from "./readahead.js";
 
 export type PrefetchMode = "none" | "immediate" | "delay" | "idle";
 
 export interface EngineOptions {
   cacheDir: string;
   origin: Origin;
-  /** Default 256 KiB; an existing cache keeps its own. */
+  /**
+   * Store block size (the smallest fetch), default 64 KiB; an existing cache keeps its own.
+   * Sequential readers fetch larger runs (readahead), random ones just the blocks they touch.
+   */
   blockSize?: number;
   bwlimitBytesPerSec?: number;
   prefetch?: { mode: PrefetchMode; delayMs?: number; idleMs?: number };
@@ -124,10 +128,8 @@ export interface Entry {
   dependsOnOrigin: boolean;
   inflight: Map<number, { promise: Promise<void>; job: Job }>;
   stats: FileCounters;
-  seqEnd: number;
-  /** Bytes read in order up to seqEnd (the current sequential run). */
-  seqRun: number;
-  raWindow: number;
+  /** Sequential streams of this file and their readahead windows. */
+  ra: Readahead;
   prefetching?: Promise<void>;
 }
 

@@ -61,6 +61,16 @@ export interface OpenReply {
    * until `release` of the handle, and `fh` must be unique among open handles.
    */
   backingFd?: number;
+  /**
+   * With `backingFd`: let the kernel serve this open from the backing file itself (kernel
+   * passthrough, Linux >= 6.9, session option `passthrough`): reads, writes and mmap of this
+   * open never reach the server, and `backingFd` may be closed at `release`. Needs a unique
+   * `fh`. Where passthrough is unavailable (no koffi, old kernel, no CAP_SYS_ADMIN) or the
+   * inode is open without it, the session serves `backingFd` itself (the fast path above).
+   * Writes through it change the backing file behind the server's back: its size and mtime
+   * are the backing file's.
+   */
+  passthrough?: boolean;
 }
 
 export interface DirEntry {
@@ -78,6 +88,14 @@ export interface InitInfo {
   /** Capabilities in effect. */
   flags: bigint;
   maxWrite: number;
+  /** Kernel passthrough is negotiated and usable (`OpenReply.passthrough`). */
+  passthrough: boolean;
+  /**
+   * A server taking the connection over: inodes an earlier server left open in passthrough
+   * mode. Their opens are passthrough opens too, and what the kernel writes there reaches the
+   * backing file only, so such a file system reads size and times back from it.
+   */
+  inheritedPassthrough?: number[];
 }
 
 export interface FileSystem {

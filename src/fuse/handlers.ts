@@ -44,11 +44,22 @@ function openFlags(o: OpenReply): number {
   );
 }
 
-export function openOut(o: OpenReply): Buffer {
+export function openOut(o: OpenReply, backingId?: number): Buffer {
   const b = Buffer.alloc(OPEN_OUT_SIZE);
-  encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
+  if (backingId === undefined) encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
+  else
+    encodeOpenOut(
+      b,
+      0,
+      o.fh ?? 0,
+      (openFlags(o) & PASSTHROUGH_OPEN_FLAGS) | FOpen.PASSTHROUGH,
+      backingId,
+    );
   return b;
 }
+
+/** The only open flags the kernel accepts beside FOPEN_PASSTHROUGH (else the open is EIO). */
+const PASSTHROUGH_OPEN_FLAGS = FOpen.NOFLUSH | FOpen.PARALLEL_DIRECT_WRITES;
 
 function u32Out(n: number, size = 8): Buffer {
   const b = Buffer.alloc(size);
@@ -103,9 +114,10 @@ export const HANDLERS: Partial<Record<number, Handler>> = {
   [Op.LINK]: async (s, r, f) => [
     s.entryOut(await need(f, "link")(u64(r.body, 0), r.h.nodeid, name0(r, 8), r.ctx)),
   ],
-  [Op.OPEN]: async (s, r, f) => [
-    openOut(s.opened(f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {})),
-  ],
+  [Op.OPEN]: async (s, r, f) => {
+    const o = f.open ? await f.open(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {};
+    return [openOut(o, s.opened(o, r.h.nodeid))];
+  },
   [Op.READ]: async (s, r, f) => {
     const bfd = s.backingOf(u64(r.body, 0));
     if (bfd !== undefined) {
@@ -156,7 +168,7 @@ export const HANDLERS: Partial<Record<number, Handler>> = {
     ),
   ],
   [Op.RELEASE]: async (s, r, f) => {
-    s.released(u64(r.body, 0));
+    s.released(u64(r.body, 0), r.h.nodeid);
     await f.release?.(r.h.nodeid, u64(r.body, 0), r.body.readUInt32LE(8), r.ctx);
     return [];
   },
@@ -189,7 +201,7 @@ export const HANDLERS: Partial<Record<number, Handler>> = {
     const flags = r.body.readUInt32LE(0);
     const mode = r.body.readUInt32LE(4);
     const res = await need(f, "create")(r.h.nodeid, name0(r, 16), mode, flags, r.ctx);
-    return [s.entryOut(res.entry), openOut(s.opened(res.open))];
+    return [s.entryOut(res.entry), openOut(res.open, s.opened(res.open, res.entry.ino))];
   },
   [Op.LSEEK]: async (_s, r, f) => {
     const off = await need(f, "lseek")(

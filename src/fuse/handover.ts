@@ -36,6 +36,8 @@ export interface Handover {
   supervisorPid: number;
   /** A standby: call `takeOver()` before anything else. */
   standby?: boolean;
+  /** Where the servers of this connection keep their passthrough table (session option). */
+  stateFile?: string;
 }
 
 /** The wire form of a Handover (bigints as hex strings). */
@@ -125,6 +127,7 @@ export async function serveInherited(
   const session = new Session(h.fd, fileSystem, {
     ...options,
     ...(h.resume ? { resume: h.resume } : {}),
+    ...(h.stateFile ? { passthroughStateFile: h.stateFile } : {}),
   });
   const timeout = options.initTimeoutMs ?? 10000;
   let timer: NodeJS.Timeout | undefined;

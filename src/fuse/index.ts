@@ -24,6 +24,11 @@ export {
   unmountOnSignals,
 } from "./mount.js";
 export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
-export { type Negotiated, Session, type SessionOptions } from "./session.js";
+export {
+  type Negotiated,
+  type PassthroughStatus,
+  Session,
+  type SessionOptions,
+} from "./session.js";
 export { Supervisor, type SupervisorEnd, type SupervisorOptions } from "./supervisor.js";
 export { ensureThreadPool } from "./threadpool.js";

@@ -106,6 +106,8 @@ export const FOpen = {
   STREAM: 1 << 4,
   NOFLUSH: 1 << 5,
   PARALLEL_DIRECT_WRITES: 1 << 6,
+  /** Served by the kernel from the backing file named by `backing_id` (FUSE_PASSTHROUGH). */
+  PASSTHROUGH: 1 << 7,
 } as const;
 
 /** FATTR_* bits of `fuse_setattr_in.valid`. */
@@ -243,10 +245,16 @@ export function encodeAttrOut(b: Buffer, off: number, attr: Attr, timeoutMs: num
   encodeAttr(b, off + 16, attr);
 }
 
-export function encodeOpenOut(b: Buffer, off: number, fh: number, openFlags: number): void {
+export function encodeOpenOut(
+  b: Buffer,
+  off: number,
+  fh: number,
+  openFlags: number,
+  backingId = 0,
+): void {
   b.writeBigUInt64LE(BigInt(fh), off);
   b.writeUInt32LE(openFlags, off + 8);
-  b.writeInt32LE(0, off + 12);
+  b.writeInt32LE(backingId, off + 12);
 }
 
 export interface InitIn {
@@ -277,6 +285,8 @@ export interface InitOut {
   maxWrite: number;
   timeGran: number;
   maxPages: number;
+  /** With FUSE_PASSTHROUGH: how deep backing files may be stacked (1: on a plain fs). */
+  maxStackDepth?: number;
 }
 
 export function encodeInitOut(o: InitOut): Buffer {
@@ -292,6 +302,7 @@ export function encodeInitOut(o: InitOut): Buffer {
   b.writeUInt16LE(o.maxPages, 28);
   b.writeUInt16LE(0, 30);
   b.writeUInt32LE(Number((o.flags >> 32n) & 0xffffffffn), 32);
+  b.writeUInt32LE(o.maxStackDepth ?? 0, 36);
   return b;
 }
 

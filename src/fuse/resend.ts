@@ -41,7 +41,7 @@ export async function repairResent(
       // Made by the first run: open it as that run would have, without creating or truncating.
       const plain = flags & ~(constants.O_CREAT | constants.O_EXCL | constants.O_TRUNC);
       const open = f.open ? await f.open(entry.ino, plain, r.ctx) : {};
-      return [s.entryOut(entry), openOut(s.opened(open))];
+      return [s.entryOut(entry), openOut(open, s.opened(open, entry.ino))];
     }
     case Op.MKNOD:
       return [s.entryOut(await lookup(parent, name0(r, 16), r.ctx))];

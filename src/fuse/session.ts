@@ -16,6 +16,7 @@ import {
   type RequestContext,
 } from "./filesystem.js";
 import { enosys, HANDLERS, need, u64 } from "./handlers.js";
+import { KernelPassthrough, type PassthroughStatus } from "./kernel-passthrough.js";
 import {
   decodeInHeader,
   decodeInitIn,
@@ -75,6 +76,19 @@ export interface SessionOptions {
    */
   writeBehindBytes?: number;
   /**
+   * Kernel passthrough (Linux >= 6.9, CAP_SYS_ADMIN, koffi): opens whose reply sets
+   * `passthrough` are served by the kernel from their backing fd. Negotiating it turns the
+   * writeback cache off (the kernel allows only one of the two). Default false; the
+   * environment variable LAZYFS_FUSE_PASSTHROUGH=0 turns it off whatever the option says.
+   */
+  passthrough?: boolean;
+  /**
+   * Where the passthrough table is kept for a server that takes this connection over (a
+   * supervised server gets it from its supervisor); none: a restarted server cannot go on
+   * with the passthrough opens its predecessor left.
+   */
+  passthroughStateFile?: string;
+  /**
    * Serve a connection whose INIT an earlier server already answered (a server restarted by a
    * supervisor, see supervisor.ts): no INIT is expected, these parameters are in effect, and
    * the kernel is asked to resend every request the earlier server read and did not answer.
@@ -91,6 +105,8 @@ export interface Negotiated {
   kernelFlags: bigint;
   maxWrite: number;
 }
+
+export type { PassthroughStatus } from "./kernel-passthrough.js";
 
 /** Requests served by the reader threads from backing fds (`OpenReply.backingFd`). */
 export interface FastPathStats {
@@ -137,7 +153,7 @@ export class Session {
   /** Resolves when the kernel side went away (unmount/abort) and every reply was written. */
   readonly closed: Promise<void>;
 
-  private readonly opts: Required<Omit<SessionOptions, "resume">>;
+  private readonly opts: Required<Omit<SessionOptions, "resume" | "passthroughStateFile">>;
   private kernelFlags = 0n;
   private readonly readers: DeviceReader[] = [];
   private readonly inflight = new Map<bigint, Request>();
@@ -146,6 +162,9 @@ export class Session {
   /** Backing fds of handles the table had no room for (served by the main thread). */
   private readonly overflow = new Map<number, number>();
   private flushes = 0;
+  private readonly kpt: KernelPassthrough;
+  /** Requests dispatched on the main thread, per opcode. */
+  private readonly counts = new Map<number, number>();
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private destroyed = false;
@@ -166,8 +185,10 @@ export class Session {
       maxBackground: 64,
       backingHandles: 4096,
       writeBehindBytes: 0,
+      passthrough: false,
       ...options,
     };
+    this.kpt = new KernelPassthrough(fd, options.passthroughStateFile);
     this.maxWrite =
       options.resume?.maxWrite ?? Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
     this.ready = new Promise((res, rej) => {
@@ -208,12 +229,15 @@ export class Session {
     this.minor = n.minor;
     this.flags = n.flags;
     this.kernelFlags = n.kernelFlags;
+    this.kpt.resume(n.kernelFlags, n.flags);
     try {
       await this.fs.init?.({
         minor: n.minor,
         kernelFlags: n.kernelFlags,
         flags: n.flags,
         maxWrite: this.maxWrite,
+        passthrough: this.kpt.status().enabled,
+        inheritedPassthrough: this.kpt.passthroughInodes(),
       });
     } catch (e) {
       log.error("init of the file system failed", { error: errorMessage(e) });
@@ -291,18 +315,40 @@ export class Session {
     return { reads: this.table.fastReads, writes: this.table.fastWrites, flushes: this.flushes };
   }
 
-  /** An OPEN/CREATE reply is about to go out: register its backing fd, if any. */
-  opened(o: OpenReply): OpenReply {
+  /**
+   * An OPEN/CREATE reply for inode `ino` is about to go out: returns the backing id when the
+   * kernel serves it (passthrough), else registers its backing fd (fast path), if any.
+   */
+  opened(o: OpenReply, ino: number): number | undefined {
     const fh = o.fh ?? 0;
-    if (o.backingFd === undefined) return o;
+    const id = this.kpt.opened(ino, fh, o.backingFd, o.passthrough === true);
+    if (id !== undefined || o.backingFd === undefined) return id;
     if (!Number.isSafeInteger(fh) || fh < 0 || !this.table.add(fh, o.backingFd))
       this.overflow.set(fh, o.backingFd);
-    return o;
+    return undefined;
   }
 
-  /** RELEASE of `fh`: forget its backing fd before the file system may close it. */
-  released(fh: number): void {
+  /** RELEASE of `fh`: forget its backing fd (or id) before the file system may close it. */
+  released(fh: number, ino: number): void {
+    this.kpt.released(ino, fh);
     if (!this.overflow.delete(fh)) this.table.remove(fh);
+  }
+
+  /** Kernel passthrough: negotiated or why not, opens served by the kernel, fallbacks. */
+  get passthrough(): PassthroughStatus {
+    return this.kpt.status();
+  }
+
+  /**
+   * Requests the server has seen, per opcode name (READ and WRITE include those the reader
+   * threads served from backing fds); passthrough I/O never shows here.
+   */
+  requestCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [op, n] of this.counts) out[OP_NAMES[op] ?? String(op)] = n;
+    out.READ = (out.READ ?? 0) + this.table.fastReads;
+    out.WRITE = (out.WRITE ?? 0) + this.table.fastWrites;
+    return out;
   }
 
   /** The backing fd of a handle the reader threads did not serve (table full), if any. */
@@ -330,6 +376,7 @@ export class Session {
 
   private dispatch(buf: Buffer): Promise<void> | undefined {
     const h = decodeInHeader(buf);
+    this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
     const body = buf.subarray(IN_HEADER_SIZE + h.totalExtlen * 8, h.len);
     if (h.opcode === Op.FORGET) {
       this.fs.forget?.(h.nodeid, u64(body, 0));
@@ -488,6 +535,13 @@ export class Session {
     if (o.autoInvalData) want |= Init.AUTO_INVAL_DATA;
     const kernelFlags =
       init.minor >= 36 && init.flags & Init.INIT_EXT ? init.flags : init.flags & 0xffffffffn;
+    const off = !o.passthrough
+      ? "session option passthrough is off"
+      : process.env.LAZYFS_FUSE_PASSTHROUGH === "0"
+        ? "LAZYFS_FUSE_PASSTHROUGH=0"
+        : undefined;
+    if (this.kpt.negotiate(kernelFlags, off))
+      want = (want | Init.PASSTHROUGH) & ~Init.WRITEBACK_CACHE;
     this.flags = want & kernelFlags;
     this.kernelFlags = kernelFlags;
     this.minor = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
@@ -496,6 +550,7 @@ export class Session {
       kernelFlags,
       flags: this.flags,
       maxWrite: this.maxWrite,
+      passthrough: (this.flags & Init.PASSTHROUGH) !== 0n,
     });
     const out = encodeInitOut({
       major: FUSE_KERNEL_VERSION,
@@ -507,11 +562,14 @@ export class Session {
       maxWrite: this.maxWrite,
       timeGran: 1,
       maxPages: this.maxWrite / 4096,
+      // Backing files on a plain (not stacked) file system.
+      maxStackDepth: this.flags & Init.PASSTHROUGH ? 1 : 0,
     });
     log.info("init", {
       minor: this.minor,
       flags: `0x${this.flags.toString(16)}`,
       maxWrite: this.maxWrite,
+      passthrough: this.kpt.status().enabled ? "on" : this.kpt.status().reason,
     });
     queueMicrotask(() => this.readyResolve());
     return [out];

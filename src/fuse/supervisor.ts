@@ -42,6 +42,11 @@ export interface SupervisorOptions {
    */
   childInput?: () => { env: Record<string, string>; stdin?: string };
   /**
+   * A file (in a private directory) where the servers keep the connection's passthrough table
+   * for their successors; removed when the supervisor mounts afresh and when it ends.
+   */
+  stateFile?: string;
+  /**
    * Give up after this many servers in a row died before serving or within `quickMs` of
    * starting; default 5.
    */
@@ -99,8 +104,10 @@ export class Supervisor {
   private finish!: (end: SupervisorEnd) => void;
   private dev = 0;
   private retryTimer?: NodeJS.Timeout;
-  private readonly opts: Required<Omit<SupervisorOptions, "mount" | "env" | "childInput">> &
-    Pick<SupervisorOptions, "mount" | "env" | "childInput">;
+  private readonly opts: Required<
+    Omit<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile">
+  > &
+    Pick<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile">;
 
   private constructor(
     private readonly fd: number,
@@ -119,6 +126,8 @@ export class Supervisor {
         } catch {
           /* closed */
         }
+        // The table belongs to this connection only.
+        if (this.opts.stateFile) fs.rmSync(this.opts.stateFile, { force: true });
         // Nothing of ours outlives `done`: the standby is gone first.
         void this.endSpare().then(() => res(end));
       };
@@ -127,6 +136,8 @@ export class Supervisor {
 
   /** Mounts and starts the first server. Root only. */
   static async start(opts: SupervisorOptions): Promise<Supervisor> {
+    // A table left by an earlier connection says nothing about this one.
+    if (opts.stateFile) fs.rmSync(opts.stateFile, { force: true });
     const { fd, mountpoint } = await mountDevice(opts.mountpoint, opts.mount);
     const s = new Supervisor(fd, mountpoint, opts);
     // Not stat(2): that would wait for the INIT only the server answers.
@@ -150,6 +161,7 @@ export class Supervisor {
           supervisorPid: process.pid,
           ...(this.negotiated ? { resume: this.negotiated } : {}),
           ...(standby ? { standby: true } : {}),
+          ...(this.opts.stateFile ? { stateFile: this.opts.stateFile } : {}),
         }),
       },
     });

@@ -12,6 +12,7 @@ import type {
   DirEntry,
   Entry,
   FileSystem,
+  InitInfo,
   OpenReply,
   RequestContext,
   SetAttrIn,
@@ -21,6 +22,7 @@ import { FuseError } from "../fuse/index.js";
 import type { SourceReport } from "./logged-fs.js";
 import { checkName, Names } from "./names.js";
 import { isDir, isLink, type Node, now, shownIno, type Timespec } from "./nodes.js";
+import { LocalPassthrough } from "./passthrough.js";
 import { LazyDirs } from "./resolve.js";
 import { Tree, type TreeSpec } from "./tree.js";
 
@@ -63,6 +65,8 @@ export class LazyFileSystem implements FileSystem {
   private nextFh = 1;
   /** Nodes an earlier server of this connection may have handed to the kernel. */
   private readonly inherited = new Set<number>();
+  /** Fully local files served by the kernel from their data files. */
+  private readonly local: LocalPassthrough;
 
   constructor(
     spec: TreeSpec,
@@ -78,6 +82,14 @@ export class LazyFileSystem implements FileSystem {
     this.lazy = new LazyDirs(this.tree, engine, opts.policies ?? []);
     this.names = new Names(this.tree, this.lazy, engine, (n) => this.reap(n));
     engine.addCrawler(this.lazy);
+    this.local = new LocalPassthrough(engine, (n) => this.tree.saveSoon(n), generation);
+  }
+
+  init(info: InitInfo): void {
+    this.local.enabled = info.passthrough;
+    if (info.inheritedPassthrough?.length) {
+      this.local.inherit(info.inheritedPassthrough, (ino) => this.tree.get(ino));
+    }
   }
 
   /** Adds placeholders (the plan of a migration whose mount already exists). */
@@ -182,12 +194,14 @@ export class LazyFileSystem implements FileSystem {
 
   async getattr(ino: number): Promise<AttrReply> {
     const n = this.node(ino);
+    this.local.sync(ino);
     await this.lazy.attrs(n);
     return { attr: this.attr(n), attrTimeoutMs: this.timeout(n) };
   }
 
   async setattr(ino: number, c: SetAttrIn): Promise<AttrReply> {
     const n = this.node(ino);
+    this.local.sync(ino);
     await this.lazy.attrs(n);
     const t = now();
     if (c.size !== undefined) {
@@ -212,6 +226,9 @@ export class LazyFileSystem implements FileSystem {
 
   private opened(n: Node): OpenReply {
     this.opens.set(n.ino, (this.opens.get(n.ino) ?? 0) + 1);
+    // A fully local file: the kernel serves it from its data file (passthrough).
+    const local = n.fileId === undefined ? undefined : this.local.open(n, n.fileId);
+    if (local) return local;
     // Content changes only through this mount, except for remote files (origin is the truth).
     return n.policy === "remote" ? { directIo: true } : { keepCache: true };
   }
@@ -228,7 +245,8 @@ export class LazyFileSystem implements FileSystem {
     return this.opened(n);
   }
 
-  async release(ino: number): Promise<void> {
+  async release(ino: number, fh: number): Promise<void> {
+    this.local.release(fh, ino);
     const left = (this.opens.get(ino) ?? 1) - 1;
     if (left > 0) this.opens.set(ino, left);
     else this.opens.delete(ino);
@@ -266,6 +284,7 @@ export class LazyFileSystem implements FileSystem {
 
   async fsync(ino: number): Promise<void> {
     const n = this.node(ino);
+    this.local.sync(ino);
     if (n.fileId !== undefined) await this.engine.fsync(n.fileId);
     this.tree.sync();
   }
@@ -277,6 +296,7 @@ export class LazyFileSystem implements FileSystem {
   async fallocate(ino: number, _fh: number, offset: number, length: number, mode: number) {
     if (mode !== 0) throw new FuseError("EOPNOTSUPP");
     const id = await this.lazy.fileId(this.node(ino));
+    this.local.sync(ino);
     checkSize(offset + length);
     if (offset + length > this.engine.size(id)) await this.engine.truncate(id, offset + length);
   }
@@ -366,6 +386,7 @@ export class LazyFileSystem implements FileSystem {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.local.close();
     this.lazy.close();
     this.tree.close();
   }

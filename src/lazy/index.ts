@@ -10,6 +10,7 @@ import {
   type Mount,
   type MountOptions,
   mount,
+  type Session,
   serveInherited,
 } from "../fuse/index.js";
 import type { LazyFileSystem } from "./filesystem.js";
@@ -31,6 +32,8 @@ export interface LazyMount {
   unmount(): Promise<void>;
   /** Resolves when the kernel ends the session (unmounted from outside, or aborted). */
   closed: Promise<void>;
+  /** The FUSE session (passthrough status, request counts). */
+  session: Session;
 }
 
 /**
@@ -84,6 +87,8 @@ export function lazyMountOptions(spec: { id?: string }): MountOptions {
     // No kernel readahead: the engine reads ahead itself for sequential readers, and a sparse
     // reader then moves only the blocks it touches.
     readaheadKb: 0,
+    // Fully local files are served by the kernel from their data files (Linux >= 6.9).
+    passthrough: true,
   };
 }
 
@@ -96,6 +101,7 @@ function lazyMount(spec: { mountpoint: string }, fileSystem: LazyFileSystem, m: 
       fileSystem.destroy();
     },
     closed: m.closed,
+    session: m.session,
   };
 }
 

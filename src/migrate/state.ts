@@ -42,6 +42,8 @@ export interface MigrationPaths {
   log: string;
   socket: string;
   supervisorPid: string;
+  /** The FUSE connection's passthrough table, for a restarted server (fuse/supervisor.ts). */
+  passthroughState: string;
   restored: string;
   events: string;
   defaultMountpoint: string;
@@ -59,6 +61,7 @@ export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
     log: join(dir, "daemon.log"),
     socket: join(dir, "control.sock"),
     supervisorPid: join(dir, "supervisor.pid"),
+    passthroughState: join(dir, "passthrough.json"),
     restored: join(dir, "restored.json"),
     events: join(dir, "events.jsonl"),
     defaultMountpoint: join(DEFAULT_MOUNT_ROOT, id),

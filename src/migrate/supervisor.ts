@@ -30,6 +30,7 @@ export async function runSupervisor(id: string): Promise<never> {
       args: [...process.execArgv, CLI_MAIN, "mount", "--id", id],
       // Every server, restarted ones too, gets the passphrases typed for the migration.
       childInput: secretsPayload,
+      stateFile: paths.passthroughState,
     }),
   );
   await writeFileAtomic(paths.supervisorPid, `${process.pid}\n`);

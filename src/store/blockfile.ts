@@ -282,6 +282,17 @@ export class BlockFile {
     this.sizeDirty = true;
   }
 
+  /**
+   * The data file was changed directly (a kernel passthrough open wrote to it): take `size`
+   * as the file's size and, when `written`, count every block as written here (which blocks
+   * changed is not known). Persisted with the next commit.
+   */
+  adopt(size: number, written: boolean): void {
+    if (size !== this._size) this.resize(size);
+    if (written) for (let i = 0; i < this.states.length; i++) this.set(i, DIRTY);
+    this.scheduleCommit();
+  }
+
   /** Reads local bytes (the caller ensured none of them is absent). */
   async read(offset: number, length: number): Promise<Buffer> {
     const len = Math.max(0, Math.min(length, this._size - offset));

@@ -36,7 +36,16 @@ export interface FileMeta {
   readPath?: string;
 }
 
-export const DEFAULT_BLOCK_SIZE = 256 * 1024;
+/**
+ * Block size of a new cache: the smallest fetch (a random 64 KiB page read moves 64 KiB);
+ * sequential readers fetch many blocks per origin read (fetch/readahead.ts). Caches made
+ * before with 256 KiB blocks keep theirs (store.json).
+ */
+export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+
+function validBlockSize(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 4096 && n % 4096 === 0;
+}
 
 /** Where a cache directory keeps file `id`: its metadata, sparse data and block states. */
 export function storeFilePaths(
@@ -67,7 +76,7 @@ export class Store {
 
   /** Opens or creates a cache directory; an existing one keeps the block size it was made with. */
   static async open(dir: string, blockSize = DEFAULT_BLOCK_SIZE): Promise<Store> {
-    if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize % 4096 !== 0) {
+    if (!validBlockSize(blockSize)) {
       throw new UserError(`store: block size ${blockSize} must be a positive multiple of 4096`);
     }
     await checkStateDir(dir, "cache directory");
@@ -86,8 +95,14 @@ export class Store {
         await writeDurably(cfgPath, JSON.stringify(cfg));
         await syncDir(dir);
       }
+      if (!validBlockSize(cfg.blockSize)) {
+        throw new UserError(
+          `store: ${cfgPath} records block size ${String(cfg.blockSize)}, not a multiple of 4096`,
+        );
+      }
       return new Store(dir, cfg.blockSize);
     } catch (err) {
+      if (err instanceof UserError) throw err;
       throw new UserError(`store: cannot open cache directory ${dir}: ${errorMessage(err)}`, {
         cause: err,
       });

@@ -3,6 +3,8 @@
  * `node dist/test/fuse/mount-example.js passthrough <mountpoint> <source-dir>` or
  * `node dist/test/fuse/mount-example.js memory <mountpoint>`. Mounted with allow_other and
  * default_permissions (the kernel checks modes for callers other than root); prints "ready".
+ * The passthrough example asks for kernel passthrough (LAZYFS_FUSE_PASSTHROUGH=0: without);
+ * the session's passthrough status goes to stderr.
  */
 import {
   type FileSystem,
@@ -24,7 +26,10 @@ const m = await mount(mountpoint, fsys, {
   subtype: kind,
   allowOther: true,
   defaultPermissions: true,
+  passthrough: kind === "passthrough",
 });
+process.stderr.write(`passthrough: ${JSON.stringify(m.session.passthrough)}\n`);
 unmountOnSignals(m);
 process.stdout.write("ready\n");
 await m.closed;
+process.stderr.write(`passthrough at the end: ${JSON.stringify(m.session.passthrough)}\n`);

@@ -46,6 +46,12 @@ export interface PassthroughOptions {
    * in the reader threads without calling `read`/`write`; default true.
    */
   fastPath?: boolean;
+  /**
+   * Ask the kernel to serve every open file from its fd itself (kernel passthrough; mount
+   * with the session option `passthrough`); default: as `fastPath`. Falls back to `fastPath` where
+   * the session has no passthrough.
+   */
+  kernelPassthrough?: boolean;
 }
 
 function toAttr(st: BigIntStats, ino: number): Attr {
@@ -248,8 +254,9 @@ export class PassthroughFileSystem implements FileSystem {
   }
 
   private openReply(fd: number): OpenReply {
-    const backingFd = this.opts.fastPath === false ? undefined : fd;
-    return { keepCache: true, ...this.opts.openReply, fh: fd, backingFd };
+    const passthrough = this.opts.kernelPassthrough ?? this.opts.fastPath !== false;
+    const backingFd = passthrough || this.opts.fastPath !== false ? fd : undefined;
+    return { keepCache: true, ...this.opts.openReply, fh: fd, backingFd, passthrough };
   }
 
   async create(

@@ -1,0 +1,251 @@
+/**
+ * Kernel passthrough (FUSE_PASSTHROUGH, Linux >= 6.9) for one FUSE connection: an open whose
+ * reply asks for it (`OpenReply.passthrough` with a `backingFd`) is answered with
+ * FOPEN_PASSTHROUGH and a backing id, and from then on the kernel reads, writes and maps that
+ * open file from the backing file itself; no READ or WRITE for it reaches the server.
+ *
+ * The kernel's rules this keeps:
+ * - an inode is either in passthrough mode or in caching mode: while it has opens without
+ *   passthrough, a passthrough open would fail (EIO), so such an open falls back to serving
+ *   `backingFd` from the server (the session's fast path);
+ * - all passthrough opens of one inode must share one backing (one id): the id is kept while
+ *   the inode has passthrough opens and closed after its last RELEASE;
+ * - backing ids are per connection: a server that takes over the device of a dead one must
+ *   answer opens of inodes the dead one left in passthrough mode with the same id, and must
+ *   not try passthrough on inodes it left open in caching mode. With a `stateFile` the table
+ *   (inode -> id and handles, inode -> handles without passthrough) is written before every
+ *   reply that changes it, and the next server reads it back (`resume`).
+ * Anything that stops passthrough (koffi missing, kernel without it, EPERM: the server lacks
+ * CAP_SYS_ADMIN) leaves the pure-Node path; `status()` says why.
+ */
+import { closeSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { errorMessage } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { createExclusiveSync, unlinkStaleSync } from "../common/private-files.js";
+import { type BackingIoctls, backingIoctls } from "./backing-ioctl.js";
+import { Init } from "./protocol.js";
+
+const log = logger("fuse");
+
+export interface PassthroughStatus {
+  /** Negotiated with the kernel and usable. */
+  enabled: boolean;
+  /** Why it is off (when not enabled), or why it stopped. */
+  reason?: string;
+  /** Opens served by the kernel from a backing file. */
+  opens: number;
+  /** Opens that asked for passthrough and were served by the server instead. */
+  fallbacks: number;
+  /** Backing ids registered now. */
+  backingIds: number;
+}
+
+interface InodeBacking {
+  id: number;
+  handles: Set<number>;
+}
+
+/** The table a server hands to the next one: [ino, id, handles] and [ino, handles]. */
+export interface PassthroughState {
+  backing: [number, number, number[]][];
+  cached: [number, number[]][];
+}
+
+export class KernelPassthrough {
+  private ioctls?: BackingIoctls;
+  private enabled = false;
+  private reason = "not asked for";
+  private opens = 0;
+  private fallbacks = 0;
+  private readonly backing = new Map<number, InodeBacking>();
+  /** Open handles without passthrough per inode (the inode is then in caching mode). */
+  private readonly cached = new Map<number, Set<number>>();
+
+  constructor(
+    private readonly devFd: number,
+    /** Where the table is kept for a server taking the connection over (see above). */
+    private readonly stateFile?: string,
+  ) {}
+
+  /**
+   * A server taking an initialised connection over: passthrough is on if the first server
+   * negotiated it, and the table its predecessors left (stateFile) is taken over.
+   */
+  resume(kernelFlags: bigint, flags: bigint): void {
+    if (flags & Init.PASSTHROUGH) this.negotiate(kernelFlags);
+    else this.reason = "not negotiated by the first server of this connection";
+    if (!this.stateFile) return;
+    let state: PassthroughState | undefined;
+    try {
+      state = JSON.parse(readFileSync(this.stateFile, "utf8")) as PassthroughState;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "ENOENT") {
+        log.warn("cannot read the passthrough table of the previous server", {
+          file: this.stateFile,
+          error: errorMessage(err),
+        });
+      }
+      return;
+    }
+    for (const [ino, id, fhs] of state.backing)
+      this.backing.set(ino, { id, handles: new Set(fhs) });
+    for (const [ino, fhs] of state.cached) this.cached.set(ino, new Set(fhs));
+    log.info("took over the passthrough table", {
+      backingIds: this.backing.size,
+      cachedInodes: this.cached.size,
+    });
+  }
+
+  /** Writes the table (before the reply that changed it goes out). */
+  private save(): void {
+    if (!this.stateFile) return;
+    const state: PassthroughState = {
+      backing: [...this.backing].map(([ino, b]) => [ino, b.id, [...b.handles]]),
+      cached: [...this.cached].map(([ino, fhs]) => [ino, [...fhs]]),
+    };
+    const tmp = `${this.stateFile}.tmp`;
+    try {
+      unlinkStaleSync(tmp);
+      const fd = createExclusiveSync(tmp);
+      try {
+        writeSync(fd, JSON.stringify(state));
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.stateFile);
+    } catch (err) {
+      log.warn("cannot save the passthrough table", {
+        file: this.stateFile,
+        error: errorMessage(err),
+      });
+    }
+  }
+
+  /**
+   * INIT: whether to ask the kernel for passthrough, given what it offers. `disabled` is the
+   * caller's reason to stay without it (option off, environment).
+   */
+  negotiate(kernelFlags: bigint, disabled?: string): boolean {
+    if (disabled) {
+      this.reason = disabled;
+      return false;
+    }
+    if (!(kernelFlags & Init.PASSTHROUGH)) {
+      this.reason = "the kernel does not offer FUSE_PASSTHROUGH (Linux >= 6.9 needed)";
+      return false;
+    }
+    const { ioctls, reason } = backingIoctls();
+    if (!ioctls) {
+      this.reason = reason ?? "ioctl unavailable";
+      return false;
+    }
+    this.ioctls = ioctls;
+    this.enabled = true;
+    this.reason = "";
+    return true;
+  }
+
+  /**
+   * An OPEN/CREATE reply for inode `ino` with handle `fh` is about to go out. Returns the
+   * backing id to send with FOPEN_PASSTHROUGH, or undefined to serve it without.
+   */
+  opened(
+    ino: number,
+    fh: number,
+    backingFd: number | undefined,
+    wanted: boolean,
+  ): number | undefined {
+    const b = this.backing.get(ino);
+    // An inode in passthrough mode accepts only passthrough opens: reuse its backing.
+    // (It needs no ioctl: the id is registered already, perhaps by an earlier server.)
+    if (b && backingFd !== undefined) {
+      b.handles.add(fh);
+      this.opens++;
+      this.save();
+      return b.id;
+    }
+    if (!wanted || backingFd === undefined) {
+      if (b) log.warn("open without passthrough of an inode open with it", { ino });
+      this.addCached(ino, fh);
+      return undefined;
+    }
+    if (!this.enabled || (this.cached.get(ino)?.size ?? 0) > 0) return this.fallback(ino, fh);
+    let id: number;
+    try {
+      id = this.ioctls!.open(this.devFd, backingFd);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === "EPERM" || code === "ENOTTY" || code === "EINVAL") {
+        // Not for this server at all (no CAP_SYS_ADMIN, or the connection refuses).
+        this.enabled = false;
+        this.reason = `${errorMessage(err)}${code === "EPERM" ? " (the server needs CAP_SYS_ADMIN)" : ""}`;
+        log.warn("kernel passthrough off", { reason: this.reason });
+      } else {
+        log.debug("passthrough refused for one file", { ino, error: errorMessage(err) });
+      }
+      return this.fallback(ino, fh);
+    }
+    this.backing.set(ino, { id, handles: new Set([fh]) });
+    this.opens++;
+    this.save();
+    return id;
+  }
+
+  private addCached(ino: number, fh: number): void {
+    const fhs = this.cached.get(ino);
+    if (fhs) fhs.add(fh);
+    else this.cached.set(ino, new Set([fh]));
+    this.save();
+  }
+
+  private fallback(ino: number, fh: number): undefined {
+    this.fallbacks++;
+    this.addCached(ino, fh);
+    return undefined;
+  }
+
+  /** RELEASE of `fh` on `ino`: the last passthrough handle of an inode frees its backing id. */
+  released(ino: number, fh: number): void {
+    const b = this.backing.get(ino);
+    if (b?.handles.delete(fh)) {
+      if (b.handles.size > 0) {
+        this.save();
+        return;
+      }
+      this.backing.delete(ino);
+      this.save();
+      try {
+        // An id left by an earlier server is closed here too: ioctls load on first use.
+        (this.ioctls ?? backingIoctls().ioctls)?.close(this.devFd, b.id);
+      } catch (err) {
+        log.debug("backing close failed", { ino, error: errorMessage(err) });
+      }
+      return;
+    }
+    const fhs = this.cached.get(ino);
+    if (fhs?.delete(fh)) {
+      if (fhs.size === 0) this.cached.delete(ino);
+      this.save();
+    }
+  }
+
+  /** Inodes in passthrough mode now (with an earlier server's ids after `resume`). */
+  passthroughInodes(): number[] {
+    return [...this.backing.keys()];
+  }
+
+  /** Whether `ino` is open with passthrough now. */
+  isPassthrough(ino: number): boolean {
+    return this.backing.has(ino);
+  }
+
+  status(): PassthroughStatus {
+    return {
+      enabled: this.enabled,
+      ...(this.enabled ? {} : { reason: this.reason }),
+      opens: this.opens,
+      fallbacks: this.fallbacks,
+      backingIds: this.backing.size,
+    };
+  }
+}
