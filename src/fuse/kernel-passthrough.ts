@@ -42,7 +42,8 @@ export interface PassthroughStatus {
 
 interface InodeBacking {
   id: number;
-  handles: Set<number>;
+  /** Its passthrough handles (a list: a file system may reuse one handle number). */
+  handles: number[];
 }
 
 /** The table a server hands to the next one: [ino, id, handles] and [ino, handles]. */
@@ -58,8 +59,11 @@ export class KernelPassthrough {
   private opens = 0;
   private fallbacks = 0;
   private readonly backing = new Map<number, InodeBacking>();
-  /** Open handles without passthrough per inode (the inode is then in caching mode). */
-  private readonly cached = new Map<number, Set<number>>();
+  /**
+   * Open handles without passthrough per inode (the inode is then in caching mode); a list,
+   * since a file system may give every open the same handle.
+   */
+  private readonly cached = new Map<number, number[]>();
 
   constructor(
     private readonly devFd: number,
@@ -87,9 +91,8 @@ export class KernelPassthrough {
       }
       return;
     }
-    for (const [ino, id, fhs] of state.backing)
-      this.backing.set(ino, { id, handles: new Set(fhs) });
-    for (const [ino, fhs] of state.cached) this.cached.set(ino, new Set(fhs));
+    for (const [ino, id, fhs] of state.backing) this.backing.set(ino, { id, handles: [...fhs] });
+    for (const [ino, fhs] of state.cached) this.cached.set(ino, [...fhs]);
     log.info("took over the passthrough table", {
       backingIds: this.backing.size,
       cachedInodes: this.cached.size,
@@ -101,7 +104,7 @@ export class KernelPassthrough {
     if (!this.stateFile) return;
     const state: PassthroughState = {
       backing: [...this.backing].map(([ino, b]) => [ino, b.id, [...b.handles]]),
-      cached: [...this.cached].map(([ino, fhs]) => [ino, [...fhs]]),
+      cached: [...this.cached],
     };
     const tmp = `${this.stateFile}.tmp`;
     try {
@@ -159,7 +162,7 @@ export class KernelPassthrough {
     // An inode in passthrough mode accepts only passthrough opens: reuse its backing.
     // (It needs no ioctl: the id is registered already, perhaps by an earlier server.)
     if (b && backingFd !== undefined) {
-      b.handles.add(fh);
+      b.handles.push(fh);
       this.opens++;
       this.save();
       return b.id;
@@ -169,7 +172,7 @@ export class KernelPassthrough {
       this.addCached(ino, fh);
       return undefined;
     }
-    if (!this.enabled || (this.cached.get(ino)?.size ?? 0) > 0) return this.fallback(ino, fh);
+    if (!this.enabled || this.cached.has(ino)) return this.fallback(ino, fh);
     let id: number;
     try {
       id = this.ioctls!.open(this.devFd, backingFd);
@@ -185,7 +188,7 @@ export class KernelPassthrough {
       }
       return this.fallback(ino, fh);
     }
-    this.backing.set(ino, { id, handles: new Set([fh]) });
+    this.backing.set(ino, { id, handles: [fh] });
     this.opens++;
     this.save();
     return id;
@@ -193,8 +196,8 @@ export class KernelPassthrough {
 
   private addCached(ino: number, fh: number): void {
     const fhs = this.cached.get(ino);
-    if (fhs) fhs.add(fh);
-    else this.cached.set(ino, new Set([fh]));
+    if (fhs) fhs.push(fh);
+    else this.cached.set(ino, [fh]);
     this.save();
   }
 
@@ -207,8 +210,10 @@ export class KernelPassthrough {
   /** RELEASE of `fh` on `ino`: the last passthrough handle of an inode frees its backing id. */
   released(ino: number, fh: number): void {
     const b = this.backing.get(ino);
-    if (b?.handles.delete(fh)) {
-      if (b.handles.size > 0) {
+    const at = b?.handles.indexOf(fh) ?? -1;
+    if (b && at >= 0) {
+      b.handles.splice(at, 1);
+      if (b.handles.length > 0) {
         this.save();
         return;
       }
@@ -223,8 +228,10 @@ export class KernelPassthrough {
       return;
     }
     const fhs = this.cached.get(ino);
-    if (fhs?.delete(fh)) {
-      if (fhs.size === 0) this.cached.delete(ino);
+    const atCached = fhs?.indexOf(fh) ?? -1;
+    if (fhs && atCached >= 0) {
+      fhs.splice(atCached, 1);
+      if (fhs.length === 0) this.cached.delete(ino);
       this.save();
     }
   }

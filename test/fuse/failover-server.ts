@@ -5,9 +5,11 @@
  * bypass the page cache and take READ_DELAY_MS, so that a kill finds reads in flight. Its
  * content: 8-byte words, word k = k * 0x9E3779B97F4A7C15 mod 2^64 (little-endian).
  *
+ * FAILOVER_BACKING=FILE: also "pt.bin" (3), FILE's content served by kernel passthrough.
  * FAILOVER_CRASH_RESTARTED=1: every server but the first exits at once with code 3.
  * FAILOVER_READ_DELAY_MS: the delay of each read (default 5; the benchmark uses 0).
  */
+import fs from "node:fs";
 import {
   type Attr,
   type FileSystem,
@@ -33,11 +35,13 @@ export function pattern(offset: number, length: number): Buffer {
   return b.subarray(offset - first * 8, offset - first * 8 + length);
 }
 
+const BACKING = process.env.FAILOVER_BACKING;
+
 function attr(ino: number): Attr {
   const dir = ino === 1;
   return {
     ino,
-    size: dir ? 0 : DATA_SIZE,
+    size: dir ? 0 : ino === 3 ? fs.statSync(BACKING!).size : DATA_SIZE,
     atime: start,
     mtime: start,
     ctime: start,
@@ -50,14 +54,19 @@ function attr(ino: number): Attr {
 
 class Fixed implements FileSystem {
   async lookup(parent: number, name: string) {
+    if (parent === 1 && name === "pt.bin" && BACKING) return { ino: 3, attr: attr(3) };
     if (parent !== 1 || name !== "data.bin") throw new FuseError("ENOENT");
     return { ino: 2, attr: attr(2) };
   }
   async getattr(ino: number) {
-    if (ino !== 1 && ino !== 2) throw new FuseError("ENOENT");
+    if (ino !== 1 && ino !== 2 && !(ino === 3 && BACKING)) throw new FuseError("ENOENT");
     return { attr: attr(ino) };
   }
   async open(ino: number): Promise<OpenReply> {
+    if (ino === 3 && BACKING) {
+      // Every open gets its own fd; the kernel keeps the backing file it registered.
+      return { fh: 3, backingFd: fs.openSync(BACKING, "r"), passthrough: true };
+    }
     if (ino !== 2) throw new FuseError("EISDIR");
     return { directIo: true };
   }
@@ -82,7 +91,10 @@ if (process.argv[1]?.endsWith("failover-server.js")) {
   if (!handed) throw new Error("failover-server: not started by a supervisor");
   if (handed.restarts > 0 && process.env.FAILOVER_CRASH_RESTARTED === "1") process.exit(3);
   const h = await takeOver(handed);
-  const m = await serveInherited(h, new Fixed(), { subtype: "failovertest" });
+  const m = await serveInherited(h, new Fixed(), {
+    subtype: "failovertest",
+    passthrough: BACKING !== undefined,
+  });
   unmountOnSignals(m);
   await m.closed;
 }

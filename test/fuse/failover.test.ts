@@ -24,9 +24,11 @@ function supervise(
   name: string,
   env: NodeJS.ProcessEnv = {},
   quickMs?: number,
+  stateFile?: string,
 ): Promise<Supervisor> {
   return Supervisor.start({
     ...(quickMs === undefined ? {} : { quickMs }),
+    ...(stateFile ? { stateFile } : {}),
     mountpoint: scratch.sub(name),
     mount: { subtype: "failovertest" },
     command: process.execPath,
@@ -100,6 +102,37 @@ describe("supervised FUSE server", () => {
     const end = await s.stop();
     assert.equal(end.kind, "unmounted");
     assert.equal(mountInfo(s.mountpoint), undefined);
+  });
+
+  test("kernel passthrough opens survive a failover: the new server reopens with the same backing id", async () => {
+    const backing = path.join(scratch.dir, "pt-backing.bin");
+    const content = pattern(0, 1 << 20);
+    fs.writeFileSync(backing, content);
+    const stateFile = path.join(scratch.dir, "passthrough.json");
+    const s = await supervise("passthrough", { FAILOVER_BACKING: backing }, 0, stateFile);
+    let pid = await serving(s);
+    const file = path.join(s.mountpoint, "pt.bin");
+    // An open held across the kill: the inode stays in passthrough mode with its backing id.
+    const held = fs.openSync(file, "r");
+    const table = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { backing: unknown[] };
+    assert.equal(table.backing.length, 1, "the open was a passthrough open");
+    for (let kill = 0; kill < 3; kill++) {
+      process.kill(pid, "SIGKILL");
+      pid = await serving(s, pid);
+      // A new open of the same inode (EIO without the table) and one more while it is open.
+      assert.equal(sha256(fs.readFileSync(file)), sha256(content));
+    }
+    const buf = Buffer.alloc(content.length);
+    assert.equal(fs.readSync(held, buf, 0, buf.length, 0), content.length);
+    assert.equal(sha256(buf), sha256(content));
+    fs.closeSync(held);
+    // Released through the new server: the inode leaves passthrough mode, later opens work.
+    process.kill(pid, "SIGKILL");
+    pid = await serving(s, pid);
+    assert.equal(sha256(fs.readFileSync(file)), sha256(content));
+    const end = await s.stop();
+    assert.equal(end.kind, "unmounted");
+    assert.equal(fs.existsSync(stateFile), false, "the table goes with the connection");
   });
 
   test("a server that keeps dying at start: the supervisor gives up and leaves the mount", async () => {
