@@ -36,6 +36,7 @@ export function pattern(offset: number, length: number): Buffer {
 }
 
 const BACKING = process.env.FAILOVER_BACKING;
+let nextFh = 1;
 
 function attr(ino: number): Attr {
   const dir = ino === 1;
@@ -64,8 +65,14 @@ class Fixed implements FileSystem {
   }
   async open(ino: number): Promise<OpenReply> {
     if (ino === 3 && BACKING) {
-      // Every open gets its own fd; the kernel keeps the backing file it registered.
-      return { fh: 3, backingFd: fs.openSync(BACKING, "r"), passthrough: true };
+      // Every open gets its own fd (the kernel keeps the backing file it registered) and a
+      // handle no other server of this mount gives: a RELEASE resent after a kill must not
+      // end another open's handle.
+      return {
+        fh: process.pid * 2 ** 16 + nextFh++,
+        backingFd: fs.openSync(BACKING, "r"),
+        passthrough: true,
+      };
     }
     if (ino !== 2) throw new FuseError("EISDIR");
     return { directIo: true };
