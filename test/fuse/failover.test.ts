@@ -110,6 +110,12 @@ describe("supervised FUSE server", () => {
     fs.writeFileSync(backing, content);
     const stateFile = path.join(scratch.dir, "passthrough.json");
     const s = await supervise("passthrough", { FAILOVER_BACKING: backing }, 0, stateFile);
+    // A failed assertion must not leave the supervisor (and this test file) running.
+    let ended = false;
+    void s.done.then(() => {
+      ended = true;
+    });
+    after(() => (ended ? undefined : s.stop().then(() => {})));
     let pid = await serving(s);
     const file = path.join(s.mountpoint, "pt.bin");
     // An open held across the kill: the inode stays in passthrough mode with its backing id.
