@@ -104,7 +104,7 @@ describe("supervised FUSE server", () => {
     assert.equal(mountInfo(s.mountpoint), undefined);
   });
 
-  test("kernel passthrough opens survive a failover: the new server reopens with the same backing id", async () => {
+  test("kernel passthrough opens survive a failover: the new server reopens with the same backing id", async (t) => {
     const backing = path.join(scratch.dir, "pt-backing.bin");
     const content = pattern(0, 1 << 20);
     fs.writeFileSync(backing, content);
@@ -115,7 +115,7 @@ describe("supervised FUSE server", () => {
     void s.done.then(() => {
       ended = true;
     });
-    after(() => (ended ? undefined : s.stop().then(() => {})));
+    t.after(() => (ended ? undefined : s.stop().then(() => {})));
     let pid = await serving(s);
     const file = path.join(s.mountpoint, "pt.bin");
     // An open held across the kill: the inode stays in passthrough mode with its backing id.
