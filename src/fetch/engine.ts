@@ -399,6 +399,8 @@ export class Engine extends EventEmitter {
     const bs = this.blockSize;
     const stores: Promise<void>[] = [];
     let storing = 0;
+    /** The whole read, once verified (set when the origin read returned). */
+    let verifiedData: Buffer | undefined;
     try {
       const { source, path } = await this.prepare(e);
       const off = job.first * bs;
@@ -409,12 +411,22 @@ export class Engine extends EventEmitter {
         const missing = Array.from({ length: job.count }, (_, k) => Math.min(bs, len - k * bs));
         let stored = 0;
         let complete = 0;
-        const store = (whole: Buffer, from: number, to: number) => {
+        const store = (whole: Buffer, from: number, to: number, verified?: Promise<void>) => {
           const bytes = whole.subarray(from * bs, Math.min(to * bs, len));
-          stores.push(blocks.fill(job.first + from, bytes));
+          // Bytes whose read is still being verified are written now and recorded only if
+          // it passes (readers wait for this job meanwhile).
+          const gate = verified?.then(
+            () => true,
+            () => false,
+          );
+          stores.push(
+            gate
+              ? blocks.fillAfter(job.first + from, bytes, gate)
+              : blocks.fill(job.first + from, bytes),
+          );
         };
         let current: Buffer | undefined;
-        const onPart = (rel: number, length: number, whole: Buffer) => {
+        const onPart = (rel: number, length: number, whole: Buffer, verified?: Promise<void>) => {
           if (whole !== current) {
             // A retried read starts over in a new buffer: count the unstored blocks afresh.
             current = whole;
@@ -426,7 +438,7 @@ export class Engine extends EventEmitter {
           }
           while (complete < job.count && missing[complete] === 0) complete++;
           if ((complete - stored) * bs >= STORE_BATCH_BYTES || complete === job.count) {
-            store(whole, stored, complete);
+            store(whole, stored, complete, verified);
             stored = complete;
           }
         };
@@ -434,11 +446,15 @@ export class Engine extends EventEmitter {
         this.account(e, source, data.length);
         if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
         if (stored < job.count) store(data, stored, job.count);
+        verifiedData = data;
         storing = len;
         this.storingBytes += storing;
         if (this.storingBytes <= this.storeBacklogBytes) releaseSlot();
       }
       await Promise.all(stores);
+      // Pieces of an earlier attempt (a dropped connection, then a retry) whose verification
+      // failed were not recorded: the verified read fills them (fill skips what is local).
+      if (verifiedData) await blocks.fill(job.first, verifiedData);
       job.resolve();
     } catch (err) {
       await Promise.allSettled(stores);

@@ -1,8 +1,9 @@
 /**
  * A ranged read over SFTP: the range split into requests of at most the server's read limit,
  * all in flight at once on one channel; with a verification, an fstat of the handle goes
- * right behind them (the server answers it after serving the reads) and no piece is handed
- * over before the attributes passed.
+ * right behind them (the server answers it after serving the reads). Pieces are handed over
+ * as they arrive, with a promise of the verification's verdict (the store writes them early
+ * and records them only once it passed).
  */
 import type { SFTPWrapper, Stats } from "ssh2";
 import type { OriginStat, ReadPartCallback } from "./types.js";
@@ -25,7 +26,8 @@ export function cb<T>(resolve: (v: T) => void, reject: (e: unknown) => void) {
 
 /**
  * Bytes offset..offset+length of the open `handle` (fewer only at end of file). `verify`
- * gets the handle's attributes taken after the data; throwing rejects the read.
+ * gets the handle's attributes taken after the data; throwing rejects the read, as does a
+ * rejection of `alsoVerified` (another check running beside the read).
  */
 export async function readRange(
   sftp: SFTPWrapper,
@@ -35,35 +37,34 @@ export async function readRange(
   chunk: number,
   onPart?: ReadPartCallback,
   verify?: (st: OriginStat) => void,
+  alsoVerified?: Promise<void>,
 ): Promise<Buffer> {
   const out = Buffer.allocUnsafe(length);
   const parts: Promise<number>[] = [];
-  // With a verification, pieces are handed over only once it passed.
-  const held: [number, number][] = [];
+  // Set right after the reads go out, before any of them can answer.
+  let verified: Promise<void> | undefined;
   for (let pos = 0; pos < length; pos += chunk) {
     const len = Math.min(chunk, length - pos);
     parts.push(
       new Promise<number>((res, rej) =>
         sftp.read(handle, out, pos, len, offset + pos, (err, nb) => {
           if (err) return rej(err);
-          if (nb === len) {
-            if (verify) held.push([pos, nb]);
-            else onPart?.(pos, nb, out);
-          }
+          if (nb === len) onPart?.(pos, nb, out, verified);
           res(nb);
         }),
       ),
     );
   }
-  const attrs = verify
-    ? new Promise<Stats>((res, rej) => sftp.fstat(handle, cb(res, rej)))
-    : undefined;
-  attrs?.catch(() => {});
-  const got = await Promise.all(parts);
-  if (verify && attrs) {
-    verify(toStat(await attrs));
-    for (const [pos, nb] of held) onPart?.(pos, nb, out);
+  // The fstat goes out after the reads, so the server answers it after serving them.
+  if (verify) {
+    const attrs = new Promise<Stats>((res, rej) => sftp.fstat(handle, cb(res, rej))).then((st) =>
+      verify(toStat(st)),
+    );
+    verified = Promise.all([attrs, alsoVerified]).then(() => {});
+    verified.catch(() => {});
   }
+  const got = await Promise.all(parts);
+  await verified;
   let total = 0;
   for (let i = 0; i < got.length; i++) {
     total += got[i]!;

@@ -504,7 +504,10 @@ export class SftpOrigin implements Origin {
   ): Promise<Buffer> {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
       const handle = await this.handle(c, path, false);
-      if (check) await this.verifyHandle(c, path, check);
+      // The exact check (once per file and connection) runs beside the reads: their bytes
+      // are used only once it and the fstat behind them passed.
+      const exact = check ? this.verifyHandle(c, path, check) : undefined;
+      exact?.catch(() => {});
       const verify = check
         ? (st: OriginStat) => {
             try {
@@ -514,7 +517,16 @@ export class SftpOrigin implements Origin {
             }
           }
         : undefined;
-      return readRange(c.sftp, handle, offset, length, this.opts.readChunkBytes, onPart, verify);
+      return readRange(
+        c.sftp,
+        handle,
+        offset,
+        length,
+        this.opts.readChunkBytes,
+        onPart,
+        verify,
+        exact,
+      );
     });
   }
 

@@ -14,13 +14,24 @@ export interface OriginStat {
   ctimeMs?: number;
 }
 
-export type ReadPartCallback = (rel: number, length: number, whole: Buffer) => void;
+/**
+ * A piece of a ranged read arrived in `whole` at `rel`. With a verification (`ReadCheck`),
+ * `verified` settles once it is known whether the read's data may be used: the piece may be
+ * written somewhere early, but must not be served or recorded as good before it resolves.
+ */
+export type ReadPartCallback = (
+  rel: number,
+  length: number,
+  whole: Buffer,
+  verified?: Promise<void>,
+) => void;
 
 /**
  * Verifies a read: called with the file's attributes taken on the open file after the read's
  * data was read (SFTP: an fstat on the handle, pipelined behind the reads), and with exact
  * ones (inode, ctime, nanosecond times) when the origin opens the file anew. Throwing refuses
- * the data: `read` rejects with that error and no `onPart` is called.
+ * the data: `read` rejects with that error, and the `verified` promise its `onPart` calls
+ * got rejects too.
  */
 export type ReadCheck = (st: OriginStat) => void;
 

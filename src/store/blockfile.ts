@@ -214,6 +214,44 @@ export class BlockFile {
     this.scheduleCommit();
   }
 
+  /**
+   * Like `fill`, for bytes not yet known to be good: they are written to the data file at
+   * once, and their blocks recorded present only if `gate` resolves true (else they stay
+   * absent, as if never fetched). The caller keeps readers off these blocks until then.
+   */
+  async fillAfter(first: number, bytes: Buffer, gate: Promise<boolean>): Promise<void> {
+    const bs = this.blockSize;
+    const count = Math.ceil(bytes.length / bs);
+    const runs: [number, number][] = [];
+    const writes: Promise<unknown>[] = [];
+    for (let k = 0; k < count; ) {
+      if (this.states[first + k] !== ABSENT) {
+        k++;
+        continue;
+      }
+      let j = k;
+      while (j < count && this.states[first + j] === ABSENT) j++;
+      runs.push([k, j]);
+      writes.push(writeAll(this.data, bytes.subarray(k * bs, j * bs), (first + k) * bs));
+      k = j;
+    }
+    const results = await Promise.allSettled(writes);
+    if (!(await gate)) return;
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const present: number[] = [];
+    for (const [k, j] of runs) {
+      for (let i = first + k; i < first + j; i++) {
+        if (this.states[i] !== ABSENT) continue;
+        this.set(i, PRESENT);
+        this.pending.set(i, PRESENT);
+        present.push(i);
+      }
+    }
+    this.unsynced?.blocks(present, PRESENT);
+    this.scheduleCommit();
+  }
+
   private setAbsent(index: number) {
     this.set(index, ABSENT);
     this.pending.delete(index); // the state file never recorded it otherwise
