@@ -257,9 +257,27 @@ export class BlockFile {
     this.pending.delete(index); // the state file never recorded it otherwise
   }
 
+  /**
+   * Writes in progress: their size and states are already in effect, their bytes not yet in
+   * the data file, so a read of their range waits for them (else it would see zeros).
+   */
+  private readonly writing = new Set<{ from: number; to: number; done: Promise<void> }>();
+
   /** Writes `bytes` at `offset`, marking every touched block dirty and extending the size. */
   async write(offset: number, bytes: Buffer): Promise<void> {
     const end = offset + bytes.length;
+    let finished!: () => void;
+    const w = { from: offset, to: end, done: new Promise<void>((r) => (finished = r)) };
+    this.writing.add(w);
+    try {
+      await this.writeNow(offset, end, bytes);
+    } finally {
+      this.writing.delete(w);
+      finished();
+    }
+  }
+
+  private async writeNow(offset: number, end: number, bytes: Buffer): Promise<void> {
     if (end > this._size) this.resize(end);
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((end - 1) / this.blockSize);
@@ -333,6 +351,8 @@ export class BlockFile {
 
   /** Reads local bytes (the caller ensured none of them is absent). */
   async read(offset: number, length: number): Promise<Buffer> {
+    const overlapping = [...this.writing].filter((w) => w.from < offset + length && w.to > offset);
+    if (overlapping.length > 0) await Promise.all(overlapping.map((w) => w.done));
     const len = Math.max(0, Math.min(length, this._size - offset));
     const buf = Buffer.allocUnsafe(len);
     let got = 0;

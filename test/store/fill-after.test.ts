@@ -1,7 +1,8 @@
 /**
  * `fillAfter`: bytes whose origin read is still being verified are written to the data file at
  * once but recorded present only if the verification passes; a refused read leaves its blocks
- * absent (never served, fetched again), and blocks already local are never overwritten.
+ * absent (never served, fetched again), and blocks already local are never overwritten. And a
+ * read racing a write (an appender and a reader of its file) sees the written bytes.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -38,6 +39,19 @@ describe("fill after verification", () => {
     await f.fillAfter(2, bytes.subarray(2 * BS), Promise.resolve(false));
     assert.equal(f.stateOf(2), ABSENT, "a refused read is never recorded");
     assert.equal(f.stateOf(3), ABSENT);
+    await f.close();
+  });
+
+  test("a read of a range being written waits for the bytes (never zeros past the old end)", async () => {
+    const f = await blockFile("append", 0);
+    const lines = randomBytes(64 * BS);
+    for (let k = 0; k < 64; k++) {
+      const writing = f.write(k * BS, lines.subarray(k * BS, (k + 1) * BS));
+      // The size already says the new end: what is read up to it must be the new bytes.
+      const got = await f.read(k * BS, BS);
+      assert.deepEqual(got, lines.subarray(k * BS, (k + 1) * BS));
+      await writing;
+    }
     await f.close();
   });
 
