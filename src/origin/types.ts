@@ -58,8 +58,9 @@ export interface Origin {
   /**
    * `onPart`, when the origin supports it, is called as pieces of the range arrive: bytes
    * `rel..rel+length` of `whole` (the buffer `read` will resolve with) are final. Pieces do
-   * not overlap and come in any order; a caller may store them while they are hot. `check`
-   * (see ReadCheck) is run before any of the data is handed over.
+   * not overlap and come in any order; a caller may store them while they are hot. With a
+   * `check` (see ReadCheck), each piece comes with the promise of its verdict: it may be
+   * written early but not used before that resolves, and `read` rejects if the check fails.
    */
   read(
     path: string,

@@ -77,6 +77,9 @@ async function authorize(server: SshdHandle, pub: string): Promise<void> {
   await appendFile(join(server.dir, "authorized_keys"), `${pub}\n`);
 }
 
+/** Lines the reader's input has. */
+const LINES = 1500;
+
 /** A line reader on a whose output must go on exactly after the migration to b. */
 async function startReader(tag: string, delaySeconds = "0.002") {
   const dir = `${DATA_DIR}/openssh-${tag}-${randomBytes(3).toString("hex")}`;
@@ -87,7 +90,7 @@ async function startReader(tag: string, delaySeconds = "0.002") {
     "-c",
     "import sys\nwith open(sys.argv[1],'w') as f:\n  for i in range(int(sys.argv[2])): f.write('line %06d\\n' % i)",
     input,
-    "1500",
+    String(LINES),
   ]);
   const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, delaySeconds], {
     stdout: output,
@@ -98,6 +101,22 @@ async function startReader(tag: string, delaySeconds = "0.002") {
   return { pid: wl.pid, output };
 }
 
+/** The reader's output on b, once complete: every line once, in order. */
+async function assertReaderFinished(m: Migrated, output: string): Promise<void> {
+  const lines = await waitFor(
+    "the reader to finish on B",
+    async () => {
+      const l = await linesIn(pair.b, `${m.mountpoint}${output}`);
+      return l.length === LINES ? l : undefined;
+    },
+    60_000,
+  );
+  assert.deepEqual(
+    lines,
+    Array.from({ length: LINES }, (_, i) => `line ${String(i).padStart(6, "0")}`),
+  );
+}
+
 /** Migrates a fresh reader with `args` and checks its output goes on exactly on b. */
 async function migrateReader(tag: string, args: string[], env: Record<string, string> = {}) {
   const r = await startReader(tag);
@@ -105,19 +124,8 @@ async function migrateReader(tag: string, args: string[], env: Record<string, st
   assert.equal(res.code, 0, `migrate failed: ${errorLines(res.stderr).join("\n")}`);
   const m = JSON.parse(res.stdout) as Migrated;
   try {
-    const lines = await waitFor(
-      "the reader to finish on B",
-      async () => {
-        const l = await linesIn(pair.b, `${m.mountpoint}${r.output}`);
-        return l.length === 1500 ? l : undefined;
-      },
-      60_000,
-    );
-    assert.deepEqual(
-      lines,
-      Array.from({ length: 1500 }, (_, i) => `line ${String(i).padStart(6, "0")}`),
-    );
-    assert.ok((await linesIn(pair.a, r.output)).length < 1500, "the origin's copy stopped");
+    await assertReaderFinished(m, r.output);
+    assert.ok((await linesIn(pair.a, r.output)).length < LINES, "the origin's copy stopped");
   } finally {
     await pair.b.kill(m.pid, "SIGKILL");
     await lazyfs(["unmount", m.id, "--force", "--purge"], env, true);
@@ -291,18 +299,7 @@ describe("the user's OpenSSH set-up, as ssh uses it", { concurrency: false }, ()
     const m = JSON.parse(out.slice(out.indexOf("{"), out.lastIndexOf("}") + 1)) as Migrated;
     try {
       // Every line after the checkpoint is read through the daemon's own SSH connection.
-      const lines = await waitFor(
-        "the reader to finish on B",
-        async () => {
-          const l = await linesIn(pair.b, `${m.mountpoint}${r.output}`);
-          return l.length === 1500 ? l : undefined;
-        },
-        60_000,
-      );
-      assert.deepEqual(
-        lines,
-        Array.from({ length: 1500 }, (_, i) => `line ${String(i).padStart(6, "0")}`),
-      );
+      await assertReaderFinished(m, r.output);
     } finally {
       await pair.b.kill(m.pid, "SIGKILL");
       await lazyfs(["unmount", m.id, "--force", "--purge"], {}, true);
