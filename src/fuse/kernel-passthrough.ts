@@ -101,7 +101,9 @@ export class KernelPassthrough {
 
   /** Writes the table (before the reply that changed it goes out). */
   private save(): void {
-    if (!this.stateFile) return;
+    // Without passthrough on this connection the table means nothing to a successor: no
+    // write on the open path then.
+    if (!this.stateFile || (!this.enabled && this.backing.size === 0)) return;
     const state: PassthroughState = {
       backing: [...this.backing].map(([ino, b]) => [ino, b.id, [...b.handles]]),
       cached: [...this.cached],

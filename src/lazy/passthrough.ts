@@ -34,6 +34,8 @@ export class LocalPassthrough {
   /** Whether the session negotiated kernel passthrough (set at INIT). */
   enabled = false;
   private readonly handles = new Map<number, Handle>();
+  /** The same handles per inode (getattr of an open file looks here, so no scan of all). */
+  private readonly byIno = new Map<number, Set<Handle>>();
   private nextFh: number;
   /** Inodes an earlier server left in passthrough mode: their data files are the truth. */
   private readonly inherited = new Set<number>();
@@ -59,7 +61,7 @@ export class LocalPassthrough {
       const dataPath = this.engine.localDataPath(n.fileId);
       if (!dataPath) continue;
       const fd = fs.openSync(dataPath, fs.constants.O_RDWR);
-      this.handles.set(this.nextFh++, { ino, id: n.fileId, fd, node: n, mtimeNs: -1n });
+      this.add(this.nextFh++, { ino, id: n.fileId, fd, node: n, mtimeNs: -1n });
       this.inherited.add(ino);
     }
   }
@@ -79,8 +81,15 @@ export class LocalPassthrough {
       return undefined;
     }
     const fh = this.nextFh++;
-    this.handles.set(fh, { ino: n.ino, id, fd, node: n, mtimeNs: st.mtimeNs });
+    this.add(fh, { ino: n.ino, id, fd, node: n, mtimeNs: st.mtimeNs });
     return { fh, backingFd: fd, passthrough: true };
+  }
+
+  private add(fh: number, h: Handle): void {
+    this.handles.set(fh, h);
+    const same = this.byIno.get(h.ino);
+    if (same) same.add(h);
+    else this.byIno.set(h.ino, new Set([h]));
   }
 
   /** Whether `fh` is a passthrough open. */
@@ -93,13 +102,10 @@ export class LocalPassthrough {
    * none.
    */
   sync(ino: number): boolean {
-    for (const h of this.handles.values()) {
-      if (h.ino === ino) {
-        this.adopt(h, fs.fstatSync(h.fd, { bigint: true }));
-        return true;
-      }
-    }
-    return false;
+    const [h] = this.byIno.get(ino) ?? [];
+    if (!h) return false;
+    this.adopt(h, fs.fstatSync(h.fd, { bigint: true }));
+    return true;
   }
 
   /** RELEASE of a passthrough open: adopt its changes, close the data file fd. */
@@ -111,6 +117,9 @@ export class LocalPassthrough {
       return;
     }
     this.handles.delete(fh);
+    const same = this.byIno.get(h.ino);
+    same?.delete(h);
+    if (same?.size === 0) this.byIno.delete(h.ino);
     try {
       this.adopt(h, fs.fstatSync(h.fd, { bigint: true }));
     } finally {
@@ -129,8 +138,7 @@ export class LocalPassthrough {
     if (!written && size === this.engine.size(h.id)) return;
     if (this.engine.hasFile(h.id)) this.engine.adoptLocalChanges(h.id, size, written);
     if (written) {
-      for (const other of this.handles.values())
-        if (other.ino === h.ino) other.mtimeNs = st.mtimeNs;
+      for (const other of this.byIno.get(h.ino) ?? []) other.mtimeNs = st.mtimeNs;
       const t = statTimes(st);
       h.node.mtime = t.mtime;
       h.node.ctime = t.ctime;
