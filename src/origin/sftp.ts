@@ -28,6 +28,7 @@ import { fingerprint, judgeHostKey, keyType, readKnownHostsFiles } from "./known
 import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
 import { type ExecResult, execOnClient } from "./sftp-exec.js";
 import { cb, readRange, toStat } from "./sftp-read.js";
+import { ShellSession } from "./shell-session.js";
 import { type ChainOptions, sshChainFor } from "./ssh-chain.js";
 import type { SshConfig } from "./ssh-config.js";
 import { connectSshChain, SshRefusedError } from "./ssh-connect.js";
@@ -91,6 +92,8 @@ interface Connection {
   writeHandles: Map<string, Promise<Buffer>>;
   /** Paths whose open handle was checked against their exact identity. */
   verified: Map<string, Promise<void>>;
+  /** Runs the exact checks' `stat` scripts (one shell for the connection's life). */
+  shell: ShellSession;
   exactStats: ExactStatBatcher;
   /** The host key this connection was accepted with. */
   hostKey?: Buffer;
@@ -306,6 +309,7 @@ export class SftpOrigin implements Origin {
     const name = last ? destinationName(last) : this.name;
     // Small requests and window updates must not wait for ACKs of earlier ones (Nagle).
     client.setNoDelay(true);
+    const shell = new ShellSession(client, name);
     const conn = await new Promise<Connection>((resolve, reject) => {
       client.sftp((err, sftp) => {
         if (err) {
@@ -319,19 +323,20 @@ export class SftpOrigin implements Origin {
           readHandles: new Map(),
           writeHandles: new Map(),
           verified: new Map(),
-          exactStats: new ExactStatBatcher(async (script) => {
-            const r = await this.execOn(conn, script, this.opts.timeoutMs);
-            return r.stdout;
-          }),
+          shell,
+          exactStats: new ExactStatBatcher((script) => shell.run(script, this.opts.timeoutMs)),
           ...(seenKey ? { hostKey: seenKey } : {}),
           closed: false,
         });
       });
     });
     if (seenKey) this.lastHostKey = seenKey;
+    // Started now, beside the first reads' SFTP requests: their exact checks run through it.
+    shell.warm(this.opts.timeoutMs);
     const drop = (err?: unknown) => {
       if (!conn.closed && !this.closing) this.health.dropped();
       conn.closed = true;
+      shell.close();
       this.keeper.lost(conn, err ?? new Error("connection closed"));
     };
     client.on("close", () => drop());
