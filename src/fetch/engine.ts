@@ -75,6 +75,8 @@ export class Engine extends EventEmitter {
   /** Bytes read from the origin whose store writes are still running. */
   private storingBytes = 0;
   private readonly storeBacklogBytes: number;
+  /** Runs a file's prefetch keeps queued or running (at most bgConcurrency run at once). */
+  private readonly prefetchRuns: number;
   private runningBackground = 0;
   private seq = 0;
   private readonly limiter: RateLimiter;
@@ -111,6 +113,7 @@ export class Engine extends EventEmitter {
     this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 2));
     this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
     this.storeBacklogBytes = this.concurrency * this.maxRunBlocks * this.blockSize;
+    this.prefetchRuns = this.bgConcurrency + this.concurrency;
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
@@ -377,9 +380,12 @@ export class Engine extends EventEmitter {
   /**
    * Runs one origin read and stores it. Blocks go to the store in large contiguous writes as
    * soon as a run of at least STORE_BATCH_BYTES has arrived in full (fewer writes, fewer
-   * thread-pool hand-offs than one per block). The origin slot is given back as soon as the
-   * read is complete, while the last writes finish, unless too many bytes wait to be stored;
-   * the blocks stay in flight (readers wait) until their bytes are in the data file.
+   * thread-pool hand-offs than one per block). The origin slot is given back as soon as all
+   * of the read's bytes have arrived, while its verification (the fstat behind it, and the
+   * exact check of a file's first read on a connection) and the last writes finish, unless
+   * too many bytes wait; the blocks stay in flight (readers wait) until their bytes are
+   * verified and in the data file. Without that, the first reads of a file would hold every
+   * background slot for the exact check's round trip (about 0.1 s on loopback).
    */
   private async runJob(job: Job) {
     job.started = true;
@@ -399,6 +405,13 @@ export class Engine extends EventEmitter {
     const bs = this.blockSize;
     const stores: Promise<void>[] = [];
     let storing = 0;
+    /** All bytes are here: count them as waiting, and free the slot unless too many wait. */
+    const arrived = (len: number) => {
+      if (storing) return;
+      storing = len;
+      this.storingBytes += storing;
+      if (this.storingBytes <= this.storeBacklogBytes) releaseSlot();
+    };
     /** The whole read, once verified (set when the origin read returned). */
     let verifiedData: Buffer | undefined;
     try {
@@ -441,15 +454,14 @@ export class Engine extends EventEmitter {
             store(whole, stored, complete, verified);
             stored = complete;
           }
+          if (complete === job.count) arrived(len);
         };
         let data = await this.originRead(e, source, path, off, len, onPart);
         this.account(e, source, data.length);
         if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
         if (stored < job.count) store(data, stored, job.count);
         verifiedData = data;
-        storing = len;
-        this.storingBytes += storing;
-        if (this.storingBytes <= this.storeBacklogBytes) releaseSlot();
+        arrived(len);
       }
       await Promise.all(stores);
       // Pieces of an earlier attempt (a dropped connection, then a retry) whose verification
@@ -717,7 +729,10 @@ export class Engine extends EventEmitter {
           continue;
         }
         if (idle) await this.waitIdle();
-        while (outstanding.size >= this.bgConcurrency) await Promise.race(outstanding);
+        // More runs than background slots: a run frees its slot once its bytes are here, and
+        // the next one goes out while the last one is verified and stored (up to the store's
+        // backlog of bytes waiting, storeBacklogBytes: as many runs as there are slots).
+        while (outstanding.size >= this.prefetchRuns) await Promise.race(outstanding);
         const last = Math.min(i + this.maxRunBlocks - 1, b.blocks - 1);
         const p: Promise<void> = this.ensure(e, i, last, PREFETCH)
           .catch((err) => {
