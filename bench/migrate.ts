@@ -8,8 +8,9 @@
  * process migrated to B by one system, left running for a fixed window, then everything torn
  * down (also on failure or Ctrl-C).
  *
- * Systems (bench/migrate/systems.ts): lazyfs, lazyfs-prefetch, whole-file, sshfs, upfront,
- * plain (the freeze baseline: stock CRIU with the files already on B).
+ * Systems (bench/migrate/systems.ts): lazyfs, lazyfs-prefetch, lazyfs-detach (prefetch, then
+ * `lazyfs detach` once independent), whole-file, sshfs, upfront, plain (the freeze baseline:
+ * stock CRIU with the files already on B).
  * Workloads (bench/migrate/workloads.ts): read (the paper's read example), write (the
  * paper's write example), sparse (1% random reader), seq (full sequential reader).
  *
@@ -23,7 +24,8 @@
  *   --sizes S,...     data sizes (64M, 256M, 1G; binary units); every workload x system at
  *                     each size. Default: 256M for the full matrix, plus the read example at
  *                     64M and 1G for lazyfs, plain and upfront (freeze against data size)
- *   --systems A,...   subset of lazyfs,lazyfs-prefetch,whole-file,sshfs,upfront,plain
+ *   --systems A,...   subset of lazyfs,lazyfs-prefetch,lazyfs-detach,whole-file,sshfs,
+ *                     upfront,plain
  *   --workloads W,... subset of read,write,sparse,seq
  *   --window SEC      how long the process runs on B after the migration (default 12; the
  *                     window starts when all data has moved for systems that move it all)
