@@ -15,11 +15,12 @@
  * checkpoint's on every origin read (see integrity.ts: the origin checks its open file behind
  * the data); a changed file is refused with a UserError unless `allowChanged`.
  *
- * Scheduling: blocks of one file are fetched once however many readers miss them at once
- * (single flight); adjacent missing blocks go to the origin as one read (up to maxRunBytes);
- * demand jobs always start before readahead, readahead before prefetch, and background work
- * holds at most `backgroundConcurrency` of the `concurrency` origin slots. A bandwidth cap
- * applies to every origin read. The engine does not close `origin`; the caller does.
+ * Scheduling (scheduler.ts): blocks of one file are fetched once however many readers miss
+ * them at once (single flight); adjacent missing blocks go to the origin as one read (up to
+ * maxRunBytes); demand reads always start before readahead, readahead before prefetch, and
+ * background work holds at most `backgroundConcurrency` of the `concurrency` origin slots. A
+ * bandwidth cap applies to every origin read. The engine does not close `origin`; the caller
+ * does.
  *
  * "independent" is emitted when no byte that a file may need is left only on the origin:
  * every lazy/eager/local file fully local, no `remote` file, and every registered crawler
@@ -40,6 +41,7 @@ import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./acc
 import { Integrity } from "./integrity.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Readahead } from "./readahead.js";
+import { RunScheduler } from "./scheduler.js";
 import {
   type Crawler,
   type CrawlProgress,
@@ -48,10 +50,8 @@ import {
   type EngineStatus,
   type Entry,
   type FileStatus,
-  type Job,
   PREFETCH,
   READAHEAD,
-  STORE_BATCH_BYTES,
   sameCheckpoint,
   sameMtime,
 } from "./types.js";
@@ -70,22 +70,14 @@ const log = logger("fetch");
 
 export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
-  private readonly queue: Job[] = [];
-  private running = 0;
-  /** Bytes read from the origin whose store writes are still running. */
-  private storingBytes = 0;
-  private readonly storeBacklogBytes: number;
+  private readonly runs: RunScheduler;
   /** Runs a file's prefetch keeps queued or running (at most bgConcurrency run at once). */
   private readonly prefetchRuns: number;
-  private runningBackground = 0;
-  private seq = 0;
   private readonly limiter: RateLimiter;
   private readonly scrubOrigin: Origin;
   private readonly acct: Accounting;
   private readonly blockSize: number;
   private readonly maxRunBlocks: number;
-  private readonly concurrency: number;
-  private readonly bgConcurrency: number;
   private readonly readaheadMax: number;
   private prefetchState: "off" | "waiting" | "running" | "done" = "off";
   private prefetchTimer?: NodeJS.Timeout;
@@ -109,11 +101,19 @@ export class Engine extends EventEmitter {
       scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
     this.acct = new Accounting(opts.origin, this.scrubOrigin);
     this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
-    this.concurrency = Math.max(1, opts.concurrency ?? 8);
-    this.bgConcurrency = Math.max(1, Math.min(this.concurrency, opts.backgroundConcurrency ?? 2));
+    const concurrency = Math.max(1, opts.concurrency ?? 8);
+    const bgConcurrency = Math.max(1, Math.min(concurrency, opts.backgroundConcurrency ?? 2));
     this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
-    this.storeBacklogBytes = this.concurrency * this.maxRunBlocks * this.blockSize;
-    this.prefetchRuns = this.bgConcurrency + this.concurrency;
+    this.prefetchRuns = bgConcurrency + concurrency;
+    this.runs = new RunScheduler({
+      blockSize: this.blockSize,
+      maxRunBlocks: this.maxRunBlocks,
+      concurrency,
+      bgConcurrency,
+      prepare: (e) => this.prepare(e).then(() => {}),
+      fetch: (e, off, len, onPart) => this.fetchRun(e, off, len, onPart),
+      afterRun: () => this.checkIndependent(),
+    });
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
@@ -307,179 +307,18 @@ export class Engine extends EventEmitter {
     return e.dependsOnOrigin ? "origin" : "local-copy";
   }
 
-  // ---- scheduling -------------------------------------------------------------------------
-
-  /** Makes blocks first..last of `e` local, fetching the absent ones at priority `prio`. */
-  private ensure(e: Entry, first: number, last: number, prio: number): Promise<void> {
-    const blocks = e.blocks!;
-    last = Math.min(last, blocks.blocks - 1);
-    const waits: Promise<void>[] = [];
-    let runStart = -1;
-    const flush = (end: number) => {
-      if (runStart >= 0) waits.push(this.enqueue(e, runStart, end - runStart, prio));
-      runStart = -1;
-    };
-    for (let i = first; i <= last; i++) {
-      const inflight = e.inflight.get(i);
-      if (inflight) {
-        flush(i);
-        if (!inflight.job.started && inflight.job.prio > prio) inflight.job.prio = prio;
-        if (waits[waits.length - 1] !== inflight.promise) waits.push(inflight.promise);
-      } else if (blocks.stateOf(i) === ABSENT) {
-        if (runStart < 0) runStart = i;
-        else if (i - runStart >= this.maxRunBlocks) {
-          flush(i);
-          runStart = i;
-        }
-      } else flush(i);
-    }
-    flush(last + 1);
-    if (waits.length === 0) return Promise.resolve();
-    if (this.queue.length) this.pump();
-    return Promise.all(waits).then(() => {});
-  }
-
-  private enqueue(entry: Entry, first: number, count: number, prio: number): Promise<void> {
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const promise = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    promise.catch(() => {});
-    const job: Job = {
-      entry,
-      first,
-      count,
-      prio,
-      started: false,
-      seq: this.seq++,
-      resolve,
-      reject,
-    };
-    for (let i = first; i < first + count; i++) entry.inflight.set(i, { promise, job });
-    this.queue.push(job);
-    return promise;
-  }
-
-  private pump() {
-    while (this.running < this.concurrency && this.queue.length > 0) {
-      let best = 0;
-      for (let i = 1; i < this.queue.length; i++) {
-        const a = this.queue[i]!;
-        const b = this.queue[best]!;
-        if (a.prio < b.prio || (a.prio === b.prio && a.seq < b.seq)) best = i;
-      }
-      const job = this.queue[best]!;
-      if (job.prio > DEMAND && this.runningBackground >= this.bgConcurrency) return;
-      this.queue.splice(best, 1);
-      this.runJob(job);
-    }
-  }
-
-  /**
-   * Runs one origin read and stores it. Blocks go to the store in large contiguous writes as
-   * soon as a run of at least STORE_BATCH_BYTES has arrived in full (fewer writes, fewer
-   * thread-pool hand-offs than one per block). The origin slot is given back as soon as all
-   * of the read's bytes have arrived, while its verification (the fstat behind it, and the
-   * exact check of a file's first read on a connection) and the last writes finish, unless
-   * too many bytes wait; the blocks stay in flight (readers wait) until their bytes are
-   * verified and in the data file. Without that, the first reads of a file would hold every
-   * background slot for the exact check's round trip (about 0.1 s on loopback).
-   */
-  private async runJob(job: Job) {
-    job.started = true;
-    const background = job.prio > DEMAND;
-    this.running++;
-    if (background) this.runningBackground++;
-    let holdsSlot = true;
-    const releaseSlot = () => {
-      if (!holdsSlot) return;
-      holdsSlot = false;
-      this.running--;
-      if (background) this.runningBackground--;
-      this.pump();
-    };
-    const e = job.entry;
-    const blocks = e.blocks!;
-    const bs = this.blockSize;
-    const stores: Promise<void>[] = [];
-    let storing = 0;
-    /** All bytes are here: count them as waiting, and free the slot unless too many wait. */
-    const arrived = (len: number) => {
-      if (storing) return;
-      storing = len;
-      this.storingBytes += storing;
-      if (this.storingBytes <= this.storeBacklogBytes) releaseSlot();
-    };
-    /** The whole read, once verified (set when the origin read returned). */
-    let verifiedData: Buffer | undefined;
-    try {
-      const { source, path } = await this.prepare(e);
-      const off = job.first * bs;
-      const len = Math.min(job.count * bs, blocks.size - off);
-      if (len > 0) {
-        await this.limiter.acquire(len);
-        // Per block, bytes still to arrive; `stored` blocks from the start are handed over.
-        const missing = Array.from({ length: job.count }, (_, k) => Math.min(bs, len - k * bs));
-        let stored = 0;
-        let complete = 0;
-        const store = (whole: Buffer, from: number, to: number, verified?: Promise<void>) => {
-          const bytes = whole.subarray(from * bs, Math.min(to * bs, len));
-          // Bytes whose read is still being verified are written now and recorded only if
-          // it passes (readers wait for this job meanwhile).
-          const gate = verified?.then(
-            () => true,
-            () => false,
-          );
-          stores.push(
-            gate
-              ? blocks.fillAfter(job.first + from, bytes, gate)
-              : blocks.fill(job.first + from, bytes),
-          );
-        };
-        let current: Buffer | undefined;
-        const onPart = (rel: number, length: number, whole: Buffer, verified?: Promise<void>) => {
-          if (whole !== current) {
-            // A retried read starts over in a new buffer: count the unstored blocks afresh.
-            current = whole;
-            for (let k = stored; k < job.count; k++) missing[k] = Math.min(bs, len - k * bs);
-            complete = stored;
-          }
-          for (let k = Math.floor(rel / bs); k * bs < rel + length && k < job.count; k++) {
-            missing[k]! -= Math.min((k + 1) * bs, rel + length) - Math.max(k * bs, rel);
-          }
-          while (complete < job.count && missing[complete] === 0) complete++;
-          if ((complete - stored) * bs >= STORE_BATCH_BYTES || complete === job.count) {
-            store(whole, stored, complete, verified);
-            stored = complete;
-          }
-          if (complete === job.count) arrived(len);
-        };
-        let data = await this.originRead(e, source, path, off, len, onPart);
-        this.account(e, source, data.length);
-        if (data.length < len) data = Buffer.concat([data, Buffer.alloc(len - data.length)]);
-        if (stored < job.count) store(data, stored, job.count);
-        verifiedData = data;
-        arrived(len);
-      }
-      await Promise.all(stores);
-      // Pieces of an earlier attempt (a dropped connection, then a retry) whose verification
-      // failed were not recorded: the verified read fills them (fill skips what is local).
-      if (verifiedData) await blocks.fill(job.first, verifiedData);
-      job.resolve();
-    } catch (err) {
-      await Promise.allSettled(stores);
-      job.reject(err);
-    } finally {
-      this.storingBytes -= storing;
-      for (let i = job.first; i < job.first + job.count; i++) {
-        if (e.inflight.get(i)?.job === job) e.inflight.delete(i);
-      }
-      if (holdsSlot) releaseSlot();
-      else this.pump();
-      this.checkIndependent();
-    }
+  /** One run's bytes from wherever `e` comes from: rate-limited, checked, counted. */
+  private async fetchRun(
+    e: Entry,
+    off: number,
+    len: number,
+    onPart: ReadPartCallback,
+  ): Promise<Buffer> {
+    const { source, path } = await this.prepare(e);
+    await this.limiter.acquire(len);
+    const data = await this.originRead(e, source, path, off, len, onPart);
+    this.account(e, source, data.length);
+    return data;
   }
 
   // ---- public file operations ---------------------------------------------------------------
@@ -519,7 +358,7 @@ export class Engine extends EventEmitter {
     try {
       for (let i = 0; i < 3 && !this.isLocal(e, first, last); i++) {
         waited = true;
-        await this.ensure(e, first, last, DEMAND);
+        await this.runs.ensure(e, first, last, DEMAND);
       }
     } finally {
       this.demandOutstanding--;
@@ -536,7 +375,7 @@ export class Engine extends EventEmitter {
     const b = e.blocks;
     if (!this.opts.wholeFile || !b || b.blocks === 0) return;
     for (let i = 0; i < 3 && !this.isLocal(e, 0, b.blocks - 1); i++) {
-      await this.ensure(e, 0, b.blocks - 1, DEMAND);
+      await this.runs.ensure(e, 0, b.blocks - 1, DEMAND);
     }
   }
 
@@ -554,9 +393,11 @@ export class Engine extends EventEmitter {
     if (!ahead) return;
     const first = Math.floor(ahead.start / this.blockSize);
     const last = Math.floor((ahead.end - 1) / this.blockSize);
-    this.ensure(e, first, last, READAHEAD).catch((err) =>
-      log.debug("readahead failed", { path: e.meta.originPath, error: errorMessage(err) }),
-    );
+    this.runs
+      .ensure(e, first, last, READAHEAD)
+      .catch((err) =>
+        log.debug("readahead failed", { path: e.meta.originPath, error: errorMessage(err) }),
+      );
   }
 
   /**
@@ -594,7 +435,7 @@ export class Engine extends EventEmitter {
         const inflight = e.inflight.get(i);
         const partial = offset > i * bs || end < Math.min((i + 1) * bs, b.size);
         if (inflight) waits.push(inflight.promise);
-        else if (partial && b.stateOf(i) === ABSENT) waits.push(this.ensure(e, i, i, DEMAND));
+        else if (partial && b.stateOf(i) === ABSENT) waits.push(this.runs.ensure(e, i, i, DEMAND));
       }
       if (waits.length === 0) break;
       await Promise.all(waits);
@@ -640,7 +481,7 @@ export class Engine extends EventEmitter {
         if (i * this.blockSize >= size) waits.push(f.promise.catch(() => {}));
       const edge = Math.floor(size / this.blockSize);
       if (size < b.size && size % this.blockSize !== 0 && b.stateOf(edge) === ABSENT) {
-        waits.push(this.ensure(e, edge, edge, DEMAND));
+        waits.push(this.runs.ensure(e, edge, edge, DEMAND));
       }
       if (waits.length === 0) break;
       await Promise.all(waits);
@@ -734,7 +575,8 @@ export class Engine extends EventEmitter {
         // backlog of bytes waiting, storeBacklogBytes: as many runs as there are slots).
         while (outstanding.size >= this.prefetchRuns) await Promise.race(outstanding);
         const last = Math.min(i + this.maxRunBlocks - 1, b.blocks - 1);
-        const p: Promise<void> = this.ensure(e, i, last, PREFETCH)
+        const p: Promise<void> = this.runs
+          .ensure(e, i, last, PREFETCH)
           .catch((err) => {
             failure = err;
           })
@@ -827,10 +669,7 @@ export class Engine extends EventEmitter {
     this.closed = true;
     clearTimeout(this.prefetchTimer);
     const err = new UserError(`engine for ${this.opts.cacheDir} is closed`);
-    for (const job of this.queue.splice(0)) {
-      job.reject(err);
-      for (let i = job.first; i < job.first + job.count; i++) job.entry.inflight.delete(i);
-    }
+    this.runs.cancelQueued(err);
     const pending = [...this.entries.values()].flatMap((e) => [
       ...[...e.inflight.values()].map((f) => f.promise.catch(() => {})),
       e.prefetching ?? Promise.resolve(),
