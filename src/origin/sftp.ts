@@ -11,8 +11,8 @@
  *   Failures are `UserError`s naming host and path.
  * - A read may carry a check (ReadCheck): the handle's attributes are fetched right behind
  *   the data (fstat, pipelined) and, when the file is opened on a connection, its exact
- *   identity (`stat`: inode, ctime, ns times) in a shell command; data is handed over only
- *   once the check passed.
+ *   identity (`stat`: inode, ctime, ns times) through the shell the connection keeps open
+ *   (shell-session.ts); data is handed over only once the check passed.
  * - `retarget` moves the origin to another address: same host key (known for the old one),
  *   or one explicitly accepted.
  */
