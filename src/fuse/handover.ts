@@ -16,7 +16,7 @@ import fs from "node:fs";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import type { FileSystem } from "./filesystem.js";
-import { Mount, type MountOptions, setReadahead } from "./mount.js";
+import { Mount, type MountOptions, mountInfo, setReadahead } from "./mount.js";
 import { type Negotiated, Session, type SessionOptions } from "./session.js";
 
 const log = logger("fuse");
@@ -150,7 +150,10 @@ export async function serveInherited(
       }),
     );
   }
-  const dev = Number((await fs.promises.stat(h.mountpoint)).dev);
+  // From the mount table, not stat(2): a stat of the mount is a request to this server, and a
+  // thread of a server killed while it waits for that answer keeps the dying process from
+  // exiting until another server answers (the supervisor waits for the exit to start one).
+  const dev = mountInfo(h.mountpoint)?.dev ?? Number((await fs.promises.stat(h.mountpoint)).dev);
   if (!h.resume && options.readaheadKb !== undefined) setReadahead(dev, options.readaheadKb);
   log.info(h.resume ? "took the connection over" : "serving", {
     mountpoint: h.mountpoint,

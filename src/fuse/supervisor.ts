@@ -16,6 +16,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import {
@@ -73,6 +74,33 @@ export type SupervisorEnd =
 
 function exitText(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
+
+/** How often a server's main thread is checked for having exited alone (see `serve`). */
+const ZOMBIE_CHECK_MS = 250;
+
+/**
+ * Process `pid`'s main thread, from /proc: its state letter and, once it has exited, how
+ * (stat's exit_code field, as waitpid reports it). Undefined when the process is gone.
+ */
+function mainThread(
+  pid: number,
+): { state: string; code: number | null; signal: NodeJS.Signals | null } | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // Fields after the command name (which may hold spaces and parentheses): state is field 3.
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const status = Number(f[52 - 3] ?? 0);
+  const sig = status & 0x7f;
+  const signal = sig
+    ? ((Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0] as NodeJS.Signals) ??
+      null)
+    : null;
+  return { state: f[0] ?? "", code: sig ? null : (status >> 8) & 0xff, signal };
 }
 
 interface Server {
@@ -186,13 +214,30 @@ export class Supervisor {
       this.startSpare();
     });
     proc.on("error", (e) => log.error("cannot start the server", { error: errorMessage(e) }));
-    proc.on("exit", (code, signal) => {
+    const gone = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearInterval(watch);
       if (this.server !== server) return;
       this.server = undefined;
       this.serverPid = 0;
       this.servingPid = 0;
       this.exited(code, signal, server.served ? Date.now() - server.started : 0);
-    });
+    };
+    // A server killed while one of its threads waits for an answer from this very mount
+    // (any file operation on it) does not finish exiting: that thread waits for the next
+    // server, which is started only after the exit. Its main thread is then a zombie; seen so
+    // twice in a row, the server counts as gone (its last thread ends once the next answers).
+    let zombieChecks = 0;
+    const watch = setInterval(() => {
+      const main = proc.pid ? mainThread(proc.pid) : undefined;
+      zombieChecks = main?.state === "Z" ? zombieChecks + 1 : 0;
+      if (!main || zombieChecks < 2) return;
+      log.warn("the server's main thread has exited; a thread of it waits for the mount", {
+        pid: proc.pid,
+      });
+      gone(main.code, main.signal);
+    }, ZOMBIE_CHECK_MS);
+    watch.unref();
+    proc.on("exit", (code, signal) => gone(code, signal));
     log.info("server started", { pid: this.serverPid, restarts: this.restarts });
   }
 

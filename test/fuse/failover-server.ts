@@ -8,6 +8,8 @@
  * FAILOVER_BACKING=FILE: also "pt.bin" (3), FILE's content served by kernel passthrough.
  * FAILOVER_CRASH_RESTARTED=1: every server but the first exits at once with code 3.
  * FAILOVER_READ_DELAY_MS: the delay of each read (default 5; the benchmark uses 0).
+ * FAILOVER_HANG_OWN_STAT=1: the first server stats its own mount from a thread and never
+ *   answers that GETATTR (a server killed then does not finish exiting).
  */
 import fs from "node:fs";
 import {
@@ -36,6 +38,7 @@ export function pattern(offset: number, length: number): Buffer {
 }
 
 const BACKING = process.env.FAILOVER_BACKING;
+let hangRootGetattr = false;
 let nextFh = 1;
 
 function attr(ino: number): Attr {
@@ -60,6 +63,7 @@ class Fixed implements FileSystem {
     return { ino: 2, attr: attr(2) };
   }
   async getattr(ino: number) {
+    if (ino === 1 && hangRootGetattr) await new Promise(() => {});
     if (ino !== 1 && ino !== 2 && !(ino === 3 && BACKING)) throw new FuseError("ENOENT");
     return { attr: attr(ino) };
   }
@@ -103,5 +107,9 @@ if (process.argv[1]?.endsWith("failover-server.js")) {
     passthrough: BACKING !== undefined,
   });
   unmountOnSignals(m);
+  if (handed.restarts === 0 && process.env.FAILOVER_HANG_OWN_STAT === "1") {
+    hangRootGetattr = true;
+    fs.promises.stat(handed.mountpoint).catch(() => {});
+  }
   await m.closed;
 }

@@ -37,6 +37,18 @@ function supervise(
   });
 }
 
+/** The kernel stacks of process `pid`'s threads, joined ("" once it is gone). */
+function readProc(pid: number, _what: "task"): string {
+  try {
+    return fs
+      .readdirSync(`/proc/${pid}/task`)
+      .map((t) => fs.readFileSync(`/proc/${pid}/task/${t}/stack`, "utf8"))
+      .join("");
+  } catch {
+    return "";
+  }
+}
+
 async function serving(s: Supervisor, not = 0): Promise<number> {
   for (let i = 0; i < 1000; i++) {
     if (s.servingPid !== 0 && s.servingPid !== not) return s.servingPid;
@@ -139,6 +151,23 @@ describe("supervised FUSE server", () => {
     const end = await s.stop();
     assert.equal(end.kind, "unmounted");
     assert.equal(fs.existsSync(stateFile), false, "the table goes with the connection");
+  });
+
+  test("a server killed while its own thread waits on the mount: the next server takes over", async () => {
+    const s = await supervise("own-stat", { FAILOVER_HANG_OWN_STAT: "1" });
+    const pid = await serving(s);
+    // Wait until its thread's stat of the mount has been read and waits for an answer.
+    for (let i = 0; i < 500 && !/fuse/.test(readProc(pid, "task")); i++) await sleep(10);
+    process.kill(pid, "SIGKILL");
+    const next = await serving(s, pid);
+    assert.notEqual(next, pid);
+    assert.equal(s.restarts, 1);
+    assert.deepEqual(fs.readdirSync(s.mountpoint), ["data.bin"]);
+    // The new server answered the stat: the killed one has exited for good.
+    for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await sleep(10);
+    assert.equal(fs.existsSync(`/proc/${pid}`), false, "the killed server is gone");
+    const end = await s.stop();
+    assert.equal(end.kind, "unmounted");
   });
 
   test("a server that keeps dying at start: the supervisor gives up and leaves the mount", async () => {
