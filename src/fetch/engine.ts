@@ -39,18 +39,17 @@ import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
 import { Integrity } from "./integrity.js";
+import { Prefetcher } from "./prefetch.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Readahead } from "./readahead.js";
 import { RunScheduler } from "./scheduler.js";
 import {
   type Crawler,
-  type CrawlProgress,
   DEMAND,
   type EngineOptions,
   type EngineStatus,
   type Entry,
   type FileStatus,
-  PREFETCH,
   READAHEAD,
   sameCheckpoint,
   sameMtime,
@@ -71,22 +70,15 @@ const log = logger("fetch");
 export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly runs: RunScheduler;
-  /** Runs a file's prefetch keeps queued or running (at most bgConcurrency run at once). */
-  private readonly prefetchRuns: number;
   private readonly limiter: RateLimiter;
   private readonly scrubOrigin: Origin;
   private readonly acct: Accounting;
   private readonly blockSize: number;
   private readonly maxRunBlocks: number;
   private readonly readaheadMax: number;
-  private prefetchState: "off" | "waiting" | "running" | "done" = "off";
-  private prefetchTimer?: NodeJS.Timeout;
-  private demandOutstanding = 0;
-  private lastDemandMs = 0;
+  private readonly prefetch: Prefetcher;
   private independentEmitted = false;
   private closed = false;
-  private readonly crawlers: Crawler[] = [];
-  private crawling?: Promise<void>;
   private integrity!: Integrity;
 
   private constructor(
@@ -104,7 +96,6 @@ export class Engine extends EventEmitter {
     const concurrency = Math.max(1, opts.concurrency ?? 8);
     const bgConcurrency = Math.max(1, Math.min(concurrency, opts.backgroundConcurrency ?? 2));
     this.readaheadMax = opts.readaheadMaxBytes ?? 8 << 20;
-    this.prefetchRuns = bgConcurrency + concurrency;
     this.runs = new RunScheduler({
       blockSize: this.blockSize,
       maxRunBlocks: this.maxRunBlocks,
@@ -114,6 +105,16 @@ export class Engine extends EventEmitter {
       fetch: (e, off, len, onPart) => this.fetchRun(e, off, len, onPart),
       afterRun: () => this.checkIndependent(),
     });
+    this.prefetch = new Prefetcher({
+      schedule: opts.prefetch,
+      maxRunBlocks: this.maxRunBlocks,
+      // As many runs as the store's backlog of waiting bytes allows, beside the running ones.
+      runsPerFile: bgConcurrency + concurrency,
+      entries: () => this.entries.values(),
+      ensure: (e, first, last, prio) => this.runs.ensure(e, first, last, prio),
+      isClosed: () => this.closed,
+      crawled: () => this.checkIndependent(),
+    });
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
@@ -121,7 +122,7 @@ export class Engine extends EventEmitter {
     const engine = new Engine(store, opts);
     engine.integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
     for (const meta of await store.list()) await engine.attach(meta, false);
-    engine.startPrefetchSchedule();
+    engine.prefetch.startSchedule();
     return engine;
   }
 
@@ -138,7 +139,7 @@ export class Engine extends EventEmitter {
     if (meta.policy === "remote" && create)
       await this.store.openFile(meta, true).then((b) => b.close());
     this.entries.set(meta.id, entry);
-    if (meta.policy === "eager") this.prefetchFile(entry);
+    this.prefetch.fileAttached(entry);
     return entry;
   }
 
@@ -164,10 +165,7 @@ export class Engine extends EventEmitter {
     const entry = await this.attach({ ...meta }, true);
     this.independentEmitted = false;
     if (meta.policy === "eager") await this.prepare(entry);
-    if (this.prefetchState === "running" || this.prefetchState === "done") {
-      this.prefetchState = "running";
-      this.prefetchFile(entry).finally(() => this.checkPrefetchDone());
-    }
+    this.prefetch.fileAdded(entry);
   }
 
   /** Where files come from (lazy directories ask it for names too). */
@@ -195,8 +193,8 @@ export class Engine extends EventEmitter {
 
   /** Registers more work that needs the origin (see Crawler); prefetch runs it too. */
   addCrawler(c: Crawler): void {
-    this.crawlers.push(c);
-    this.crawlWorkAdded();
+    this.independentEmitted = false;
+    this.prefetch.addCrawler(c);
   }
 
   /**
@@ -205,40 +203,7 @@ export class Engine extends EventEmitter {
    */
   crawlWorkAdded(): void {
     this.independentEmitted = false;
-    if (this.prefetchState === "running" || this.prefetchState === "done") {
-      this.prefetchState = "running";
-      void this.runCrawlers();
-    }
-  }
-
-  private crawlProgress(): CrawlProgress {
-    const p: CrawlProgress = { crawled: 0, uncrawled: 0, pendingFiles: 0 };
-    for (const c of this.crawlers) {
-      const q = c.progress();
-      p.crawled += q.crawled;
-      p.uncrawled += q.uncrawled;
-      p.pendingFiles += q.pendingFiles;
-    }
-    return p;
-  }
-
-  private runCrawlers(): Promise<void> {
-    const pace = () => (this.opts.prefetch?.mode === "idle" ? this.waitIdle() : Promise.resolve());
-    const run = async () => {
-      for (const c of this.crawlers) {
-        if (this.closed) return;
-        await c.crawl(pace).catch((err) => {
-          if (!this.closed) log.warn("crawl stopped", { error: errorMessage(err) });
-        });
-      }
-    };
-    if (this.crawling) return this.crawling; // its loop reaches crawlers added meanwhile
-    this.crawling = run().finally(() => {
-      this.crawling = undefined;
-      this.checkPrefetchDone();
-      this.checkIndependent();
-    });
-    return this.crawling;
+    this.prefetch.crawlWorkAdded();
   }
 
   private entry(id: string): Entry {
@@ -353,7 +318,7 @@ export class Engine extends EventEmitter {
     if (len === 0) return Buffer.alloc(0);
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((offset + len - 1) / this.blockSize);
-    this.demandOutstanding++;
+    this.prefetch.demandStarted();
     let waited = false;
     try {
       for (let i = 0; i < 3 && !this.isLocal(e, first, last); i++) {
@@ -361,8 +326,7 @@ export class Engine extends EventEmitter {
         await this.runs.ensure(e, first, last, DEMAND);
       }
     } finally {
-      this.demandOutstanding--;
-      this.lastDemandMs = performance.now();
+      this.prefetch.demandEnded();
     }
     this.readahead(e, offset, len);
     if (!waited) this.acct.served(e.stats, len);
@@ -518,80 +482,9 @@ export class Engine extends EventEmitter {
     return { size: st.size, mtimeMs: st.mtimeMs };
   }
 
-  // ---- prefetch -----------------------------------------------------------------------------
-
-  private startPrefetchSchedule() {
-    const p = this.opts.prefetch ?? { mode: "none" };
-    if (p.mode === "none") return;
-    if (p.mode === "delay") {
-      this.prefetchState = "waiting";
-      this.prefetchTimer = setTimeout(() => this.startPrefetch(), p.delayMs ?? 0);
-    } else this.startPrefetch();
-  }
-
   /** Starts fetching every remaining block in the background now (whatever the schedule). */
   startPrefetch(): void {
-    if (this.closed || this.prefetchState === "running") return;
-    this.prefetchState = "running";
-    const all = [...this.entries.values()].map((e) => this.prefetchFile(e));
-    if (this.crawlers.length) all.push(this.runCrawlers());
-    Promise.all(all).finally(() => this.checkPrefetchDone());
-  }
-
-  private checkPrefetchDone() {
-    if (
-      this.prefetchState === "running" &&
-      !this.crawling &&
-      [...this.entries.values()].every((e) => !e.prefetching)
-    ) {
-      this.prefetchState = "done";
-    }
-  }
-
-  private async waitIdle() {
-    const idleMs = this.opts.prefetch?.idleMs ?? 200;
-    for (;;) {
-      const quiet = performance.now() - this.lastDemandMs;
-      if (this.closed || (this.demandOutstanding === 0 && quiet >= idleMs)) return;
-      await new Promise((r) => setTimeout(r, Math.max(10, idleMs - quiet)));
-    }
-  }
-
-  private prefetchFile(e: Entry): Promise<void> {
-    if (!e.blocks || e.prefetching) return e.prefetching ?? Promise.resolve();
-    const b = e.blocks;
-    const idle = this.opts.prefetch?.mode === "idle" && e.meta.policy !== "eager";
-    e.prefetching = (async () => {
-      const outstanding = new Set<Promise<void>>();
-      let failure: unknown;
-      for (let i = 0; i < b.blocks && !this.closed && failure === undefined; ) {
-        if (b.stateOf(i) !== ABSENT || e.inflight.has(i)) {
-          i++;
-          continue;
-        }
-        if (idle) await this.waitIdle();
-        // More runs than background slots: a run frees its slot once its bytes are here, and
-        // the next one goes out while the last one is verified and stored (up to the store's
-        // backlog of bytes waiting, storeBacklogBytes: as many runs as there are slots).
-        while (outstanding.size >= this.prefetchRuns) await Promise.race(outstanding);
-        const last = Math.min(i + this.maxRunBlocks - 1, b.blocks - 1);
-        const p: Promise<void> = this.runs
-          .ensure(e, i, last, PREFETCH)
-          .catch((err) => {
-            failure = err;
-          })
-          .finally(() => outstanding.delete(p));
-        outstanding.add(p);
-        i = last + 1;
-      }
-      await Promise.all(outstanding);
-      if (failure !== undefined && !this.closed) {
-        log.warn("prefetch stopped", { path: e.meta.originPath, error: errorMessage(failure) });
-      }
-    })().finally(() => {
-      e.prefetching = undefined;
-    });
-    return e.prefetching;
+    this.prefetch.start();
   }
 
   // ---- status -------------------------------------------------------------------------------
@@ -601,16 +494,11 @@ export class Engine extends EventEmitter {
     return e.dependsOnOrigin ? e.blocks.bytesIn(ABSENT) : 0;
   }
 
-  private crawlsDone(): boolean {
-    const p = this.crawlProgress();
-    return p.uncrawled === 0 && p.pendingFiles === 0;
-  }
-
   /** Emits "independent" if it now holds (a crawler calls it after progress). */
   checkIndependent(): void {
     if (this.independentEmitted || this.closed) return;
     for (const e of this.entries.values()) if (this.bytesOnOrigin(e) > 0 || !e.blocks) return;
-    if (!this.crawlsDone()) return;
+    if (!this.prefetch.crawlsDone()) return;
     this.independentEmitted = true;
     this.emit("independent");
   }
@@ -647,13 +535,14 @@ export class Engine extends EventEmitter {
       total,
       origins: this.acct.status(),
       prefetch: {
-        mode: this.opts.prefetch?.mode ?? "none",
-        state: this.prefetchState,
+        mode: this.prefetch.mode,
+        state: this.prefetch.state,
         bytesOnOrigin: total.bytesOnOrigin,
       },
-      dirs: this.crawlProgress(),
+      dirs: this.prefetch.crawlProgress(),
       independent:
-        this.crawlsDone() && files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
+        this.prefetch.crawlsDone() &&
+        files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
     };
   }
 
@@ -667,7 +556,7 @@ export class Engine extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.prefetchTimer);
+    const prefetchStopped = this.prefetch.stop();
     const err = new UserError(`engine for ${this.opts.cacheDir} is closed`);
     this.runs.cancelQueued(err);
     const pending = [...this.entries.values()].flatMap((e) => [
@@ -675,7 +564,7 @@ export class Engine extends EventEmitter {
       e.prefetching ?? Promise.resolve(),
     ]);
     await Promise.all(pending);
-    await this.crawling;
+    await prefetchStopped;
     await this.integrity.flush();
     for (const e of this.entries.values()) await e.blocks?.close();
   }
