@@ -17,21 +17,19 @@
  *   or one explicitly accepted.
  */
 import { stat } from "node:fs/promises";
-import type { Client, ClientChannel, SFTPWrapper, Stats } from "ssh2";
+import type { ClientChannel, Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { destinationName } from "./destination.js";
-import { ExactStatBatcher } from "./exact-stat.js";
 import { OriginHealth } from "./health.js";
 import { knownHostsNameOf } from "./host-key.js";
 import { fingerprint, judgeHostKey, keyType, readKnownHostsFiles } from "./knownhosts.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
+import { type Connection, type OpenedConnection, openSftpConnection } from "./sftp-connection.js";
 import { type ExecResult, execOnClient } from "./sftp-exec.js";
 import { cb, readRange, toStat } from "./sftp-read.js";
-import { ShellSession } from "./shell-session.js";
 import { type ChainOptions, sshChainFor } from "./ssh-chain.js";
 import type { SshConfig } from "./ssh-config.js";
-import { connectSshChain, SshRefusedError } from "./ssh-connect.js";
+import { SshRefusedError } from "./ssh-connect.js";
 import {
   isNotFound,
   type Origin,
@@ -84,21 +82,6 @@ const UPLOAD_CHUNK = 128 * 1024;
 const UPLOAD_CONCURRENCY = 16;
 /** Soft mode: how long a request after a long outage waits for the fresh attempt it starts. */
 const FRESH_TRY_MS = 2000;
-
-interface Connection {
-  client: Client;
-  sftp: SFTPWrapper;
-  readHandles: Map<string, Promise<Buffer>>;
-  writeHandles: Map<string, Promise<Buffer>>;
-  /** Paths whose open handle was checked against their exact identity. */
-  verified: Map<string, Promise<void>>;
-  /** Runs the exact checks' `stat` scripts (one shell for the connection's life). */
-  shell: ShellSession;
-  exactStats: ExactStatBatcher;
-  /** The host key this connection was accepted with. */
-  hostKey?: Buffer;
-  closed: boolean;
-}
 
 class FatalError extends UserError {}
 
@@ -287,52 +270,21 @@ export class SftpOrigin implements Origin {
         throw err instanceof UserError ? new FatalError(err.message) : err;
       }
     }
-    let client: Client;
-    let seenKey: Buffer | undefined;
+    let opened: OpenedConnection;
     try {
-      client = await connectSshChain(chain, {
+      opened = await openSftpConnection(chain, {
         timeoutMs: this.opts.timeoutMs,
-        keepaliveMs: 10_000,
-        algorithms: {
-          cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"],
-        },
-        onDestinationKey: (key) => {
-          seenKey = key;
-        },
-        ...(trust ? { trustDestinationKey: trust } : {}),
+        name: this.name,
+        ...(trust ? { trust } : {}),
       });
     } catch (err) {
       if (err instanceof SshRefusedError) throw new FatalError(err.message);
       throw err;
     }
-    const last = chain[chain.length - 1];
-    const name = last ? destinationName(last) : this.name;
-    // Small requests and window updates must not wait for ACKs of earlier ones (Nagle).
-    client.setNoDelay(true);
-    const shell = new ShellSession(client, name);
-    const conn = await new Promise<Connection>((resolve, reject) => {
-      client.sftp((err, sftp) => {
-        if (err) {
-          client.end();
-          reject(new UserError(`${name}: SFTP subsystem refused: ${err.message}`));
-          return;
-        }
-        resolve({
-          client,
-          sftp,
-          readHandles: new Map(),
-          writeHandles: new Map(),
-          verified: new Map(),
-          shell,
-          exactStats: new ExactStatBatcher((script) => shell.run(script, this.opts.timeoutMs)),
-          ...(seenKey ? { hostKey: seenKey } : {}),
-          closed: false,
-        });
-      });
-    });
+    const { conn, name } = opened;
+    const { client, shell } = conn;
+    const seenKey = conn.hostKey;
     if (seenKey) this.lastHostKey = seenKey;
-    // Started now, beside the first reads' SFTP requests: their exact checks run through it.
-    shell.warm(this.opts.timeoutMs);
     const drop = (err?: unknown) => {
       if (!conn.closed && !this.closing) this.health.dropped();
       conn.closed = true;
