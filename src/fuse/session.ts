@@ -45,6 +45,17 @@ import { isResent, repairResent } from "./resend.js";
 
 const log = logger("fuse");
 
+/** Requests that change nothing (answered EINTR as soon as the kernel interrupts them). */
+const WITHOUT_EFFECT = new Set<number>([
+  Op.READ,
+  Op.GETATTR,
+  Op.READLINK,
+  Op.STATFS,
+  Op.GETXATTR,
+  Op.LISTXATTR,
+  Op.ACCESS,
+]);
+
 export interface SessionOptions {
   /** Largest WRITE (and READ) request, bytes; default 1 MiB (max_pages 256). */
   maxWrite?: number;
@@ -426,11 +437,18 @@ export class Session {
     })();
   }
 
+  /**
+   * The kernel interrupted request `unique` (its caller got a signal): the handler's
+   * ctx.signal fires. A request that changes nothing is answered EINTR at once, as the caller
+   * may simply ask again. Any other is answered by its handler, which may fail with EINTR only
+   * if it did nothing: a write reported interrupted after it took effect is written again by
+   * the caller (a restarted `write` with O_APPEND appends its data twice).
+   */
   private interrupt(unique: bigint): void {
     const r = this.inflight.get(unique);
     if (!r) return;
     r.abort.abort();
-    this.reply(r, -(errnoOf("EINTR") ?? 4));
+    if (WITHOUT_EFFECT.has(r.h.opcode)) this.reply(r, -(errnoOf("EINTR") ?? 4));
   }
 
   private reply(r: Request, error: number, payload?: Payload): void {

@@ -22,9 +22,32 @@ after(() => scratch.cleanup());
 /** A memory FS with files that misbehave on purpose. */
 class Faulty extends MemoryFileSystem {
   interrupted = 0;
+  /** WRITE requests to "slow-write", and how many of them were interrupted. */
+  slowWrites = 0;
+  slowWritesInterrupted = 0;
   override async open(ino: number, flags: number): Promise<OpenReply> {
-    // Direct I/O makes READ a synchronous request, which the kernel can interrupt.
-    return { ...(await super.open(ino, flags)), directIo: this.nameOf(ino) === "slow" };
+    // Direct I/O makes READ and WRITE synchronous requests, which the kernel can interrupt.
+    const name = this.nameOf(ino);
+    return {
+      ...(await super.open(ino, flags)),
+      directIo: name === "slow" || name === "slow-write",
+    };
+  }
+
+  /** "slow-write" takes 1 s (an interrupt does not stop it) and then takes effect. */
+  override async write(
+    ino: number,
+    fh: number,
+    offset: number,
+    data: Buffer,
+    ctx?: RequestContext,
+  ): Promise<number> {
+    if (this.nameOf(ino) === "slow-write") {
+      this.slowWrites++;
+      await new Promise((r) => setTimeout(r, 1000));
+      if (ctx?.signal.aborted) this.slowWritesInterrupted++;
+    }
+    return super.write(ino, fh, offset, data);
   }
 
   override async read(
@@ -70,7 +93,8 @@ describe("memory file system over FUSE", () => {
       attrTimeoutMs: 60_000,
       entryTimeoutMs: 60_000,
     });
-    for (const n of ["boom", "denied", "errno-code", "slow"]) mem.addFile(n, "data\n");
+    for (const n of ["boom", "denied", "errno-code", "slow", "slow-write"])
+      mem.addFile(n, "data\n");
     const big = mem.addDir("big");
     assert.ok(big > 1);
     for (let i = 0; i < 3000; i++) mem.addFile(`big/entry-with-a-longish-name-${i}`, String(i));
@@ -248,6 +272,25 @@ except Stop: print("interrupted")`,
     );
     assert.equal(r.stdout, "interrupted\n");
     assert.equal(mem.interrupted, 1);
+    assert.equal(m.session.pending, 0);
+  });
+
+  test("an interrupted write that takes effect is answered as done, not EINTR (never repeated)", async () => {
+    // The signal handler returns, so Python restarts a write that fails with EINTR (PEP 475):
+    // answered EINTR although it took effect, it would reach the file system twice.
+    const r = await py(
+      `import os,signal,sys
+signal.signal(signal.SIGALRM, lambda *a: None)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+fd=os.open(sys.argv[1], os.O_WRONLY|os.O_APPEND)
+print(os.write(fd, b"more\\n"))`,
+      path.join(dir, "slow-write"),
+    );
+    assert.equal(r.stdout, "5\n");
+    assert.equal(mem.slowWritesInterrupted, 1, "the kernel interrupted the write");
+    assert.equal(mem.slowWrites, 1, "the write reached the file system once");
+    // Not readFileSync: this process serves the mount.
+    assert.equal(await fs.promises.readFile(path.join(dir, "slow-write"), "utf8"), "data\nmore\n");
     assert.equal(m.session.pending, 0);
   });
 
