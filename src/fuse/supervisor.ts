@@ -16,9 +16,9 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { signalName } from "../common/signals.js";
 import {
   handoverEnv,
   type NegotiatedJson,
@@ -96,10 +96,7 @@ function mainThread(
   const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const status = Number(f[52 - 3] ?? 0);
   const sig = status & 0x7f;
-  const signal = sig
-    ? ((Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0] as NodeJS.Signals) ??
-      null)
-    : null;
+  const signal = sig ? (signalName(sig) ?? null) : null;
   return { state: f[0] ?? "", code: sig ? null : (status >> 8) & 0xff, signal };
 }
 

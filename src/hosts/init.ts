@@ -19,8 +19,8 @@
  * the namespace; whoever still waits for a process of the host then learns it was killed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { constants } from "node:os";
 import { createInterface } from "node:readline";
+import { signalName } from "../common/signals.js";
 import { PYTHON } from "./state.js";
 
 const INIT = `
@@ -164,7 +164,7 @@ export class HostInit {
     const pid = Number(m[1]);
     const n = Number(m[2]);
     const status: ExitStatus =
-      n < 0 ? { code: null, signal: signalName(-n) } : { code: n, signal: null };
+      n < 0 ? { code: null, signal: signalName(-n) ?? "SIGKILL" } : { code: n, signal: null };
     const list = this.waiters.get(pid);
     if (list) {
       this.waiters.delete(pid);
@@ -176,9 +176,4 @@ export class HostInit {
       this.unclaimed.delete(this.unclaimed.keys().next().value!);
     }
   }
-}
-
-function signalName(n: number): NodeJS.Signals {
-  const found = Object.entries(constants.signals).find(([, v]) => v === n);
-  return (found?.[0] ?? "SIGKILL") as NodeJS.Signals;
 }

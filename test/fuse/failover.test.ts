@@ -38,7 +38,7 @@ function supervise(
 }
 
 /** The kernel stacks of process `pid`'s threads, joined ("" once it is gone). */
-function readProc(pid: number, _what: "task"): string {
+function threadStacks(pid: number): string {
   try {
     return fs
       .readdirSync(`/proc/${pid}/task`)
@@ -157,7 +157,7 @@ describe("supervised FUSE server", () => {
     const s = await supervise("own-stat", { FAILOVER_HANG_OWN_STAT: "1" });
     const pid = await serving(s);
     // Wait until its thread's stat of the mount has been read and waits for an answer.
-    for (let i = 0; i < 500 && !/fuse/.test(readProc(pid, "task")); i++) await sleep(10);
+    for (let i = 0; i < 500 && !/fuse/.test(threadStacks(pid)); i++) await sleep(10);
     process.kill(pid, "SIGKILL");
     const next = await serving(s, pid);
     assert.notEqual(next, pid);
