@@ -101,7 +101,6 @@ export class Engine extends EventEmitter {
       maxRunBlocks: this.maxRunBlocks,
       concurrency,
       bgConcurrency,
-      prepare: (e) => this.prepare(e).then(() => {}),
       fetch: (e, off, len, onPart) => this.fetchRun(e, off, len, onPart),
       afterRun: () => this.checkIndependent(),
     });

@@ -14,8 +14,6 @@ export interface SchedulerOptions {
   maxRunBlocks: number;
   concurrency: number;
   bgConcurrency: number;
-  /** Resolves once it is known where `e`'s content comes from (before its size is used). */
-  prepare(e: Entry): Promise<void>;
   /** Bytes off..off+len of `e` (short only at its end); pieces go to `onPart` as they come. */
   fetch(e: Entry, off: number, len: number, onPart: ReadPartCallback): Promise<Buffer>;
   /** After every run, done or failed. */
@@ -149,7 +147,6 @@ export class RunScheduler {
     /** The whole read, once verified (set when the origin read returned). */
     let verifiedData: Buffer | undefined;
     try {
-      await this.opts.prepare(e);
       const off = job.first * bs;
       const len = Math.min(job.count * bs, blocks.size - off);
       if (len > 0) {

@@ -12,6 +12,14 @@ import { ShellSession } from "./shell-session.js";
 import type { SshConfig } from "./ssh-config.js";
 import { connectSshChain } from "./ssh-connect.js";
 
+/** Ciphers offered, in order of preference (AES-GCM: hardware-accelerated on most CPUs). */
+export const CIPHERS = [
+  "aes128-gcm@openssh.com",
+  "aes256-gcm@openssh.com",
+  "aes128-ctr",
+  "aes256-ctr",
+] as const;
+
 export interface Connection {
   client: Client;
   sftp: SFTPWrapper;
@@ -46,9 +54,7 @@ export async function openSftpConnection(
   const client = await connectSshChain(chain, {
     timeoutMs: opts.timeoutMs,
     keepaliveMs: 10_000,
-    algorithms: {
-      cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"],
-    },
+    algorithms: { cipher: [...CIPHERS] },
     onDestinationKey: (key) => {
       seenKey = key;
     },
