@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type SshdHandle, startSshd } from "../src/hosts/sshd.js";
 import { SftpOrigin } from "../src/origin/index.js";
-import { resolveSshConfig } from "../src/origin/ssh-config.js";
+import { resolveSshConfig } from "../src/ssh/config.js";
 
 const run = promisify(execFile);
 const ROUNDS = Number(process.env.LAZYFS_BENCH_ROUNDS ?? 15);

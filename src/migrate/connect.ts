@@ -1,9 +1,5 @@
-import {
-  type OutagePolicy,
-  parseDestination,
-  SftpOrigin,
-  type SftpOriginOptions,
-} from "../origin/index.js";
+import { type OutagePolicy, SftpOrigin, type SftpOriginOptions } from "../origin/index.js";
+import { parseDestination } from "../ssh/index.js";
 import type { SshOptions } from "./options.js";
 
 /**

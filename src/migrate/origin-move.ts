@@ -6,12 +6,8 @@
  * restarted daemon goes there too.
  */
 import { UserError } from "../common/errors.js";
-import {
-  type LinkStatus,
-  type OutagePolicy,
-  parseDestination,
-  type SftpOrigin,
-} from "../origin/index.js";
+import type { LinkStatus, OutagePolicy, SftpOrigin } from "../origin/index.js";
+import { parseDestination } from "../ssh/index.js";
 import type { FileMeta } from "../store/index.js";
 import { type Manifest, type ManifestFile, readManifest, writeManifest } from "./manifest.js";
 

@@ -6,7 +6,7 @@
 import type { StdioNull, StdioPipe } from "node:child_process";
 import type { Writable } from "node:stream";
 import { logger } from "../common/log.js";
-import { rememberPassphrases, typedPassphrases } from "../origin/index.js";
+import { rememberPassphrases, typedPassphrases } from "../ssh/index.js";
 
 const log = logger("migrate/secrets");
 /** Set in the daemon's environment when its stdin carries passphrases. */

@@ -5,11 +5,10 @@
  *                      readdir(path); write(path, offset, data); truncate(path, size); close() }
  *   new SftpOrigin({ destination?, sshConfigFile?, sshOptions?, host, port?, username?,
  *                    identityFile?, agent?, knownHostsFile?, acceptNewHostKey?, timeoutMs?,
- *                    maxRetries?, backoffMs? })   // resolved with `ssh -G` (ssh-config.ts)
+ *                    maxRetries?, backoffMs? })   // resolved with `ssh -G` (ssh/config.ts)
  *   new LocalOrigin(root = "/")               // same machine; root stands for the origin's "/"
  *   new ScrubOrigin(content, base?)           // honeypot: synthesized bytes, metadata from base
  */
-export { type Destination, parseDestination } from "./destination.js";
 export {
   EXACT_STAT_FORMAT,
   exactStatScript,
@@ -18,14 +17,6 @@ export {
   parseExactStat,
 } from "./exact-stat.js";
 export { type ConnectionState, OriginHealth, type OriginHealthFigures } from "./health.js";
-export { rememberPassphrases, typedPassphrases } from "./identities.js";
-export {
-  checkKnownHosts,
-  fingerprint,
-  hashHostName,
-  hostPortName,
-  judgeHostKey,
-} from "./knownhosts.js";
 export { LocalOrigin } from "./local.js";
 export type { LinkState, LinkStatus, OutagePolicy } from "./reconnect.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";

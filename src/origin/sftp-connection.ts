@@ -6,11 +6,9 @@
  */
 import type { Client, SFTPWrapper } from "ssh2";
 import { UserError } from "../common/errors.js";
-import { destinationName } from "./destination.js";
+import { connectSshChain, destinationName, type SshConfig } from "../ssh/index.js";
 import { ExactStatBatcher } from "./exact-stat.js";
 import { ShellSession } from "./shell-session.js";
-import type { SshConfig } from "./ssh-config.js";
-import { connectSshChain } from "./ssh-connect.js";
 
 /** Ciphers offered, in order of preference (AES-GCM: hardware-accelerated on most CPUs). */
 export const CIPHERS = [
@@ -44,7 +42,7 @@ export interface OpenedConnection {
 /**
  * Connects through `chain` and opens SFTP. `trust` may accept the destination's host key
  * where known_hosts does not; `name` names the origin when the chain is empty. Rejects with
- * ssh-connect's errors (SshRefusedError for a refusal no retry can fix) or a UserError.
+ * ssh/connect.ts's errors (SshRefusedError for a refusal no retry can fix) or a UserError.
  */
 export async function openSftpConnection(
   chain: SshConfig[],

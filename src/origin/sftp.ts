@@ -1,7 +1,7 @@
 /**
  * SFTP origin over one SSH connection (ssh2), as a standard OpenSSH server offers it.
  *
- * - The destination is resolved as OpenSSH resolves it (`ssh -G`, ssh-config.ts): identities
+ * - The destination is resolved as OpenSSH resolves it (`ssh -G`, ssh/config.ts): identities
  *   (agent, then identity files), known_hosts and StrictHostKeyChecking, ProxyJump,
  *   ConnectTimeout and ServerAliveInterval come from the user's SSH configuration.
  * - A range read is split into requests of at most the server's read limit, all in flight at
@@ -20,16 +20,22 @@ import { stat } from "node:fs/promises";
 import type { ClientChannel, Stats } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import {
+  type ChainOptions,
+  fingerprint,
+  judgeHostKey,
+  keyType,
+  knownHostsNameOf,
+  readKnownHostsFiles,
+  type SshConfig,
+  SshRefusedError,
+  sshChainFor,
+} from "../ssh/index.js";
 import { OriginHealth } from "./health.js";
-import { knownHostsNameOf } from "./host-key.js";
-import { fingerprint, judgeHostKey, keyType, readKnownHostsFiles } from "./knownhosts.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
 import { type Connection, type OpenedConnection, openSftpConnection } from "./sftp-connection.js";
 import { type ExecResult, execOnClient } from "./sftp-exec.js";
 import { cb, readRange, toStat } from "./sftp-read.js";
-import { type ChainOptions, sshChainFor } from "./ssh-chain.js";
-import type { SshConfig } from "./ssh-config.js";
-import { SshRefusedError } from "./ssh-connect.js";
 import {
   isNotFound,
   type Origin,

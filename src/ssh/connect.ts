@@ -9,11 +9,11 @@ import type { Duplex } from "node:stream";
 import { Client, type ConnectConfig } from "ssh2";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import type { SshConfig } from "./config.js";
 import { destinationName } from "./destination.js";
 import { hostKeyCheck } from "./host-key.js";
 import { identityAuth } from "./identities.js";
 import { canAsk } from "./prompt.js";
-import type { SshConfig } from "./ssh-config.js";
 
 const log = logger("origin/ssh");
 

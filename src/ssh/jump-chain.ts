@@ -4,7 +4,7 @@
  * `--accept-new-host-key` = StrictHostKeyChecking accept-new, an explicit agent =
  * IdentityAgent), then `ssh -G` resolves the destination and its jump hosts.
  */
-import { resolveSshChain, type SshConfig, type SshConfigRequest } from "./ssh-config.js";
+import { resolveSshChain, type SshConfig, type SshConfigRequest } from "./config.js";
 
 export interface ChainOptions {
   destination?: string;

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { hostKeyCheck, knownHostsNameOf } from "../../src/origin/host-key.js";
-import { hashHostName, judgeHostKey } from "../../src/origin/knownhosts.js";
-import type { SshConfig } from "../../src/origin/ssh-config.js";
+import type { SshConfig } from "../../src/ssh/config.js";
+import { hostKeyCheck, knownHostsNameOf } from "../../src/ssh/host-key.js";
+import { hashHostName, judgeHostKey } from "../../src/ssh/knownhosts.js";
 
 const run = promisify(execFile);
 

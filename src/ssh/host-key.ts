@@ -7,6 +7,7 @@
  */
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import type { SshConfig } from "./config.js";
 import {
   appendKnownHostName,
   fingerprint,
@@ -16,7 +17,6 @@ import {
   readKnownHostsFiles,
 } from "./knownhosts.js";
 import { askLine, canAsk } from "./prompt.js";
-import type { SshConfig } from "./ssh-config.js";
 
 const log = logger("origin/host-key");
 

@@ -13,14 +13,14 @@ import { promisify } from "node:util";
 import { UserError } from "../../src/common/errors.js";
 import { setLogLevel } from "../../src/common/log.js";
 import { type SshdHandle, startSshd } from "../../src/hosts/sshd.js";
-import { parseDestination } from "../../src/origin/destination.js";
 import { SftpOrigin } from "../../src/origin/index.js";
 import {
   parseSshGOutput,
   resolveSshChain,
   resolveSshConfig,
   sshConfigFrom,
-} from "../../src/origin/ssh-config.js";
+} from "../../src/ssh/config.js";
+import { parseDestination } from "../../src/ssh/destination.js";
 
 const run = promisify(execFile);
 const HOME = userInfo().homedir;

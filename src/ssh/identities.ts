@@ -24,8 +24,8 @@ import ssh2, {
 } from "ssh2";
 import { errnoCode, errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import type { SshConfig } from "./config.js";
 import { askLine, canAsk } from "./prompt.js";
-import type { SshConfig } from "./ssh-config.js";
 
 const log = logger("origin/identities");
 const { parseKey } = ssh2.utils;
