@@ -39,6 +39,7 @@
  */
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import type { DaemonStatus } from "../src/daemon/index.js";
 import {
   cleanupStaleHosts,
   createHostPair,
@@ -46,7 +47,6 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../src/hosts/index.js";
-import type { DaemonStatus } from "../src/migrate/index.js";
 import {
   bytesFrom,
   type LinkFigures,

@@ -9,8 +9,9 @@
  *    until the waiting read has finished.
  * Prints a table; the last line is JSON. Samples per status figure: LAZYFS_BENCH_SAMPLES (20).
  */
+
+import { callControl, type DaemonStatus } from "../src/daemon/index.js";
 import type { HostPair } from "../src/hosts/index.js";
-import { callControl, type DaemonStatus } from "../src/migrate/index.js";
 import {
   type LazyfsOnB,
   type Migrated,

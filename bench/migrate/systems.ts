@@ -22,6 +22,8 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import type { DaemonStatus } from "../../src/daemon/index.js";
+import type { DetachResult } from "../../src/detach/index.js";
 import {
   DATA_DIR,
   dumpInHost,
@@ -31,7 +33,6 @@ import {
   sendFiles,
   waitPidFree,
 } from "../../src/hosts/index.js";
-import type { DaemonStatus, DetachResult } from "../../src/migrate/index.js";
 import type { WorkloadFiles, WorkloadName } from "./workloads.js";
 
 export const SYSTEMS = [

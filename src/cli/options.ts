@@ -5,21 +5,20 @@ import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { normalizeAbsolute } from "../common/paths.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
+import { parseListen } from "../daemon/index.js";
 import type { PolicyRule } from "../fetch/index.js";
+import { parseMaps, parsePolicyRules } from "../migrate/index.js";
 import {
   type PathMap,
   parseBlockSize,
   parseDuration,
-  parseListen,
-  parseMaps,
-  parsePolicyRules,
   parsePrefetch,
   parseRate,
   parseScrub,
   parseSize,
   type ServeOptions,
   type SshOptions,
-} from "../migrate/index.js";
+} from "../migration/index.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 

@@ -35,3 +35,8 @@ export function normalizeAbsolute(path: string): string {
   const n = posix.normalize(path);
   return n.length > 1 ? n.replace(/\/+$/, "") : n;
 }
+
+/** Is `path` the directory `dir` or inside it? */
+export function isUnder(path: string, dir: string): boolean {
+  return dir === "/" || path === dir || path.startsWith(`${dir}/`);
+}

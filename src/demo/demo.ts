@@ -6,8 +6,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { UserError } from "../common/errors.js";
+import type { DaemonStatus } from "../daemon/index.js";
 import { cleanupStaleHosts, createHostPair, DATA_DIR } from "../hosts/index.js";
-import type { DaemonStatus, MigrateResult } from "../migrate/index.js";
+import type { MigrateResult } from "../migrate/index.js";
 
 const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 

@@ -19,8 +19,8 @@ import type {
   StatFs,
 } from "../fuse/index.js";
 import { FuseError } from "../fuse/index.js";
-import type { SourceReport } from "./logged-fs.js";
 import { checkName, Names } from "./names.js";
+import type { SourceReport } from "./nodes.js";
 import { isDir, isLink, type Node, now, shownIno, type Timespec } from "./nodes.js";
 import { LocalPassthrough } from "./passthrough.js";
 import { LazyDirs } from "./resolve.js";

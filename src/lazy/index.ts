@@ -22,9 +22,16 @@ export {
   type AccessRecord,
 } from "./access-log.js";
 export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
-export { type SourceReport, withAccessLog } from "./logged-fs.js";
+export { withAccessLog } from "./logged-fs.js";
+export type { SourceReport } from "./nodes.js";
 export { type Node, ROOT_INO, type Timespec } from "./nodes.js";
 export { Tree, type TreeDir, type TreeFile, type TreeLazyDir, type TreeSpec } from "./tree.js";
+export {
+  JOURNAL_FILES,
+  snapshotTree,
+  type TreeEntry,
+  treeFromJournal,
+} from "./tree-snapshot.js";
 
 export interface LazyMount {
   mountpoint: string;

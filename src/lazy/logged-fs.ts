@@ -9,12 +9,8 @@ import type { ByteSource } from "../fetch/index.js";
 import type { Entry, RequestContext } from "../fuse/index.js";
 import type { AccessLog } from "./access-log.js";
 import type { LazyFileSystem } from "./filesystem.js";
+import type { SourceReport } from "./nodes.js";
 import { ROOT_INO } from "./nodes.js";
-
-/** What a request context carries for the access log: where the bytes came from. */
-export interface SourceReport {
-  source?: ByteSource;
-}
 
 type Fn = (...args: unknown[]) => unknown;
 

@@ -14,6 +14,8 @@ import type { Policy } from "../store/index.js";
 
 export { type Timespec, timespecFromMs, timespecToMs } from "../fuse/index.js";
 
+import type { ByteSource } from "../fetch/index.js";
+
 export const ROOT_INO = 1;
 
 export const S_IFMT = 0o170000;
@@ -104,4 +106,9 @@ export function recordOf(n: Node): NodeRecord {
 const OWN_INO_BASE = 2 ** 40;
 export function shownIno(n: NodeRecord): number {
   return n.stIno ?? OWN_INO_BASE + n.ino;
+}
+
+/** What a request context carries for the access log: where the bytes came from. */
+export interface SourceReport {
+  source?: ByteSource;
 }

@@ -5,167 +5,45 @@
  * before that it runs on at the origin exactly where it stopped, and nothing of the attempt
  * is left on either host.
  */
-import { spawn } from "node:child_process";
 import { rm } from "node:fs/promises";
+import { openChainOrigin, originProcessView, viewPathOn } from "../chain/index.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { checkStateDir } from "../common/private-files.js";
-import { shq } from "../common/shell.js";
+import { type CriuOptions, criuDumpArgs, locateCriu, warmUpCodec } from "../criu/index.js";
+import { callControl, startDaemon, stopDaemon } from "../daemon/index.js";
 import {
-  type CriuOptions,
-  criuDumpArgs,
-  loadDump,
-  locateCriu,
-  warmUpCodec,
-} from "../criu/index.js";
+  checkMountpoint,
+  makeStateDir,
+  migrationPaths,
+  newMigrationId,
+  openOrigin,
+  recordEvent,
+  writeManifest,
+} from "../migration/index.js";
 import type { SftpOrigin } from "../origin/index.js";
-import { openChainOrigin, viewPathOn } from "./chain-origin.js";
-import { originProcessView } from "./chain-source.js";
-import { openOrigin } from "./connect.js";
-import { callControl, stopDaemon } from "./control.js";
-import { checkMountpoint } from "./discard.js";
-import {
-  type DumpSession,
-  filesToSnapshot,
-  openDumpSession,
-  removeSnapshots,
-  type SnapshotMode,
-} from "./dump-session.js";
-import { recordEvent } from "./events.js";
-import { writeManifest } from "./manifest.js";
-import { ensureOriginCriu, type OriginCriu } from "./origin-criu.js";
-import { criuErrorsOnOrigin, makeRemoteDumpDir, removeRemoteDir } from "./origin-dump.js";
 import {
   checkOriginPid,
+  criuErrorsOnOrigin,
+  type DumpSession,
+  ensureOriginCriu,
+  filesToSnapshot,
   localPidSpace,
-  OriginTree,
+  makeRemoteDumpDir,
+  type OriginCriu,
+  openDumpSession,
   originPidSpace,
-  originTreePids,
+  removeRemoteDir,
+  removeSnapshots,
   samePidSpace,
-} from "./origin-tree.js";
+} from "../origin-host/index.js";
 import { emptyManifest } from "./plan.js";
 import { pullImages } from "./pull.js";
-import {
-  type DumpedTree,
-  dumpedTree,
-  type RestoreRequest,
-  type RestoreResult,
-  restoreLazily,
-  startDaemon,
-} from "./restore.js";
-import { makeStateDir, migrationPaths, newMigrationId } from "./state.js";
+import type { MigrateRequest, MigrateResult } from "./request.js";
+import { restoreLazily } from "./restore.js";
+import { bringBack, holdSignals, originTree, runOnRestored } from "./verdict.js";
 
 const log = logger("migrate");
-
-export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "checkpointStats"> {
-  pid: number;
-  /** CRIU on the origin; default: $LAZYFS_CRIU there, /opt/lazyfs/criu/bin/criu, criu. */
-  originCriu?: string;
-  /** Keep the dump directory on the origin after a successful migration. */
-  keepOriginImages?: boolean;
-  /** How long to wait for the first origin fetch to report it in the timeline (ms). */
-  firstFetchWaitMs?: number;
-  /**
-   * Shell command run here once the process runs here, before its original on the origin is
-   * ended (e.g. to move a service address); a non-zero exit fails the migration.
-   */
-  onRestored?: string;
-  /**
-   * Clone the files the target reads from the origin at the dump (reflink: btrfs, xfs) and
-   * read the clones: `reflink` fails when a file cannot be cloned, `auto` goes on without.
-   */
-  originSnapshot?: SnapshotMode;
-}
-
-export interface CriuUsed {
-  path: string;
-  version: string;
-  /** Where it came from: found on the host, or pushed there by this migration. */
-  source: string;
-}
-
-export interface Timeline {
-  /** Dump start to the restored process running on the target. */
-  freezeMs: number;
-  dumpMs: number;
-  transferMs: number;
-  imageBytes: number;
-  restoreMs: number;
-  /** Parts of restoreMs: plan (stats, manifest), daemon start and mount, rewrite, CRIU. */
-  planMs: number;
-  mountMs: number;
-  rewriteMs: number;
-  criuRestoreMs: number;
-  /** The `--on-restored` command, if any (inside the freeze of TCP peers, not of the process). */
-  onRestoredMs: number;
-  /** Finding CRIU on the origin, or pushing this host's there (before the freeze). */
-  originCriuMs: number;
-  /** Ending the original on the origin once the restore here succeeded. */
-  endOriginMs: number;
-  /** From the restore to the first byte LazyFS fetched from the origin, if any yet. */
-  firstFetchMs: number | null;
-  /** `--origin-snapshot`: cloning on the origin (inside transferMs), and files cloned. */
-  snapshotMs: number;
-  snapshotFiles: number;
-}
-
-export interface MigrateResult extends RestoreResult {
-  timeline: Timeline;
-  originImagesDir: string;
-  criu: { origin: OriginCriu; target: CriuUsed };
-  /**
-   * `stopped`: the original was kept frozen until the restore here succeeded (the normal
-   * case). `killed`: origin and target share one kernel and pid namespace, so the dump had
-   * to end the original at once (a failed restore is then restored back from the images).
-   */
-  originKept: "stopped" | "killed";
-}
-
-/**
- * Signals that arrive between the dump and the verdict are held until the verdict: acting on
- * them halfway could leave the process on both hosts, or on neither.
- */
-function holdSignals(): { release(): void } {
-  const held: NodeJS.Signals[] = [];
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (!held.includes(sig)) {
-      log.warn(`${sig} received: finishing the migration first (a few seconds)`);
-      held.push(sig);
-    }
-  };
-  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const s of sigs) process.on(s, onSignal);
-  return {
-    release() {
-      for (const s of sigs) process.off(s, onSignal);
-      const first = held[0];
-      if (first) process.kill(process.pid, first);
-    },
-  };
-}
-
-/** Runs the `--on-restored` command with the migration's facts in its environment. */
-async function runOnRestored(command: string, env: Record<string, string>): Promise<void> {
-  const child = spawn("sh", ["-c", command], {
-    stdio: ["ignore", "inherit", "pipe"],
-    env: { ...process.env, ...env },
-  });
-  let stderr = "";
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
-    process.stderr.write(d);
-  });
-  const code = await new Promise<number | null>((resolve) => {
-    child.on("error", () => resolve(127));
-    child.on("close", (c) => resolve(c));
-  });
-  if (code !== 0) {
-    const tail = stderr.trim().split("\n").slice(-1)[0];
-    throw new UserError(
-      `--on-restored command failed (${code === null ? "killed" : `exit ${code}`})${tail ? `: ${tail}` : ""}`,
-    );
-  }
-}
 
 export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult> {
   if (!Number.isInteger(req.pid) || req.pid <= 0) {
@@ -396,7 +274,15 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     let fate = "";
     if (dumped && remoteDir) {
       try {
-        fate = await bringBack(remoteDir);
+        fate = await bringBack({
+          origin,
+          remoteDir,
+          keepStopped,
+          imagesDir: paths.images,
+          pid: req.pid,
+          criu: criuOpts,
+          originCriu,
+        });
       } catch (e) {
         fate = `; resuming it on ${origin.name} failed too (${errorMessage(e)}): the process is stopped there, \`kill -CONT\` resumes it`;
       }
@@ -406,52 +292,6 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     if (!fate) return err;
     return new UserError(`${errorMessage(err)}${fate}`, { cause: err });
   }
-
-  async function bringBack(remoteDir: string): Promise<string> {
-    if (keepStopped) {
-      // Without the images (their transfer failed) the origin's /proc knows the tree.
-      const dumped = await loadDump(paths.images).then(dumpedTree, () => undefined);
-      const tree = await originTree(origin, dumped, req.pid, criuOpts, originCriu?.nftPath);
-      await tree.resume();
-      const running = await tree.alive();
-      if (running.length < tree.pids.length) {
-        return `; only ${running.length} of its ${tree.pids.length} processes still exist on ${origin.name}`;
-      }
-      return `; the process runs on at ${origin.name} where it stopped`;
-    }
-    // The original ended at the dump (its pids were needed here): restore it from the images.
-    const wait = `i=0; while [ -e /proc/${req.pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
-    const criu = originCriu?.path ?? "criu";
-    const back = await origin.exec(
-      wait +
-        [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"]
-          .map(shq)
-          .join(" "),
-    );
-    return back.code === 0
-      ? `; the process was restored back on ${origin.name}`
-      : `; restoring it back on ${origin.name} failed too: its images are kept in ${remoteDir} there`;
-  }
-}
-
-/** The dumped tree on the origin, as the images describe it, else from the origin's /proc. */
-async function originTree(
-  origin: SftpOrigin,
-  dumped: DumpedTree | undefined,
-  rootPid: number,
-  criu: CriuOptions,
-  nftPath: string | undefined,
-): Promise<OriginTree> {
-  const pids = dumped?.processes ?? (await originTreePids(origin, rootPid));
-  const runId = dumped?.criuRunId;
-  const lock = criu.tcpEstablished
-    ? {
-        method: criu.networkLock ?? "iptables",
-        ...(runId ? { runId } : {}),
-        ...(nftPath ? { nftPath } : {}),
-      }
-    : undefined;
-  return new OriginTree(origin, pids, lock);
 }
 
 /** Polls the daemon until it reports a first origin fetch, or the wait is over. */

@@ -11,13 +11,22 @@ import { lstat } from "node:fs/promises";
 import { dirname, posix } from "node:path";
 import { errnoCode, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { isUnder } from "../common/paths.js";
 import type { DumpModel, FileRef } from "../criu/index.js";
 import { type PolicyRule, resolvePolicy } from "../fetch/index.js";
+import {
+  type LazyDir,
+  MANIFEST_VERSION,
+  type Manifest,
+  type ManifestDir,
+  type ManifestFile,
+  mapPath,
+  type PathMap,
+  type ServeOptions,
+  type Snapshot,
+  type SshOptions,
+} from "../migration/index.js";
 import type { OriginStat } from "../origin/index.js";
-import type { Snapshot } from "./dump-session.js";
-import type { LazyDir, Manifest, ManifestDir, ManifestFile, PathMap } from "./manifest.js";
-import { MANIFEST_VERSION } from "./manifest.js";
-import type { ServeOptions, SshOptions } from "./options.js";
 
 const log = logger("plan");
 
@@ -49,18 +58,6 @@ export function parsePolicyRules(rules: readonly string[]): PolicyRule[] {
 
 function trimSlash(p: string): string {
   return p.length > 1 ? p.replace(/\/+$/, "") : p;
-}
-
-/** Applies the longest matching prefix rule. */
-export function mapPath(path: string, maps: readonly PathMap[]): string {
-  let best: PathMap | undefined;
-  for (const m of maps) {
-    const hit = m.from === "/" || path === m.from || path.startsWith(`${m.from}/`);
-    if (hit && (!best || m.from.length > best.from.length)) best = m;
-  }
-  if (!best) return path;
-  const rest = best.from === "/" ? path.slice(1) : path.slice(best.from.length + 1);
-  return rest ? posix.join(best.to, rest) : best.to;
 }
 
 export interface PlanInput {
@@ -226,11 +223,6 @@ export function emptyManifest(
     binds: [],
     createdDirs: [],
   };
-}
-
-/** Is `path` the directory `dir` or inside it? */
-export function isUnder(path: string, dir: string): boolean {
-  return dir === "/" || path === dir || path.startsWith(`${dir}/`);
 }
 
 /**

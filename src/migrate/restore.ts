@@ -2,14 +2,10 @@
  * `lazyfs restore`: plan, start the daemon (mount), rewrite the images to point into the
  * mount, and `criu restore -d`. The daemon keeps serving after this returns.
  */
-import { spawn } from "node:child_process";
-import { constants, existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
-import { readTail } from "../common/bounded-read.js";
+import { existsSync } from "node:fs";
 import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { checkStateDir, openPrivate, writeFileAtomic } from "../common/private-files.js";
+import { checkStateDir, writeFileAtomic } from "../common/private-files.js";
 import {
   type CriuOptions,
   criuRestore,
@@ -18,27 +14,34 @@ import {
   loadDump,
   rewriteImages,
 } from "../criu/index.js";
+import { type DaemonHandle, startDaemon, stopDaemon } from "../daemon/index.js";
 import type { PolicyRule } from "../fetch/index.js";
-import type { OriginStat, SftpOrigin } from "../origin/index.js";
-import type { ChainSource } from "./chain-source.js";
-import { checkDestination, openOrigin } from "./connect.js";
-import { callControl, callDaemon, stopDaemon } from "./control.js";
-import { checkMountpoint, discardMigration } from "./discard.js";
-import type { Snapshot } from "./dump-session.js";
-import { recordEvent } from "./events.js";
-import { type Manifest, type PathMap, writeManifest } from "./manifest.js";
 import {
   bindsOfOthers,
+  type ChainSource,
+  checkDestination,
+  checkMountpoint,
+  discardMigration,
+  type Manifest,
+  makeStateDir,
+  migrationPaths,
   mountNamespaceOf,
   namespacePrefix,
+  newMigrationId,
+  openOrigin,
+  type PathMap,
   prepareMountPoints,
+  recordEvent,
   removeMountPoints,
   rewriteForNamespace,
-} from "./namespace.js";
-import type { ServeOptions, SshOptions } from "./options.js";
+  type ServeOptions,
+  type Snapshot,
+  type SshOptions,
+  waitPidsFree,
+  writeManifest,
+} from "../migration/index.js";
+import type { OriginStat, SftpOrigin } from "../origin/index.js";
 import { planMigration } from "./plan.js";
-import { secretsForChild } from "./secrets.js";
-import { makeStateDir, migrationPaths, newMigrationId } from "./state.js";
 
 const log = logger("restore");
 
@@ -69,7 +72,7 @@ export interface RestoreRequest {
   /** Reflink clones taken at the dump (migrate --origin-snapshot), and their directories. */
   snapshots?: ReadonlyMap<string, Snapshot>;
   snapshotDirs?: string[];
-  /** The origin runs the process on LazyFS itself: a chained migration (chain-source.ts). */
+  /** The origin runs the process on LazyFS itself: a chained migration (chain/source.ts). */
   chain?: ChainSource;
 }
 
@@ -86,8 +89,6 @@ export interface RestoreResult {
   /** Paths rewritten into the mount. */
   rewritten: number;
 }
-
-export const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 
 export interface DumpedTree {
   processes: number[];
@@ -146,111 +147,6 @@ export async function prepare(
     throw err;
   } finally {
     if (!req.originConnection) await origin?.close();
-  }
-}
-
-/** A daemon process started for a migration, listening on its control socket. */
-export interface DaemonHandle {
-  id: string;
-  /** Serves what the manifest holds now (files added since the daemon started). */
-  serve(): Promise<void>;
-}
-
-/**
- * Starts `lazyfs mount --id ID` as a detached daemon (it mounts what the manifest holds) and
- * waits until its control socket answers; if it dies first, its last log line is the error.
- */
-export async function startDaemon(
-  id: string,
-  opts: { timeoutMs?: number } = {},
-): Promise<DaemonHandle> {
-  const paths = migrationPaths(id);
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  await makeStateDir(paths);
-  const logFh = await openPrivate(paths.log, constants.O_APPEND);
-  const args = [CLI_MAIN, "mount", "--id", id];
-  const secrets = secretsForChild();
-  const child = spawn(process.execPath, args, {
-    detached: true,
-    stdio: [secrets.stdin, logFh.fd, logFh.fd],
-    // Disk I/O of the block store runs on libuv's pool; FUSE device reads do not.
-    env: {
-      ...process.env,
-      LAZYFS_LOG: process.env.LAZYFS_LOG ?? "info",
-      UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
-      ...secrets.env,
-    },
-  });
-  secrets.send(child.stdin);
-  await logFh.close();
-  // The supervisor's pid, at once: a stop request that comes before its daemon listens then
-  // waits for it (callDaemon) instead of leaving a mount behind.
-  if (child.pid) await writeFileAtomic(paths.supervisorPid, `${child.pid}\n`);
-  let exited: string | undefined;
-  child.on("exit", (code, signal) => {
-    exited = signal ? `killed by ${signal}` : `exit code ${code}`;
-  });
-  child.unref();
-  const failure = async () => {
-    const tail = (await readTail(paths.log, 64 * 1024, "daemon log").catch(() => Buffer.alloc(0)))
-      .toString("utf8")
-      .trim()
-      .split("\n");
-    const last = tail.filter((l) => l.length > 0).slice(-1)[0] ?? "";
-    return new UserError(`LazyFS daemon for ${id} failed (${exited}): ${last}`);
-  };
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (exited) throw await failure();
-    try {
-      await callControl(paths.socket, { op: "status" }, 2000);
-      break;
-    } catch {
-      // not yet listening
-    }
-    if (Date.now() > deadline) {
-      child.kill("SIGTERM");
-      throw new UserError(
-        `LazyFS daemon for ${id} did not start within ${timeoutMs} ms (log: ${paths.log})`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    id,
-    serve: async () => {
-      try {
-        // callDaemon: a daemon restarted by its supervisor meanwhile is waited for.
-        await callDaemon(paths.socket, { op: "serve" }, timeoutMs, timeoutMs);
-      } catch (err) {
-        if (exited) throw await failure();
-        throw err;
-      }
-    },
-  };
-}
-
-/**
- * CRIU restores every task with its original pid (no pid namespace), so they must be free
- * here. A pid whose process just died may stay taken until its parent reaps it: wait a bit.
- */
-export async function waitPidsFree(pids: number[], waitMs: number): Promise<void> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    const taken = pids.filter((p) => existsSync(`/proc/${p}`));
-    if (taken.length === 0) return;
-    if (Date.now() >= deadline) {
-      const who = await Promise.all(
-        taken.slice(0, 3).map(async (p) => {
-          const comm = (await readFile(`/proc/${p}/comm`, "utf8").catch(() => "?")).trim();
-          return `${p} (${comm})`;
-        }),
-      );
-      throw new UserError(
-        `pid(s) ${who.join(", ")} in use on this host; CRIU restores the process tree with its original pids, so they must be free`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -8,13 +8,13 @@
 import assert from "node:assert/strict";
 import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
+import type { DaemonStatus } from "../../src/daemon/index.js";
 import {
   type ClientHostPair,
   DATA_DIR,
   type Host,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import type { DaemonStatus } from "../../src/migrate/index.js";
 import { CLI, type LazyfsOnB, type Migrated, startHosts, stopHosts, waitFor } from "./helpers.js";
 import { sha, startReaderAndWriter } from "./line-workloads.js";
 

@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import type { DetachResult } from "../../src/detach/index.js";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
-import type { DetachResult } from "../../src/migrate/index.js";
 import {
   AWAIT_GO,
   errorLines,

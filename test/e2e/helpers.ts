@@ -4,6 +4,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import type { DaemonStatus } from "../../src/daemon/index.js";
 import {
   type ClientHostPair,
   cleanupStaleHosts,
@@ -12,7 +13,6 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import type { DaemonStatus } from "../../src/migrate/index.js";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 

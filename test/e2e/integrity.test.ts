@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import type { DaemonStatus } from "../../src/daemon/index.js";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
-import type { DaemonStatus } from "../../src/migrate/index.js";
 import { errorLines, type LazyfsOnB, startHosts, stopHosts, waitFor } from "./helpers.js";
 import {
   assertExact,

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { DaemonStatus } from "../../src/daemon/index.js";
 import { LINE_READER } from "../../src/demo/demo.js";
 import {
   cleanupStaleHosts,
@@ -14,7 +15,6 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import type { DaemonStatus } from "../../src/migrate/index.js";
 import { AWAIT_GO, linesIn as linesOf, sleep, waitFor } from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
 import type { AccessRecord } from "../../src/lazy/index.js";
-import type { MigrationEvent } from "../../src/migrate/index.js";
+import type { MigrationEvent } from "../../src/migration/index.js";
 import {
   AWAIT_GO,
   CLI,

@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
+import { callControl, type DaemonStatus } from "../../src/daemon/index.js";
 import type { HostPair } from "../../src/hosts/index.js";
-import { callControl, type DaemonStatus } from "../../src/migrate/index.js";
 import { errorLines, type LazyfsOnB, sleep, startHosts, stopHosts, waitFor } from "./helpers.js";
 import {
   assertExact,

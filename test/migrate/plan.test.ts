@@ -7,16 +7,14 @@ import { describe, test } from "node:test";
 import { UserError } from "../../src/common/errors.js";
 import type { DumpModel } from "../../src/criu/index.js";
 import { Tree } from "../../src/lazy/index.js";
+import { parseMaps, parsePolicyRules, planMigration } from "../../src/migrate/index.js";
 import {
   mapPath,
   parseBlockSize,
-  parseMaps,
   parseOriginUrl,
-  parsePolicyRules,
   parsePrefetch,
   parseRate,
-  planMigration,
-} from "../../src/migrate/index.js";
+} from "../../src/migration/index.js";
 import type { OriginStat } from "../../src/origin/index.js";
 
 describe("command-line values", () => {

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { runDemo } from "../../demo/demo.js";
-import { parseRate } from "../../migrate/index.js";
+import { parseRate } from "../../migration/index.js";
 import { printJson } from "../table.js";
 
 export function registerDemo(program: Command): void {

@@ -1,11 +1,7 @@
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import {
-  type DetachResult,
-  detachMigration,
-  listMigrations,
-  type RemoteChoice,
-} from "../../migrate/index.js";
+import { type DetachResult, detachMigration, type RemoteChoice } from "../../detach/index.js";
+import { listMigrations } from "../../migration/index.js";
 import { absoluteDir, addCriuOptions, type CriuOpts, criuOptions } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";

@@ -1,13 +1,8 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
+import { accessLogOf, followAccessLog, type LogFilter, readAccessLog } from "../../daemon/index.js";
 import type { AccessRecord } from "../../lazy/index.js";
-import {
-  accessLogOf,
-  followAccessLog,
-  type LogFilter,
-  readAccessLog,
-} from "../../migrate/index.js";
 import { formatTable, printable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 

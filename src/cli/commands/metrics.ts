@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { metricsRegistry, sampleMigrations, serveMetrics } from "../../migrate/index.js";
+import { metricsRegistry, sampleMigrations, serveMetrics } from "../../daemon/index.js";
 
 interface MetricsOpts {
   listen?: string;

@@ -1,12 +1,9 @@
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
-import {
-  type DetachResult,
-  detachMigration,
-  migrateProcess,
-  parsePrefetch,
-  parseSnapshotMode,
-} from "../../migrate/index.js";
+import { type DetachResult, detachMigration } from "../../detach/index.js";
+import { migrateProcess } from "../../migrate/index.js";
+import { parsePrefetch } from "../../migration/index.js";
+import { parseSnapshotMode } from "../../origin-host/index.js";
 import {
   addCommonOptions,
   addCriuOptions,

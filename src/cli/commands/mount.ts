@@ -2,7 +2,9 @@ import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { printable } from "../../common/printable.js";
-import { discardMigration, prepare, runDaemon, startDaemon } from "../../migrate/index.js";
+import { runDaemon, startDaemon } from "../../daemon/index.js";
+import { prepare } from "../../migrate/index.js";
+import { discardMigration } from "../../migration/index.js";
 import { absoluteDir, addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
 
 interface MountOpts extends CommonOpts {

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { callControl, migrationPaths } from "../../migrate/index.js";
-import type { OriginMoved } from "../../migrate/origin-move.js";
+import { callControl, type OriginMoved } from "../../daemon/index.js";
+import { migrationPaths } from "../../migration/index.js";
 import { printJson } from "../table.js";
 import { originStateText } from "./origin-state.js";
 

@@ -3,14 +3,13 @@ import { rm } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
 import { checkStateDir } from "../../common/private-files.js";
+import { prepare, rewriteForMount } from "../../migrate/index.js";
 import {
   discardMigration,
   type Manifest,
   migrationPaths,
-  prepare,
   readManifest,
-  rewriteForMount,
-} from "../../migrate/index.js";
+} from "../../migration/index.js";
 import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
 import { printable } from "../table.js";
 

@@ -4,8 +4,8 @@
  */
 import { existsSync } from "node:fs";
 import { UserError } from "../../common/errors.js";
-import type { DaemonStatus, MigrationEvent } from "../../migrate/index.js";
-import { migrationPaths, readEvents } from "../../migrate/index.js";
+import type { DaemonStatus } from "../../daemon/index.js";
+import { type MigrationEvent, migrationPaths, readEvents } from "../../migration/index.js";
 import { formatTable, printable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 

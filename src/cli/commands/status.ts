@@ -1,15 +1,9 @@
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import {
-  callDaemon,
-  type DaemonStatus,
-  type DetachedRecord,
-  detachedAlive,
-  listMigrations,
-  migrationPaths,
-  readDetached,
-} from "../../migrate/index.js";
+import { callDaemon, type DaemonStatus } from "../../daemon/index.js";
+import { type DetachedRecord, detachedAlive, readDetached } from "../../detach/index.js";
+import { listMigrations, migrationPaths } from "../../migration/index.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
 import { originStateText } from "./origin-state.js";

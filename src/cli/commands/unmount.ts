@@ -1,16 +1,15 @@
 import { readFile, rmdir } from "node:fs/promises";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
+import { stopDaemon } from "../../daemon/index.js";
+import { endDetached, readDetached } from "../../detach/index.js";
 import { recoverStaleMount } from "../../fuse/index.js";
 import {
   discardMigration,
-  endDetached,
   listMigrations,
   migrationPaths,
-  readDetached,
   readManifest,
-  stopDaemon,
-} from "../../migrate/index.js";
+} from "../../migration/index.js";
 import { printable } from "../table.js";
 
 /** Removes LazyFS's default mount point /lazyfs/<id> when it is left empty. */

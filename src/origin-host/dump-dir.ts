@@ -6,8 +6,6 @@ import { UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
 import type { SftpOrigin } from "../origin/index.js";
 
-export type { ExecResult } from "../origin/sftp-exec.js";
-
 /** Runs a command on the origin; a non-zero exit is a UserError naming `what`. */
 export async function runOnOrigin(
   origin: SftpOrigin,

@@ -11,22 +11,9 @@
  */
 import { UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
+import type { ChainSource, Manifest } from "../migration/index.js";
 import type { SftpOrigin } from "../origin/index.js";
 import { DEFAULT_BLOCK_SIZE } from "../store/index.js";
-import type { Manifest } from "./manifest.js";
-
-/** What a chained migration knows of the migration it continues (recorded in its manifest). */
-export interface ChainSource {
-  /** The first origin (A), as B's migration reaches it. */
-  firstOrigin: string;
-  /** B's migration: id, state directory, mount point, bind roots, block store. */
-  id: string;
-  stateDir: string;
-  mountpoint: string;
-  binds: string[];
-  cacheDir: string;
-  blockSize: number;
-}
 
 export interface OriginProcessView {
   /** CRIU must run inside the process's mount namespace there (`nsenter -m`). */

@@ -6,9 +6,12 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
-import type { DetachTimeline } from "./detach.js";
-import { bindsOfOthers, mountNamespaceOf, removeMountPoints } from "./namespace.js";
-import { migrationPaths } from "./state.js";
+import {
+  bindsOfOthers,
+  migrationPaths,
+  mountNamespaceOf,
+  removeMountPoints,
+} from "../migration/index.js";
 
 /** What `<state>/<id>/detached.json` records: the migration lives on without LazyFS. */
 export interface DetachedRecord {
@@ -58,4 +61,19 @@ export async function endDetached(
   await removeMountPoints(r.createdDirs, await bindsOfOthers(id));
   if (purge) await rm(migrationPaths(id).dir, { recursive: true, force: true });
   return { removedDirs: r.createdDirs.length, purged: purge };
+}
+
+export interface DetachTimeline {
+  /** Waiting for independence (`--wait`). */
+  waitMs: number;
+  /** Dump start to the process running on its plain files: the time it is stopped. */
+  freezeMs: number;
+  dumpMs: number;
+  /** Flushing the mount, snapshotting the tree and putting the files in place. */
+  materializeMs: number;
+  criuRestoreMs: number;
+  /** Stopping the daemon and unmounting (after the freeze). */
+  stopDaemonMs: number;
+  /** Removing the cache's names, the images (after the freeze). */
+  cleanupMs: number;
 }

@@ -23,6 +23,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { isUnder } from "../common/paths.js";
 import {
   type CriuOptions,
   criuDump,
@@ -35,18 +36,27 @@ import {
   readImage,
   rewriteImage,
 } from "../criu/index.js";
+import { callControl, type DaemonStatus, stopDaemon } from "../daemon/index.js";
+import { snapshotTree } from "../lazy/index.js";
+import {
+  migrationPaths,
+  mountNamespaceOf,
+  namespacePrefix,
+  prepareMountPoints,
+  readManifest,
+  readRestored,
+  waitPidsFree,
+  writeManifest,
+} from "../migration/index.js";
 import { DEFAULT_BLOCK_SIZE } from "../store/index.js";
-import { callControl, stopDaemon } from "./control.js";
-import type { DaemonStatus } from "./daemon.js";
-import { type DetachedRecord, detachedPath, readDetached } from "./detached.js";
-import { detachedNamespacePrefix } from "./detached-namespace.js";
-import { readManifest, writeManifest } from "./manifest.js";
+import {
+  type DetachedRecord,
+  type DetachTimeline,
+  detachedPath,
+  readDetached,
+} from "./detached.js";
 import { type MaterializeResult, materializeTree, onlyOnOrigin } from "./materialize.js";
-import { mountNamespaceOf, namespacePrefix, prepareMountPoints } from "./namespace.js";
-import { isUnder } from "./plan.js";
-import { waitPidsFree } from "./restore.js";
-import { migrationPaths, readRestored } from "./state.js";
-import { snapshotTree } from "./tree-snapshot.js";
+import { detachedNamespacePrefix } from "./namespace.js";
 
 const log = logger("detach");
 
@@ -64,21 +74,6 @@ export interface DetachRequest {
   criuPath?: string;
   /** CRIU's own options, as for migrate (`--file-locks`, `--tcp-established`, ...). */
   criu?: CriuOptions;
-}
-
-export interface DetachTimeline {
-  /** Waiting for independence (`--wait`). */
-  waitMs: number;
-  /** Dump start to the process running on its plain files: the time it is stopped. */
-  freezeMs: number;
-  dumpMs: number;
-  /** Flushing the mount, snapshotting the tree and putting the files in place. */
-  materializeMs: number;
-  criuRestoreMs: number;
-  /** Stopping the daemon and unmounting (after the freeze). */
-  stopDaemonMs: number;
-  /** Removing the cache's names, the images (after the freeze). */
-  cleanupMs: number;
 }
 
 export interface DetachResult {

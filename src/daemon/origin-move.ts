@@ -6,10 +6,15 @@
  * restarted daemon goes there too.
  */
 import { UserError } from "../common/errors.js";
+import {
+  type Manifest,
+  type ManifestFile,
+  readManifest,
+  writeManifest,
+} from "../migration/index.js";
 import type { LinkStatus, OutagePolicy, SftpOrigin } from "../origin/index.js";
 import { parseDestination } from "../ssh/index.js";
 import type { FileMeta } from "../store/index.js";
-import { type Manifest, type ManifestFile, readManifest, writeManifest } from "./manifest.js";
 
 export function outagePolicy(m: Manifest): OutagePolicy {
   const t = m.serve.originTimeoutMs;

@@ -1,8 +1,8 @@
 /** Metrics from daemon statuses: names, labels, values, and a daemon that is down. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { type DaemonStatus, metricsRegistry } from "../../src/daemon/index.js";
 import { newFileCounters } from "../../src/fetch/accounting.js";
-import { type DaemonStatus, metricsRegistry } from "../../src/migrate/index.js";
 import { parseOpenMetrics, sampleValue } from "../e2e/openmetrics.js";
 
 function file(path: string, policy: string, fields: Record<string, number>) {

@@ -11,9 +11,9 @@ import { Counter, Gauge, Registry, type RegistryContentType } from "prom-client"
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import type { FileStatus, SummedField } from "../fetch/index.js";
+import { listMigrations, migrationPaths } from "../migration/index.js";
 import { callControl } from "./control.js";
-import type { DaemonStatus } from "./daemon.js";
-import { listMigrations, migrationPaths } from "./state.js";
+import type { DaemonStatus } from "./status.js";
 
 const log = logger("metrics");
 

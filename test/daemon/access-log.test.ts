@@ -4,8 +4,8 @@ import { appendFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { followAccessLog, readAccessLog } from "../../src/daemon/index.js";
 import type { AccessRecord } from "../../src/lazy/index.js";
-import { followAccessLog, readAccessLog } from "../../src/migrate/index.js";
 
 let dir: string;
 const rec = (t: number, pid: number, op: string, path: string): AccessRecord => ({

@@ -4,12 +4,13 @@
  * read it. Stored as `manifest.json` in the migration's state directory.
  */
 import { readFile } from "node:fs/promises";
+import { posix } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { writeFileAtomic } from "../common/private-files.js";
 import type { FileUse } from "../criu/index.js";
 import type { PolicyRule } from "../fetch/index.js";
+import type { OriginStat } from "../origin/index.js";
 import type { Policy } from "../store/index.js";
-import type { ChainSource } from "./chain-source.js";
 import type { ServeOptions, SshOptions } from "./options.js";
 
 export const MANIFEST_VERSION = 1;
@@ -105,7 +106,7 @@ export interface Manifest {
   snapshotDirs?: string[];
   /**
    * A chained migration: the origin runs the process on LazyFS itself (A -> origin -> here);
-   * blocks the origin never fetched come straight from the first origin (chain-origin.ts).
+   * blocks the origin never fetched come straight from the first origin (chain/origin.ts).
    */
   chain?: ChainSource;
 }
@@ -142,4 +143,37 @@ export async function readManifest(path: string): Promise<Manifest> {
   m.binds ??= [];
   m.createdDirs ??= [];
   return m;
+}
+
+/** Applies the longest matching prefix rule. */
+export function mapPath(path: string, maps: readonly PathMap[]): string {
+  let best: PathMap | undefined;
+  for (const m of maps) {
+    const hit = m.from === "/" || path === m.from || path.startsWith(`${m.from}/`);
+    if (hit && (!best || m.from.length > best.from.length)) best = m;
+  }
+  if (!best) return path;
+  const rest = best.from === "/" ? path.slice(1) : path.slice(best.from.length + 1);
+  return rest ? posix.join(best.to, rest) : best.to;
+}
+
+/** A clone of a referenced file, taken at the dump. */
+export interface Snapshot {
+  /** The clone's path on the origin. */
+  path: string;
+  /** The clone's own attributes (what reads from it are checked against). */
+  stat: OriginStat;
+}
+
+/** What a chained migration knows of the migration it continues (recorded in its manifest). */
+export interface ChainSource {
+  /** The first origin (A), as B's migration reaches it. */
+  firstOrigin: string;
+  /** B's migration: id, state directory, mount point, bind roots, block store. */
+  id: string;
+  stateDir: string;
+  mountpoint: string;
+  binds: string[];
+  cacheDir: string;
+  blockSize: number;
 }

@@ -15,14 +15,13 @@ import { UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { shq } from "../common/shell.js";
 import { type PolicyRule, resolvePolicy } from "../fetch/index.js";
+import { mapPath, type PathMap, type Snapshot } from "../migration/index.js";
 import {
   EXACT_STAT_FORMAT,
   type OriginStat,
   parseExactStat,
   type SftpOrigin,
 } from "../origin/index.js";
-import type { PathMap } from "./manifest.js";
-import { mapPath } from "./plan.js";
 
 const log = logger("dump");
 
@@ -31,14 +30,6 @@ export type SnapshotMode = "none" | "reflink" | "auto";
 export function parseSnapshotMode(text: string): SnapshotMode {
   if (text === "none" || text === "reflink" || text === "auto") return text;
   throw new UserError(`--origin-snapshot ${JSON.stringify(text)}: expected reflink, auto or none`);
-}
-
-/** A clone of a referenced file, taken at the dump. */
-export interface Snapshot {
-  /** The clone's path on the origin. */
-  path: string;
-  /** The clone's own attributes (what reads from it are checked against). */
-  stat: OriginStat;
 }
 
 const DUMPED = "@@lazyfs-dumped ";

@@ -9,7 +9,7 @@ import { execFile } from "node:child_process";
 import { posix } from "node:path";
 import { logger } from "../common/log.js";
 import type { Engine } from "../fetch/index.js";
-import type { Manifest } from "./manifest.js";
+import type { Manifest } from "../migration/index.js";
 
 const log = logger("follow");
 

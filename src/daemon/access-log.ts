@@ -9,8 +9,7 @@ import { UserError } from "../common/errors.js";
 import { completeLines } from "../common/jsonl.js";
 import { matchGlob } from "../fetch/index.js";
 import type { AccessRecord } from "../lazy/index.js";
-import { readManifest } from "./manifest.js";
-import { migrationPaths } from "./state.js";
+import { migrationPaths, readManifest } from "../migration/index.js";
 
 export interface LogFilter {
   /** Glob as in --policy: without `/` it matches the basename anywhere. */

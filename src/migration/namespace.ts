@@ -1,6 +1,6 @@
 /**
  * The restored process's own view of the target: `criu restore` runs inside a new private
- * mount namespace in which each bind root (a served directory, see plan.ts) is a bind mount
+ * mount namespace in which each bind root (a served directory, see migrate/plan.ts) is a bind mount
  * of the LazyFS tree over its original path. CRIU puts the restored tree into that namespace,
  * so the process keeps its paths (in /proc/PID/fd, maps, cwd) and finds files by name there,
  * while the rest of the target, and every other process on it, sees the target's own files.
@@ -10,9 +10,9 @@ import { lstat, mkdir, readlink, rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { errnoCode, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { isUnder } from "../common/paths.js";
 import { rewriteImages } from "../criu/index.js";
 import { type Manifest, type ManifestFile, readManifest } from "./manifest.js";
-import { isUnder } from "./plan.js";
 import { listMigrations, migrationPaths } from "./state.js";
 
 const log = logger("namespace");

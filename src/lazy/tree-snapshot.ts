@@ -8,7 +8,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { errnoCode } from "../common/errors.js";
-import { type Node, ROOT_INO, Tree } from "../lazy/index.js";
+import { type Node, ROOT_INO } from "./nodes.js";
+import { Tree } from "./tree.js";
 
 /** One name in the tree, with its path as the restored process sees it (below the mount). */
 export interface TreeEntry {

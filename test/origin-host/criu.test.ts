@@ -12,8 +12,8 @@ import { after, before, describe, test } from "node:test";
 import { UserError } from "../../src/common/errors.js";
 import { compareVersions, PRIVATE_CRIU, packCriuBundle } from "../../src/criu/index.js";
 import { type SshdHandle, startSshd } from "../../src/hosts/sshd.js";
-import { ensureOriginCriu, ORIGIN_BUNDLES } from "../../src/migrate/origin-criu.js";
 import type { SftpOrigin } from "../../src/origin/index.js";
+import { ensureOriginCriu, ORIGIN_BUNDLES } from "../../src/origin-host/criu.js";
 import { sftpOriginFor } from "../engine/helpers.js";
 
 /** sshd in a private mount namespace where `setup` has run first. */

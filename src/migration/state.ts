@@ -10,7 +10,7 @@
  *   <root>/<id>/control.sock    the daemon's control socket (status, unmount)
  *   <root>/<id>/supervisor.pid  the supervisor's pid (owns the mount, restarts the daemon)
  *   <root>/<id>/restored.json   pids restored by CRIU, timeline
- *   <root>/<id>/events.jsonl    the migration's life as events (events.ts)
+ *   <root>/<id>/events.jsonl    the migration's life as events (migration/events.ts)
  *
  * The default mount point is /lazyfs/<id>, like the paper's /lazyfs.
  */

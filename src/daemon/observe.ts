@@ -1,32 +1,24 @@
 /**
- * What a daemon does to be observed: its events (events.ts), its access log (lazy/access-log.ts)
+ * What a daemon does to be observed: its events (migration/events.ts), its access log (lazy/access-log.ts)
  * and its metrics endpoint (metrics.ts), set up from the manifest's serve options
  * (`--access-log FILE`, `--metrics ADDR`), and the per-origin and access-log figures it adds to
- * its status. daemon.ts only calls in here.
+ * its status. server.ts only calls in here.
  */
 import type { Server } from "node:http";
 import { errorMessage, UserError } from "../common/errors.js";
 import type { EngineStatus } from "../fetch/index.js";
+import { AccessLog, type LazyFileSystem, withAccessLog } from "../lazy/index.js";
 import {
-  AccessLog,
-  type AccessLogFigures,
-  type LazyFileSystem,
-  withAccessLog,
-} from "../lazy/index.js";
+  type EventFields,
+  type EventType,
+  type Manifest,
+  type MigrationPaths,
+  recordEvent,
+} from "../migration/index.js";
 import type { SftpOrigin } from "../origin/index.js";
-import { type EventFields, type EventType, recordEvent } from "./events.js";
-import type { Manifest } from "./manifest.js";
 import { type MigrationSample, serveMetrics } from "./metrics.js";
-import { type OriginFigures, originFigures } from "./origin-figures.js";
-import type { MigrationPaths } from "./state.js";
-
-export interface ObservedFigures {
-  /** Per source of bytes: the origin host first, then scrub / local copies if used. */
-  origins: OriginFigures[];
-  accessLog: AccessLogFigures | null;
-  /** Where this daemon serves its metrics (`--metrics`), if it does. */
-  metrics: string | null;
-}
+import { originFigures } from "./origin-figures.js";
+import type { ObservedFigures } from "./status.js";
 
 export class Observer {
   private accessLog?: AccessLog;

@@ -1,5 +1,5 @@
 /**
- * Turns a LazyFS tree (a snapshot of its journal, tree-snapshot.ts) into plain files under a
+ * Turns a LazyFS tree (a snapshot of its journal, lazy/tree-snapshot.ts) into plain files under a
  * directory of the target's own file system: `<root><path>` for every name the restored
  * process sees below the mount. A regular file's content is the block store's data file
  * itself, hard-linked into place (no copy; the cache's name goes when the daemon's cache is
@@ -26,9 +26,8 @@ import {
   utimes,
 } from "node:fs/promises";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
-import type { Node, Timespec } from "../lazy/index.js";
+import type { Node, Timespec, TreeEntry } from "../lazy/index.js";
 import { ABSENT, parseBlockStates, storeFilePaths } from "../store/index.js";
-import type { TreeEntry } from "./tree-snapshot.js";
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;

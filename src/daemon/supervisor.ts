@@ -1,6 +1,6 @@
 /**
  * The supervisor of one migration (`lazyfs mount --id ID`): it mounts the LazyFS tree, keeps
- * /dev/fuse for the migration's whole life and runs the daemon (daemon.ts, the same command
+ * /dev/fuse for the migration's whole life and runs the daemon (server.ts, the same command
  * with the device handed over) as the child that serves it; when that child dies, a new one
  * takes the same connection over (fuse/supervisor.ts). Nothing else: the daemon keeps the
  * control socket, the cache and the origin. Its pid is in `<state>/<id>/supervisor.pid` while
@@ -11,10 +11,9 @@ import { logger } from "../common/log.js";
 import { writeFileAtomic } from "../common/private-files.js";
 import { Supervisor } from "../fuse/index.js";
 import { lazyMountOptions, withMountPoint } from "../lazy/index.js";
-import { readManifest } from "./manifest.js";
-import { CLI_MAIN } from "./restore.js";
+import { migrationPaths, readManifest } from "../migration/index.js";
 import { secretsPayload } from "./secrets.js";
-import { migrationPaths } from "./state.js";
+import { CLI_MAIN } from "./start.js";
 
 const log = logger("supervisor");
 

@@ -16,8 +16,17 @@
  */
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { isUnder } from "../common/paths.js";
 import { shq } from "../common/shell.js";
 import type { Node } from "../lazy/index.js";
+import { JOURNAL_FILES, treeFromJournal } from "../lazy/index.js";
+import {
+  type ChainSource,
+  type Manifest,
+  openOrigin,
+  type SshOptions,
+  sftpOptions,
+} from "../migration/index.js";
 import {
   type OriginDirEntry,
   type OriginStat,
@@ -27,12 +36,6 @@ import {
   type SftpOriginOptions,
 } from "../origin/index.js";
 import { ABSENT, parseBlockStates, storeFilePaths } from "../store/index.js";
-import type { ChainSource } from "./chain-source.js";
-import { openOrigin, sftpOptions } from "./connect.js";
-import type { Manifest } from "./manifest.js";
-import type { SshOptions } from "./options.js";
-import { isUnder } from "./plan.js";
-import { JOURNAL_FILES, treeFromJournal } from "./tree-snapshot.js";
 
 const log = logger("chain");
 

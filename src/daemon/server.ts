@@ -12,57 +12,32 @@
  */
 import { rm, rmdir } from "node:fs/promises";
 import type { Server } from "node:net";
+import { openServingOrigin } from "../chain/index.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { Engine, type EngineStatus, type FileStatus } from "../fetch/index.js";
+import { Engine } from "../fetch/index.js";
 import { type Handover, inheritedDevice, takeOver } from "../fuse/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs, serveLazyFs } from "../lazy/index.js";
-import type { LinkState, LinkStatus, Origin, SftpOrigin } from "../origin/index.js";
-import { openServingOrigin } from "./chain-origin.js";
+import {
+  bindsOfOthers,
+  type Manifest,
+  migrationPaths,
+  readManifest,
+  readRestored,
+  removeMountPoints,
+} from "../migration/index.js";
+import type { Origin, SftpOrigin } from "../origin/index.js";
+import { removeSnapshots } from "../origin-host/index.js";
 import { type ControlRequest, serveControl } from "./control.js";
-import { removeSnapshots } from "./dump-session.js";
-import { RemoteFollower } from "./follow.js";
 import { findHolders, type Holder } from "./holders.js";
-import { type Manifest, readManifest } from "./manifest.js";
-import { bindsOfOthers, removeMountPoints } from "./namespace.js";
-import { type ObservedFigures, Observer } from "./observe.js";
+import { Observer } from "./observe.js";
 import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
+import { RemoteFollower } from "./remote-follow.js";
 import { receiveSecrets } from "./secrets.js";
-import { migrationPaths, readRestored } from "./state.js";
+import type { DaemonStatus, OriginState } from "./status.js";
 import { runSupervisor } from "./supervisor.js";
 
 const log = logger("daemon");
-
-/** `connecting`/`idle`: not connected yet, nothing lost; see LinkStatus for the details. */
-export type OriginState = LinkState | "released" | "connecting";
-
-export interface DaemonStatus extends ObservedFigures {
-  id: string;
-  origin: string;
-  originState: OriginState;
-  mountpoint: string;
-  /** The process serving the mount (restarted by the supervisor when it dies). */
-  daemonPid: number;
-  /** The process that owns the mount and restarts the daemon; null: none (unsupervised). */
-  supervisorPid: number | null;
-  /** Daemons started on this mount after the first (each one a failover). */
-  serverRestarts: number;
-  startedMs: number;
-  restoredPid: number | null;
-  restoredAlive: boolean;
-  files: number;
-  /** Lazy directories: listed on the origin (crawled) or not yet, files found not yet fetched. */
-  dirs: EngineStatus["dirs"];
-  total: EngineStatus["total"];
-  prefetch: EngineStatus["prefetch"] & { rateBytesPerSec: number; etaMs: number | null };
-  /** The connection to the origin (state, address, reconnect attempts); null once released. */
-  originLink: LinkStatus | null;
-  firstFetchAtMs: number | null;
-  independentAtMs: number | null;
-  /** When the connection to the origin was closed after independence (its goodbye sent). */
-  releasedAtMs: number | null;
-  perFile: FileStatus[];
-}
 
 /** Whether the manifest holds a plan yet (migrate mounts before the dump with an empty one). */
 function planned(m: Manifest): boolean {

@@ -1,0 +1,118 @@
+/**
+ * The verdict on the origin's frozen original, and what surrounds it: signals held from the
+ * dump to the verdict, the `--on-restored` hook, ending the original once the restore here
+ * succeeded (originTree), or bringing it back to running on the origin when it failed.
+ */
+import { spawn } from "node:child_process";
+import { UserError } from "../common/errors.js";
+import { logger } from "../common/log.js";
+import { shq } from "../common/shell.js";
+import { type CriuOptions, loadDump } from "../criu/index.js";
+import type { SftpOrigin } from "../origin/index.js";
+import { type OriginCriu, OriginTree, originTreePids } from "../origin-host/index.js";
+import { type DumpedTree, dumpedTree } from "./restore.js";
+
+const log = logger("migrate");
+/**
+ * Signals that arrive between the dump and the verdict are held until the verdict: acting on
+ * them halfway could leave the process on both hosts, or on neither.
+ */
+export function holdSignals(): { release(): void } {
+  const held: NodeJS.Signals[] = [];
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!held.includes(sig)) {
+      log.warn(`${sig} received: finishing the migration first (a few seconds)`);
+      held.push(sig);
+    }
+  };
+  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of sigs) process.on(s, onSignal);
+  return {
+    release() {
+      for (const s of sigs) process.off(s, onSignal);
+      const first = held[0];
+      if (first) process.kill(process.pid, first);
+    },
+  };
+}
+
+/** Runs the `--on-restored` command with the migration's facts in its environment. */
+export async function runOnRestored(command: string, env: Record<string, string>): Promise<void> {
+  const child = spawn("sh", ["-c", command], {
+    stdio: ["ignore", "inherit", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+    process.stderr.write(d);
+  });
+  const code = await new Promise<number | null>((resolve) => {
+    child.on("error", () => resolve(127));
+    child.on("close", (c) => resolve(c));
+  });
+  if (code !== 0) {
+    const tail = stderr.trim().split("\n").slice(-1)[0];
+    throw new UserError(
+      `--on-restored command failed (${code === null ? "killed" : `exit ${code}`})${tail ? `: ${tail}` : ""}`,
+    );
+  }
+}
+
+/** The dumped tree on the origin, as the images describe it, else from the origin's /proc. */
+export async function originTree(
+  origin: SftpOrigin,
+  dumped: DumpedTree | undefined,
+  rootPid: number,
+  criu: CriuOptions,
+  nftPath: string | undefined,
+): Promise<OriginTree> {
+  const pids = dumped?.processes ?? (await originTreePids(origin, rootPid));
+  const runId = dumped?.criuRunId;
+  const lock = criu.tcpEstablished
+    ? {
+        method: criu.networkLock ?? "iptables",
+        ...(runId ? { runId } : {}),
+        ...(nftPath ? { nftPath } : {}),
+      }
+    : undefined;
+  return new OriginTree(origin, pids, lock);
+}
+
+/**
+ * Puts a dumped tree back to running on the origin after a failed migration: the frozen
+ * original resumed (SIGCONT, its TCP sockets out of repair), or, when it had to end at the
+ * dump, restored there from its images. Returns how it ended, as the tail of the error line.
+ */
+export async function bringBack(b: {
+  origin: SftpOrigin;
+  remoteDir: string;
+  keepStopped: boolean;
+  imagesDir: string;
+  pid: number;
+  criu: CriuOptions;
+  originCriu: OriginCriu | undefined;
+}): Promise<string> {
+  const { origin, remoteDir, keepStopped, pid, originCriu } = b;
+  if (keepStopped) {
+    // Without the images (their transfer failed) the origin's /proc knows the tree.
+    const dumped = await loadDump(b.imagesDir).then(dumpedTree, () => undefined);
+    const tree = await originTree(origin, dumped, pid, b.criu, originCriu?.nftPath);
+    await tree.resume();
+    const running = await tree.alive();
+    if (running.length < tree.pids.length) {
+      return `; only ${running.length} of its ${tree.pids.length} processes still exist on ${origin.name}`;
+    }
+    return `; the process runs on at ${origin.name} where it stopped`;
+  }
+  // The original ended at the dump (its pids were needed here): restore it from the images.
+  const wait = `i=0; while [ -e /proc/${pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
+  const criu = originCriu?.path ?? "criu";
+  const back = await origin.exec(
+    wait +
+      [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"].map(shq).join(" "),
+  );
+  return back.code === 0
+    ? `; the process was restored back on ${origin.name}`
+    : `; restoring it back on ${origin.name} failed too: its images are kept in ${remoteDir} there`;
+}
