@@ -3,72 +3,24 @@
  * `FileSystem` and encodes the reply payload; session.ts dispatches to them and replies.
  */
 import fs from "node:fs";
-import type { FileSystem, OpenReply } from "./filesystem.js";
+import type { FileSystem } from "./filesystem.js";
+import { decodeSetAttrIn, encodeStatFs, Op, readCString, WRITE_IN_SIZE } from "./protocol.js";
 import {
-  decodeSetAttrIn,
-  encodeOpenOut,
-  encodeStatFs,
-  FOpen,
-  OPEN_OUT_SIZE,
-  Op,
-  readCString,
-  WRITE_IN_SIZE,
-} from "./protocol.js";
-import type { Payload, Request, Session } from "./session.js";
+  type HandlerSession,
+  name0,
+  need,
+  openOut,
+  type Payload,
+  type Request,
+  u64,
+} from "./request.js";
 
-export type Handler = (s: Session, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
-
-export function enosys(): never {
-  throw Object.assign(new Error("not implemented"), { code: "ENOSYS" });
-}
-
-/** `f[k]` bound to `f`, or an ENOSYS error if the file system does not implement it. */
-export function need<K extends keyof FileSystem>(f: FileSystem, k: K): NonNullable<FileSystem[K]> {
-  const m = f[k];
-  if (!m) enosys();
-  return (m as (...a: unknown[]) => unknown).bind(f) as NonNullable<FileSystem[K]>;
-}
-
-export function u64(b: Buffer, off: number): number {
-  return Number(b.readBigUInt64LE(off));
-}
-
-function openFlags(o: OpenReply): number {
-  return (
-    (o.directIo ? FOpen.DIRECT_IO : 0) |
-    (o.keepCache ? FOpen.KEEP_CACHE : 0) |
-    (o.nonseekable ? FOpen.NONSEEKABLE : 0) |
-    (o.cacheDir ? FOpen.CACHE_DIR : 0) |
-    (o.noFlush ? FOpen.NOFLUSH : 0) |
-    (o.parallelDirectWrites ? FOpen.PARALLEL_DIRECT_WRITES : 0)
-  );
-}
-
-export function openOut(o: OpenReply, backingId?: number): Buffer {
-  const b = Buffer.alloc(OPEN_OUT_SIZE);
-  if (backingId === undefined) encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
-  else
-    encodeOpenOut(
-      b,
-      0,
-      o.fh ?? 0,
-      (openFlags(o) & PASSTHROUGH_OPEN_FLAGS) | FOpen.PASSTHROUGH,
-      backingId,
-    );
-  return b;
-}
-
-/** The only open flags the kernel accepts beside FOPEN_PASSTHROUGH (else the open is EIO). */
-const PASSTHROUGH_OPEN_FLAGS = FOpen.NOFLUSH | FOpen.PARALLEL_DIRECT_WRITES;
+export type Handler = (s: HandlerSession, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
 
 function u32Out(n: number, size = 8): Buffer {
   const b = Buffer.alloc(size);
   b.writeUInt32LE(n, 0);
   return b;
-}
-
-export function name0(r: Request, off = 0): string {
-  return readCString(r.body, off, r.body.length)[0];
 }
 
 /** One handler per opcode. A missing opcode (or FileSystem method) answers ENOSYS. */

@@ -13,9 +13,8 @@ import {
   errnoOf,
   type FileSystem,
   type OpenReply,
-  type RequestContext,
 } from "./filesystem.js";
-import { enosys, HANDLERS, need, u64 } from "./handlers.js";
+import { HANDLERS } from "./handlers.js";
 import { KernelPassthrough, type PassthroughStatus } from "./kernel-passthrough.js";
 import {
   decodeInHeader,
@@ -30,7 +29,6 @@ import {
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   IN_HEADER_SIZE,
-  type InHeader,
   Init,
   notifyInvalEntry,
   notifyInvalInode,
@@ -41,6 +39,7 @@ import {
   OUT_HEADER_SIZE,
 } from "./protocol.js";
 import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
+import { enosys, type HandlerSession, need, type Payload, type Request, u64 } from "./request.js";
 import { isResent, repairResent } from "./resend.js";
 
 const log = logger("fuse");
@@ -127,18 +126,6 @@ export interface FastPathStats {
   flushes: number;
 }
 
-export type Payload = Buffer[] | undefined;
-
-export interface Request {
-  h: InHeader;
-  /** Bytes after the in-header, up to `len`. */
-  body: Buffer;
-  ctx: RequestContext;
-  abort: AbortController;
-  replied: boolean;
-  pooled: Buffer[];
-}
-
 /** The errno for a thrown value; logs anything that is not a plain errno error. */
 function errnoFor(err: unknown, op: string): number {
   if (err instanceof DOMException && err.name === "AbortError") return errnoOf("EINTR") ?? 4;
@@ -151,7 +138,7 @@ function errnoFor(err: unknown, op: string): number {
   return errnoOf("EIO") ?? 5;
 }
 
-export class Session {
+export class Session implements HandlerSession {
   readonly fd: number;
   readonly fs: FileSystem;
   readonly maxWrite: number;
