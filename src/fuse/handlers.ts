@@ -1,10 +1,19 @@
 /**
  * One handler per FUSE opcode (go-fuse's raw layer): each decodes its request, calls the
- * `FileSystem` and encodes the reply payload; session.ts dispatches to them and replies.
+ * `FileSystem` and encodes the reply payload; dispatch.ts dispatches to them and replies.
  */
 import fs from "node:fs";
-import type { FileSystem } from "./filesystem.js";
-import { decodeSetAttrIn, encodeStatFs, Op, readCString, WRITE_IN_SIZE } from "./protocol.js";
+import { type DirEntry, direntType, type FileSystem } from "./filesystem.js";
+import {
+  decodeSetAttrIn,
+  direntSize,
+  ENTRY_OUT_SIZE,
+  encodeDirent,
+  encodeStatFs,
+  Op,
+  readCString,
+  WRITE_IN_SIZE,
+} from "./protocol.js";
 import {
   type HandlerSession,
   name0,
@@ -135,8 +144,8 @@ export const HANDLERS: Partial<Record<number, Handler>> = {
   [Op.OPENDIR]: async (_s, r, f) => [
     openOut(f.opendir ? await f.opendir(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
   ],
-  [Op.READDIR]: (s, r) => s.readdir(r, false),
-  [Op.READDIRPLUS]: (s, r) => s.readdir(r, true),
+  [Op.READDIR]: (s, r, f) => readdir(s, r, f, false),
+  [Op.READDIRPLUS]: (s, r, f) => readdir(s, r, f, true),
   [Op.RELEASEDIR]: async (_s, r, f) => {
     await f.releasedir?.(r.h.nodeid, u64(r.body, 0), r.ctx);
     return [];
@@ -216,4 +225,41 @@ async function rename(r: Request, f: FileSystem, namesAt: number, flags: number)
   const newName = readCString(r.body, next, r.body.length)[0];
   await need(f, "rename")(r.h.nodeid, oldName, u64(r.body, 0), newName, flags, r.ctx);
   return [];
+}
+
+/** READDIR, and READDIRPLUS (`plus`): each entry with its LOOKUP reply (zeros if that fails). */
+async function readdir(
+  s: HandlerSession,
+  r: Request,
+  f: FileSystem,
+  plus: boolean,
+): Promise<Payload> {
+  const ino = r.h.nodeid;
+  const fh = u64(r.body, 0);
+  const offset = u64(r.body, 8);
+  const size = r.body.readUInt32LE(16);
+  const entries: DirEntry[] = await need(f, "readdir")(ino, fh, offset, r.ctx);
+  const out = Buffer.alloc(size);
+  let used = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    const name = Buffer.from(e.name);
+    const need = direntSize(name.length) + (plus ? ENTRY_OUT_SIZE : 0);
+    if (used + need > size) break;
+    if (plus) {
+      let entry: Buffer | undefined;
+      if (e.name !== "." && e.name !== ".." && f.lookup) {
+        try {
+          entry = s.entryOut(await f.lookup(ino, e.name, r.ctx));
+        } catch {
+          entry = undefined;
+        }
+      }
+      if (entry) entry.copy(out, used);
+      else out.fill(0, used, used + ENTRY_OUT_SIZE);
+      used += ENTRY_OUT_SIZE;
+    }
+    used += encodeDirent(out, used, e.ino, offset + i + 1, direntType(e.mode), name);
+  }
+  return [out.subarray(0, used)];
 }

@@ -36,7 +36,6 @@ export interface HandlerSession {
   released(fh: number, ino: number): void;
   /** The backing fd of a handle the reader threads did not serve, if any. */
   backingOf(fh: number): number | undefined;
-  readdir(r: Request, plus: boolean): Promise<Payload>;
 }
 
 export function enosys(): never {
