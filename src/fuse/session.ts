@@ -1,14 +1,13 @@
 /**
  * The raw layer's connection: device reader threads (reader.ts) read requests from /dev/fuse
- * and the dispatcher (dispatch.ts) answers each with exactly one reply from its handler. The
- * session answers INIT (init.ts) or takes over a connection an earlier server initialised,
- * keeps the backing fds of open handles (reader fast path, kernel passthrough), and sends
- * notifications.
+ * and the dispatcher (requests/dispatch.ts) answers each with exactly one reply from its
+ * handler. The session answers INIT (init.ts) or takes over a connection an earlier server
+ * initialised, keeps the backing fds of open handles (reader fast path, kernel passthrough),
+ * and sends notifications.
  */
 import fs from "node:fs";
 import { errnoCode, errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { Dispatcher } from "./dispatch.js";
 import type { Entry, FileSystem, OpenReply } from "./filesystem.js";
 import { initOut, negotiate, otherMajorReply } from "./init.js";
 import { KernelPassthrough, type PassthroughStatus } from "./kernel-passthrough.js";
@@ -25,7 +24,8 @@ import {
   OP_NAMES,
 } from "./protocol.js";
 import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
-import type { HandlerSession, Payload, Request } from "./request.js";
+import { Dispatcher } from "./requests/dispatch.js";
+import type { HandlerSession, Payload, Request } from "./requests/request.js";
 import type { Negotiated, SessionOptions } from "./session-options.js";
 
 const log = logger("fuse");

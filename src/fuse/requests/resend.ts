@@ -8,8 +8,8 @@
  * name that existed before is then answered as if it had made it: the price of the window.)
  */
 import { constants } from "node:fs";
-import type { FileSystem } from "./filesystem.js";
-import { Op, readCString } from "./protocol.js";
+import type { FileSystem } from "../filesystem.js";
+import { Op, readCString } from "../protocol.js";
 import {
   type HandlerSession,
   name0,

@@ -1,12 +1,12 @@
 /**
- * A request as its handler sees it: the decoded request, the reply payload, what a handler may
- * ask of the session that dispatched it (`HandlerSession`, implemented by session.ts), and the
- * small helpers the handlers share to read a request's body, call the `FileSystem` and encode
- * an open reply. It sits below the session and the handlers so that both import it and neither
- * imports the other.
+ * A request as its handler sees it: the decoded request, the reply payload, what a handler
+ * may ask of the session that dispatched it (`HandlerSession`, implemented by ../session.ts),
+ * and the small helpers the handlers share to read a request's body, call the `FileSystem`
+ * and encode an open reply. It sits below the session and the handlers so that both import
+ * it and neither imports the other.
  */
-import type { Entry, FileSystem, OpenReply, RequestContext } from "./filesystem.js";
-import { encodeOpenOut, FOpen, type InHeader, OPEN_OUT_SIZE, readCString } from "./protocol.js";
+import type { Entry, FileSystem, OpenReply, RequestContext } from "../filesystem.js";
+import { encodeOpenOut, FOpen, type InHeader, OPEN_OUT_SIZE, readCString } from "../protocol.js";
 
 export type Payload = Buffer[] | undefined;
 

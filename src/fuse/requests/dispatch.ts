@@ -6,10 +6,9 @@
  * Keeps the requests in flight, the pool of reply buffers and the count per opcode.
  */
 import fs from "node:fs";
-import { errnoCode, errorMessage } from "../common/errors.js";
-import { logger } from "../common/log.js";
-import { errnoOf, type FileSystem } from "./filesystem.js";
-import { HANDLERS } from "./handlers.js";
+import { errnoCode, errorMessage } from "../../common/errors.js";
+import { logger } from "../../common/log.js";
+import { errnoOf, type FileSystem } from "../filesystem.js";
 import {
   decodeInHeader,
   encodeOutHeader,
@@ -17,7 +16,8 @@ import {
   OP_NAMES,
   Op,
   OUT_HEADER_SIZE,
-} from "./protocol.js";
+} from "../protocol.js";
+import { HANDLERS } from "./handlers.js";
 import { enosys, type HandlerSession, type Payload, type Request, u64 } from "./request.js";
 import { isResent, repairResent } from "./resend.js";
 

@@ -3,7 +3,7 @@
  * `FileSystem` and encodes the reply payload; dispatch.ts dispatches to them and replies.
  */
 import fs from "node:fs";
-import { type DirEntry, direntType, type FileSystem } from "./filesystem.js";
+import { type DirEntry, direntType, type FileSystem } from "../filesystem.js";
 import {
   decodeSetAttrIn,
   direntSize,
@@ -13,7 +13,7 @@ import {
   Op,
   readCString,
   WRITE_IN_SIZE,
-} from "./protocol.js";
+} from "../protocol.js";
 import {
   type HandlerSession,
   name0,
