@@ -17,7 +17,8 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import type { FileSystem } from "./filesystem.js";
 import { Mount, type MountOptions, mountInfo, setReadahead } from "./mount.js";
-import { type Negotiated, Session, type SessionOptions } from "./session.js";
+import { Session } from "./session.js";
+import type { Negotiated, SessionOptions } from "./session-options.js";
 
 const log = logger("fuse");
 

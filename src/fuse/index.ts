@@ -24,11 +24,7 @@ export {
   unmountOnSignals,
 } from "./mount.js";
 export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
-export {
-  type Negotiated,
-  type PassthroughStatus,
-  Session,
-  type SessionOptions,
-} from "./session.js";
+export { type PassthroughStatus, Session } from "./session.js";
+export type { Negotiated, SessionOptions } from "./session-options.js";
 export { Supervisor, type SupervisorEnd, type SupervisorOptions } from "./supervisor.js";
 export { ensureThreadPool } from "./threadpool.js";

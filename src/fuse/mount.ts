@@ -8,7 +8,8 @@ import fs from "node:fs";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import type { FileSystem } from "./filesystem.js";
-import { Session, type SessionOptions } from "./session.js";
+import { Session } from "./session.js";
+import type { SessionOptions } from "./session-options.js";
 
 const log = logger("fuse");
 

@@ -1,121 +1,34 @@
 /**
- * The raw layer: reads requests from /dev/fuse, dispatches each opcode to one handler that
- * calls the `FileSystem`, and writes exactly one reply per request (none for FORGET,
- * BATCH_FORGET and INTERRUPT, as the protocol says). Also sends notifications.
+ * The raw layer's connection: device reader threads (reader.ts) read requests from /dev/fuse
+ * and the dispatcher (requests/dispatch.ts) answers each with exactly one reply from its
+ * handler. The session answers INIT (init.ts) or takes over a connection an earlier server
+ * initialised, keeps the backing fds of open handles (reader fast path, kernel passthrough),
+ * and sends notifications.
  */
 import fs from "node:fs";
 import { errnoCode, errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import {
-  type DirEntry,
-  direntType,
-  type Entry,
-  errnoOf,
-  type FileSystem,
-  type OpenReply,
-  type RequestContext,
-} from "./filesystem.js";
-import { enosys, HANDLERS, need, u64 } from "./handlers.js";
+import type { Entry, FileSystem, OpenReply } from "./filesystem.js";
+import { initOut, negotiate, otherMajorReply } from "./init.js";
 import { KernelPassthrough, type PassthroughStatus } from "./kernel-passthrough.js";
 import {
-  decodeInHeader,
   decodeInitIn,
-  direntSize,
   ENTRY_OUT_SIZE,
   encodeAttrOut,
-  encodeDirent,
   encodeEntryOut,
-  encodeInitOut,
-  encodeOutHeader,
-  FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION,
-  IN_HEADER_SIZE,
-  type InHeader,
   Init,
   notifyInvalEntry,
   notifyInvalInode,
   notifyResend,
   notifyStore,
   OP_NAMES,
-  Op,
-  OUT_HEADER_SIZE,
 } from "./protocol.js";
 import { BackingTable, DeviceReader, type ReaderMessage } from "./reader.js";
-import { isResent, repairResent } from "./resend.js";
+import { Dispatcher } from "./requests/dispatch.js";
+import type { HandlerSession, Payload, Request } from "./requests/request.js";
+import type { Negotiated, SessionOptions } from "./session-options.js";
 
 const log = logger("fuse");
-
-/** Requests that change nothing (answered EINTR as soon as the kernel interrupts them). */
-const WITHOUT_EFFECT = new Set<number>([
-  Op.READ,
-  Op.GETATTR,
-  Op.READLINK,
-  Op.STATFS,
-  Op.GETXATTR,
-  Op.LISTXATTR,
-  Op.ACCESS,
-]);
-
-export interface SessionOptions {
-  /** Largest WRITE (and READ) request, bytes; default 1 MiB (max_pages 256). */
-  maxWrite?: number;
-  /** Worker threads blocked in read(2) on the device; default 2. */
-  readers?: number;
-  /** Requests each reader can have in flight; default 16. */
-  slotsPerReader?: number;
-  /** Let the kernel cache writes and send them in big batches; default false. */
-  writebackCache?: boolean;
-  /** Answer READDIRPLUS (readdir + lookup per entry); default true. */
-  readdirplus?: boolean;
-  /** Kernel invalidates cached data when it sees mtime/size change; default false. */
-  autoInvalData?: boolean;
-  /** Default entry/attr cache timeouts, ms; default 1000. */
-  entryTimeoutMs?: number;
-  attrTimeoutMs?: number;
-  /** Max background (readahead/writeback) requests the kernel queues; default 64. */
-  maxBackground?: number;
-  /**
-   * Open handles with a `backingFd` that the reader threads serve directly; default 4096.
-   * Handles beyond that are still served from their backing fd, by the main thread.
-   */
-  backingHandles?: number;
-  /**
-   * Write-behind for backing fds: after this many bytes written through the fast path to one
-   * backing fd, start flushing it to disk (fdatasync in the libuv pool, one at a time per fd)
-   * while writing goes on, so that a later fsync has little left to do and dirty data stays
-   * bounded. 0 (default) leaves flushing to the kernel and to FSYNC.
-   */
-  writeBehindBytes?: number;
-  /**
-   * Kernel passthrough (Linux >= 6.9, CAP_SYS_ADMIN, koffi): opens whose reply sets
-   * `passthrough` are served by the kernel from their backing fd. Negotiating it turns the
-   * writeback cache off (the kernel allows only one of the two). Default false; the
-   * environment variable LAZYFS_FUSE_PASSTHROUGH=0 turns it off whatever the option says.
-   */
-  passthrough?: boolean;
-  /**
-   * Where the passthrough table is kept for a server that takes this connection over (a
-   * supervised server gets it from its supervisor); none: a restarted server cannot go on
-   * with the passthrough opens its predecessor left.
-   */
-  passthroughStateFile?: string;
-  /**
-   * Serve a connection whose INIT an earlier server already answered (a server restarted by a
-   * supervisor, see supervisor.ts): no INIT is expected, these parameters are in effect, and
-   * the kernel is asked to resend every request the earlier server read and did not answer.
-   */
-  resume?: Negotiated;
-}
-
-/** What INIT agreed on a connection: what a server taking it over must keep to. */
-export interface Negotiated {
-  minor: number;
-  /** Flags in effect. */
-  flags: bigint;
-  /** Flags the kernel offered. */
-  kernelFlags: bigint;
-  maxWrite: number;
-}
 
 export type { PassthroughStatus } from "./kernel-passthrough.js";
 
@@ -127,31 +40,7 @@ export interface FastPathStats {
   flushes: number;
 }
 
-export type Payload = Buffer[] | undefined;
-
-export interface Request {
-  h: InHeader;
-  /** Bytes after the in-header, up to `len`. */
-  body: Buffer;
-  ctx: RequestContext;
-  abort: AbortController;
-  replied: boolean;
-  pooled: Buffer[];
-}
-
-/** The errno for a thrown value; logs anything that is not a plain errno error. */
-function errnoFor(err: unknown, op: string): number {
-  if (err instanceof DOMException && err.name === "AbortError") return errnoOf("EINTR") ?? 4;
-  const code = errnoCode(err);
-  const n = code === undefined ? undefined : errnoOf(code);
-  if (n !== undefined) return n;
-  const num = (err as { errno?: unknown } | null)?.errno;
-  if (typeof num === "number" && num !== 0) return Math.abs(num);
-  log.error("handler failed", { op, error: errorMessage(err), stack: (err as Error)?.stack });
-  return errnoOf("EIO") ?? 5;
-}
-
-export class Session {
+export class Session implements HandlerSession {
   readonly fd: number;
   readonly fs: FileSystem;
   readonly maxWrite: number;
@@ -167,15 +56,12 @@ export class Session {
   private readonly opts: Required<Omit<SessionOptions, "resume" | "passthroughStateFile">>;
   private kernelFlags = 0n;
   private readonly readers: DeviceReader[] = [];
-  private readonly inflight = new Map<bigint, Request>();
-  private readonly pool: Buffer[] = [];
   private readonly table: BackingTable;
   /** Backing fds of handles the table had no room for (served by the main thread). */
   private readonly overflow = new Map<number, number>();
   private flushes = 0;
   private readonly kpt: KernelPassthrough;
-  /** Requests dispatched on the main thread, per opcode. */
-  private readonly counts = new Map<number, number>();
+  private readonly requests: Dispatcher;
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private destroyed = false;
@@ -202,6 +88,7 @@ export class Session {
     this.kpt = new KernelPassthrough(fd, options.passthroughStateFile);
     this.maxWrite =
       options.resume?.maxWrite ?? Math.min(Math.max(this.opts.maxWrite, 4096), 256 * 4096);
+    this.requests = new Dispatcher(fd, fileSystem, this.maxWrite, this);
     this.ready = new Promise((res, rej) => {
       this.readyResolve = res;
       this.readyReject = rej;
@@ -279,7 +166,7 @@ export class Session {
     const buf = reader.views[slot].subarray(0, m.len);
     let done: Promise<void> | undefined;
     try {
-      done = this.dispatch(buf);
+      done = this.requests.dispatch(buf);
     } catch (e) {
       log.error("bad request", { error: errorMessage(e) });
     }
@@ -303,7 +190,7 @@ export class Session {
     if (this.fatal) log.error("device read failed", { error: this.fatal });
     this.readyReject(new Error("FUSE session ended before INIT"));
     await this.callDestroy();
-    for (const r of this.inflight.values()) r.abort.abort();
+    this.requests.abortAll();
     try {
       fs.closeSync(this.fd);
     } catch {
@@ -356,7 +243,7 @@ export class Session {
    */
   requestCounts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [op, n] of this.counts) out[OP_NAMES[op] ?? String(op)] = n;
+    for (const [op, n] of this.requests.counts) out[OP_NAMES[op] ?? String(op)] = n;
     out.READ = (out.READ ?? 0) + this.table.fastReads;
     out.WRITE = (out.WRITE ?? 0) + this.table.fastWrites;
     return out;
@@ -369,106 +256,12 @@ export class Session {
 
   /** Number of requests received and not yet answered. */
   get pending(): number {
-    return this.inflight.size;
+    return this.requests.pending;
   }
 
   /** Stops the readers without unmounting (tests, or after the mount is gone). */
   async stop(): Promise<void> {
     await Promise.all(this.readers.map((r) => r.stop()));
-  }
-
-  private takeBuffer(r: Request, size: number): Buffer {
-    if (size > this.maxWrite)
-      throw new RangeError(`buffer of ${size} bytes exceeds max_write ${this.maxWrite}`);
-    const b = this.pool.pop() ?? Buffer.allocUnsafeSlow(this.maxWrite);
-    r.pooled.push(b);
-    return b.subarray(0, size);
-  }
-
-  private dispatch(buf: Buffer): Promise<void> | undefined {
-    const h = decodeInHeader(buf);
-    this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
-    const body = buf.subarray(IN_HEADER_SIZE + h.totalExtlen * 8, h.len);
-    if (h.opcode === Op.FORGET) {
-      this.fs.forget?.(h.nodeid, u64(body, 0));
-      return undefined;
-    }
-    if (h.opcode === Op.BATCH_FORGET) {
-      const count = body.readUInt32LE(0);
-      for (let i = 0; i < count; i++)
-        this.fs.forget?.(u64(body, 8 + i * 16), u64(body, 16 + i * 16));
-      return undefined;
-    }
-    if (h.opcode === Op.INTERRUPT) {
-      this.interrupt(body.readBigUInt64LE(0));
-      return undefined;
-    }
-    const abort = new AbortController();
-    const r: Request = {
-      h,
-      body,
-      abort,
-      replied: false,
-      pooled: [],
-      ctx: {
-        uid: h.uid,
-        gid: h.gid,
-        pid: h.pid,
-        signal: abort.signal,
-        buffer: (size: number) => this.takeBuffer(r, size),
-      },
-    };
-    this.inflight.set(h.unique, r);
-    const handler = HANDLERS[h.opcode];
-    const op = OP_NAMES[h.opcode] ?? String(h.opcode);
-    if (log.enabled("debug")) log.debug("request", { op, unique: String(h.unique), ino: h.nodeid });
-    return (async () => {
-      try {
-        const payload = handler ? await handler(this, r, this.fs) : enosys();
-        this.reply(r, 0, payload);
-      } catch (e) {
-        // After a failover, a resent request the dead server had already carried out.
-        const repaired = isResent(h.unique)
-          ? await repairResent(this, r, this.fs, errnoCode(e)).catch(() => undefined)
-          : undefined;
-        if (repaired) this.reply(r, 0, repaired);
-        else this.reply(r, -errnoFor(e, op));
-      }
-    })();
-  }
-
-  /**
-   * The kernel interrupted request `unique` (its caller got a signal): the handler's
-   * ctx.signal fires. A request that changes nothing is answered EINTR at once, as the caller
-   * may simply ask again. Any other is answered by its handler, which may fail with EINTR only
-   * if it did nothing: a write reported interrupted after it took effect is written again by
-   * the caller (a restarted `write` with O_APPEND appends its data twice).
-   */
-  private interrupt(unique: bigint): void {
-    const r = this.inflight.get(unique);
-    if (!r) return;
-    r.abort.abort();
-    if (WITHOUT_EFFECT.has(r.h.opcode)) this.reply(r, -(errnoOf("EINTR") ?? 4));
-  }
-
-  private reply(r: Request, error: number, payload?: Payload): void {
-    if (r.replied) return;
-    r.replied = true;
-    this.inflight.delete(r.h.unique);
-    const parts = error === 0 && payload ? payload : [];
-    const len = parts.reduce((n, p) => n + p.length, OUT_HEADER_SIZE);
-    const hdr = Buffer.allocUnsafe(OUT_HEADER_SIZE);
-    encodeOutHeader(hdr, len, error, r.h.unique);
-    try {
-      fs.writevSync(this.fd, [hdr, ...parts]);
-    } catch (e) {
-      // ENOENT: the kernel no longer waits for this request (interrupted, resent, aborted).
-      const code = errnoCode(e);
-      if (code !== "ENOENT" && code !== "ENODEV" && code !== "EBADF")
-        log.error("reply failed", { op: OP_NAMES[r.h.opcode], error: errorMessage(e) });
-    }
-    for (const b of r.pooled) this.pool.push(b);
-    r.pooled.length = 0;
   }
 
   // ---- notifications (async writes: the kernel may wait on page locks held by requests
@@ -524,65 +317,20 @@ export class Session {
 
   async init(r: Request): Promise<Payload> {
     const init = decodeInitIn(r.body, 0, r.body.length);
-    if (init.major < FUSE_KERNEL_VERSION)
-      throw Object.assign(new Error("old kernel"), { code: "EPROTO" });
-    if (init.major > FUSE_KERNEL_VERSION) {
-      // The kernel will re-send INIT with our major.
-      return [
-        encodeInitOut({
-          ...zeroInit(),
-          major: FUSE_KERNEL_VERSION,
-          minor: FUSE_KERNEL_MINOR_VERSION,
-        }),
-      ];
-    }
-    const o = this.opts;
-    let want =
-      Init.ASYNC_READ |
-      Init.BIG_WRITES |
-      Init.ATOMIC_O_TRUNC |
-      Init.MAX_PAGES |
-      Init.PARALLEL_DIROPS |
-      Init.ASYNC_DIO |
-      Init.CACHE_SYMLINKS |
-      Init.HAS_EXPIRE_ONLY |
-      Init.HAS_RESEND |
-      Init.INIT_EXT;
-    if (o.writebackCache) want |= Init.WRITEBACK_CACHE;
-    if (o.readdirplus) want |= Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO;
-    if (o.autoInvalData) want |= Init.AUTO_INVAL_DATA;
-    const kernelFlags =
-      init.minor >= 36 && init.flags & Init.INIT_EXT ? init.flags : init.flags & 0xffffffffn;
-    const off = !o.passthrough
-      ? "session option passthrough is off"
-      : process.env.LAZYFS_FUSE_PASSTHROUGH === "0"
-        ? "LAZYFS_FUSE_PASSTHROUGH=0"
-        : undefined;
-    if (this.kpt.negotiate(kernelFlags, off))
-      want = (want | Init.PASSTHROUGH) & ~Init.WRITEBACK_CACHE;
-    this.flags = want & kernelFlags;
-    this.kernelFlags = kernelFlags;
-    this.minor = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
+    const retry = otherMajorReply(init);
+    if (retry) return [retry];
+    const agreed = negotiate(init, this.opts, this.kpt);
+    this.flags = agreed.flags;
+    this.kernelFlags = agreed.kernelFlags;
+    this.minor = agreed.minor;
     await this.fs.init?.({
       minor: this.minor,
-      kernelFlags,
+      kernelFlags: agreed.kernelFlags,
       flags: this.flags,
       maxWrite: this.maxWrite,
       passthrough: (this.flags & Init.PASSTHROUGH) !== 0n,
     });
-    const out = encodeInitOut({
-      major: FUSE_KERNEL_VERSION,
-      minor: this.minor,
-      maxReadahead: init.maxReadahead,
-      flags: this.flags,
-      maxBackground: o.maxBackground,
-      congestionThreshold: Math.floor((o.maxBackground * 3) / 4),
-      maxWrite: this.maxWrite,
-      timeGran: 1,
-      maxPages: this.maxWrite / 4096,
-      // Backing files on a plain (not stacked) file system.
-      maxStackDepth: this.flags & Init.PASSTHROUGH ? 1 : 0,
-    });
+    const out = initOut(init, this.opts, this.minor, this.flags, this.maxWrite);
     log.info("init", {
       minor: this.minor,
       flags: `0x${this.flags.toString(16)}`,
@@ -597,49 +345,4 @@ export class Session {
     await this.callDestroy();
     return [];
   }
-
-  async readdir(r: Request, plus: boolean): Promise<Payload> {
-    const ino = r.h.nodeid;
-    const fh = u64(r.body, 0);
-    const offset = u64(r.body, 8);
-    const size = r.body.readUInt32LE(16);
-    const entries: DirEntry[] = await need(this.fs, "readdir")(ino, fh, offset, r.ctx);
-    const out = Buffer.alloc(size);
-    let used = 0;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      const name = Buffer.from(e.name);
-      const need = direntSize(name.length) + (plus ? ENTRY_OUT_SIZE : 0);
-      if (used + need > size) break;
-      if (plus) {
-        let entry: Buffer | undefined;
-        if (e.name !== "." && e.name !== ".." && this.fs.lookup) {
-          try {
-            entry = this.entryOut(await this.fs.lookup(ino, e.name, r.ctx));
-          } catch {
-            entry = undefined;
-          }
-        }
-        if (entry) entry.copy(out, used);
-        else out.fill(0, used, used + ENTRY_OUT_SIZE);
-        used += ENTRY_OUT_SIZE;
-      }
-      used += encodeDirent(out, used, e.ino, offset + i + 1, direntType(e.mode), name);
-    }
-    return [out.subarray(0, used)];
-  }
-}
-
-function zeroInit() {
-  return {
-    major: 0,
-    minor: 0,
-    maxReadahead: 0,
-    flags: 0n,
-    maxBackground: 0,
-    congestionThreshold: 0,
-    maxWrite: 0,
-    timeGran: 0,
-    maxPages: 0,
-  };
 }

@@ -26,7 +26,7 @@ import {
   negotiatedToJson,
 } from "./handover.js";
 import { abortConnection, type MountOptions, mountDevice, mountInfo } from "./mount.js";
-import type { Negotiated } from "./session.js";
+import type { Negotiated } from "./session-options.js";
 
 const log = logger("supervisor");
 

@@ -8,10 +8,17 @@
  * name that existed before is then answered as if it had made it: the price of the window.)
  */
 import { constants } from "node:fs";
-import type { FileSystem } from "./filesystem.js";
-import { name0, need, openOut, u64 } from "./handlers.js";
-import { Op, readCString } from "./protocol.js";
-import type { Payload, Request, Session } from "./session.js";
+import type { FileSystem } from "../filesystem.js";
+import { Op, readCString } from "../protocol.js";
+import {
+  type HandlerSession,
+  name0,
+  need,
+  openOut,
+  type Payload,
+  type Request,
+  u64,
+} from "./request.js";
 
 export const UNIQUE_RESEND = 1n << 63n;
 
@@ -24,7 +31,7 @@ export function isResent(unique: bigint): boolean {
 
 /** The reply a resent request that failed with `code` should get instead, if any. */
 export async function repairResent(
-  s: Session,
+  s: HandlerSession,
   r: Request,
   f: FileSystem,
   code: string | undefined,

@@ -1,74 +1,35 @@
 /**
  * One handler per FUSE opcode (go-fuse's raw layer): each decodes its request, calls the
- * `FileSystem` and encodes the reply payload; session.ts dispatches to them and replies.
+ * `FileSystem` and encodes the reply payload; dispatch.ts dispatches to them and replies.
  */
 import fs from "node:fs";
-import type { FileSystem, OpenReply } from "./filesystem.js";
+import { type DirEntry, direntType, type FileSystem } from "../filesystem.js";
 import {
   decodeSetAttrIn,
-  encodeOpenOut,
+  direntSize,
+  ENTRY_OUT_SIZE,
+  encodeDirent,
   encodeStatFs,
-  FOpen,
-  OPEN_OUT_SIZE,
   Op,
   readCString,
   WRITE_IN_SIZE,
-} from "./protocol.js";
-import type { Payload, Request, Session } from "./session.js";
+} from "../protocol.js";
+import {
+  type HandlerSession,
+  name0,
+  need,
+  openOut,
+  type Payload,
+  type Request,
+  u64,
+} from "./request.js";
 
-export type Handler = (s: Session, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
-
-export function enosys(): never {
-  throw Object.assign(new Error("not implemented"), { code: "ENOSYS" });
-}
-
-/** `f[k]` bound to `f`, or an ENOSYS error if the file system does not implement it. */
-export function need<K extends keyof FileSystem>(f: FileSystem, k: K): NonNullable<FileSystem[K]> {
-  const m = f[k];
-  if (!m) enosys();
-  return (m as (...a: unknown[]) => unknown).bind(f) as NonNullable<FileSystem[K]>;
-}
-
-export function u64(b: Buffer, off: number): number {
-  return Number(b.readBigUInt64LE(off));
-}
-
-function openFlags(o: OpenReply): number {
-  return (
-    (o.directIo ? FOpen.DIRECT_IO : 0) |
-    (o.keepCache ? FOpen.KEEP_CACHE : 0) |
-    (o.nonseekable ? FOpen.NONSEEKABLE : 0) |
-    (o.cacheDir ? FOpen.CACHE_DIR : 0) |
-    (o.noFlush ? FOpen.NOFLUSH : 0) |
-    (o.parallelDirectWrites ? FOpen.PARALLEL_DIRECT_WRITES : 0)
-  );
-}
-
-export function openOut(o: OpenReply, backingId?: number): Buffer {
-  const b = Buffer.alloc(OPEN_OUT_SIZE);
-  if (backingId === undefined) encodeOpenOut(b, 0, o.fh ?? 0, openFlags(o));
-  else
-    encodeOpenOut(
-      b,
-      0,
-      o.fh ?? 0,
-      (openFlags(o) & PASSTHROUGH_OPEN_FLAGS) | FOpen.PASSTHROUGH,
-      backingId,
-    );
-  return b;
-}
-
-/** The only open flags the kernel accepts beside FOPEN_PASSTHROUGH (else the open is EIO). */
-const PASSTHROUGH_OPEN_FLAGS = FOpen.NOFLUSH | FOpen.PARALLEL_DIRECT_WRITES;
+export type Handler = (s: HandlerSession, r: Request, fs: FileSystem) => Promise<Payload> | Payload;
 
 function u32Out(n: number, size = 8): Buffer {
   const b = Buffer.alloc(size);
   b.writeUInt32LE(n, 0);
   return b;
-}
-
-export function name0(r: Request, off = 0): string {
-  return readCString(r.body, off, r.body.length)[0];
 }
 
 /** One handler per opcode. A missing opcode (or FileSystem method) answers ENOSYS. */
@@ -183,8 +144,8 @@ export const HANDLERS: Partial<Record<number, Handler>> = {
   [Op.OPENDIR]: async (_s, r, f) => [
     openOut(f.opendir ? await f.opendir(r.h.nodeid, r.body.readUInt32LE(0), r.ctx) : {}),
   ],
-  [Op.READDIR]: (s, r) => s.readdir(r, false),
-  [Op.READDIRPLUS]: (s, r) => s.readdir(r, true),
+  [Op.READDIR]: (s, r, f) => readdir(s, r, f, false),
+  [Op.READDIRPLUS]: (s, r, f) => readdir(s, r, f, true),
   [Op.RELEASEDIR]: async (_s, r, f) => {
     await f.releasedir?.(r.h.nodeid, u64(r.body, 0), r.ctx);
     return [];
@@ -264,4 +225,41 @@ async function rename(r: Request, f: FileSystem, namesAt: number, flags: number)
   const newName = readCString(r.body, next, r.body.length)[0];
   await need(f, "rename")(r.h.nodeid, oldName, u64(r.body, 0), newName, flags, r.ctx);
   return [];
+}
+
+/** READDIR, and READDIRPLUS (`plus`): each entry with its LOOKUP reply (zeros if that fails). */
+async function readdir(
+  s: HandlerSession,
+  r: Request,
+  f: FileSystem,
+  plus: boolean,
+): Promise<Payload> {
+  const ino = r.h.nodeid;
+  const fh = u64(r.body, 0);
+  const offset = u64(r.body, 8);
+  const size = r.body.readUInt32LE(16);
+  const entries: DirEntry[] = await need(f, "readdir")(ino, fh, offset, r.ctx);
+  const out = Buffer.alloc(size);
+  let used = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    const name = Buffer.from(e.name);
+    const need = direntSize(name.length) + (plus ? ENTRY_OUT_SIZE : 0);
+    if (used + need > size) break;
+    if (plus) {
+      let entry: Buffer | undefined;
+      if (e.name !== "." && e.name !== ".." && f.lookup) {
+        try {
+          entry = s.entryOut(await f.lookup(ino, e.name, r.ctx));
+        } catch {
+          entry = undefined;
+        }
+      }
+      if (entry) entry.copy(out, used);
+      else out.fill(0, used, used + ENTRY_OUT_SIZE);
+      used += ENTRY_OUT_SIZE;
+    }
+    used += encodeDirent(out, used, e.ino, offset + i + 1, direntType(e.mode), name);
+  }
+  return [out.subarray(0, used)];
 }
