@@ -29,12 +29,10 @@
  * whose discovered files are added and prefetched like the others.
  */
 import { EventEmitter } from "node:events";
-import { stat } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { LocalOrigin } from "../origin/local.js";
 import { ScrubOrigin } from "../origin/scrub.js";
-import { isNotFound, type Origin, type ReadPartCallback } from "../origin/types.js";
+import type { Origin } from "../origin/types.js";
 import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
 import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
@@ -43,6 +41,7 @@ import { Prefetcher } from "./prefetch.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Readahead } from "./readahead.js";
 import { RunScheduler } from "./scheduler.js";
+import { Sources } from "./source.js";
 import {
   type Crawler,
   DEMAND,
@@ -52,7 +51,6 @@ import {
   type FileStatus,
   READAHEAD,
   sameCheckpoint,
-  sameMtime,
 } from "./types.js";
 
 export type { ByteSource, FileCounters, SourceCounters, SummedField } from "./accounting.js";
@@ -71,7 +69,6 @@ export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly runs: RunScheduler;
   private readonly limiter: RateLimiter;
-  private readonly scrubOrigin: Origin;
   private readonly acct: Accounting;
   private readonly blockSize: number;
   private readonly maxRunBlocks: number;
@@ -79,19 +76,21 @@ export class Engine extends EventEmitter {
   private readonly prefetch: Prefetcher;
   private independentEmitted = false;
   private closed = false;
-  private integrity!: Integrity;
+  private readonly sources: Sources;
 
   private constructor(
     private readonly store: Store,
+    private readonly integrity: Integrity,
     private readonly opts: EngineOptions,
   ) {
     super();
     this.blockSize = store.blockSize;
     this.limiter = new RateLimiter(opts.bwlimitBytesPerSec ?? 0);
     const scrub = opts.scrub;
-    this.scrubOrigin =
+    const scrubOrigin =
       scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
-    this.acct = new Accounting(opts.origin, this.scrubOrigin);
+    this.acct = new Accounting(opts.origin, scrubOrigin);
+    this.sources = new Sources(opts.origin, scrubOrigin, this.limiter, this.acct, integrity);
     this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
     const concurrency = Math.max(1, opts.concurrency ?? 8);
     const bgConcurrency = Math.max(1, Math.min(concurrency, opts.backgroundConcurrency ?? 2));
@@ -101,7 +100,7 @@ export class Engine extends EventEmitter {
       maxRunBlocks: this.maxRunBlocks,
       concurrency,
       bgConcurrency,
-      fetch: (e, off, len, onPart) => this.fetchRun(e, off, len, onPart),
+      fetch: (e, off, len, onPart) => this.sources.fetchRun(e, off, len, onPart),
       afterRun: () => this.checkIndependent(),
     });
     this.prefetch = new Prefetcher({
@@ -118,8 +117,8 @@ export class Engine extends EventEmitter {
 
   static async open(opts: EngineOptions): Promise<Engine> {
     const store = await Store.open(opts.cacheDir, opts.blockSize);
-    const engine = new Engine(store, opts);
-    engine.integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
+    const integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
+    const engine = new Engine(store, integrity, opts);
     for (const meta of await store.list()) await engine.attach(meta, false);
     engine.prefetch.startSchedule();
     return engine;
@@ -163,7 +162,7 @@ export class Engine extends EventEmitter {
     }
     const entry = await this.attach({ ...meta }, true);
     this.independentEmitted = false;
-    if (meta.policy === "eager") await this.prepare(entry);
+    if (meta.policy === "eager") await this.sources.prepare(entry);
     this.prefetch.fileAdded(entry);
   }
 
@@ -212,79 +211,6 @@ export class Engine extends EventEmitter {
     return e;
   }
 
-  /** Decides where a file's content comes from, verifying the origin copy once. */
-  private prepare(e: Entry): Promise<{ source: Origin; path: string; fromOrigin: boolean }> {
-    e.prepared ??= (async () => {
-      const m = e.meta;
-      if (m.policy === "scrub")
-        return { source: this.scrubOrigin, path: m.originPath, fromOrigin: false };
-      if (m.policy === "local" && m.localPath) {
-        const st = await stat(m.localPath).catch(() => undefined);
-        // Identical as the plan judged it: same size, same mtime to the origin's precision.
-        const p = this.opts.origin.mtimePrecisionMs;
-        if (st && st.size === m.size && sameMtime(st.mtimeMs, m.mtimeMs, p)) {
-          e.dependsOnOrigin = false;
-          return { source: new LocalOrigin("/"), path: m.localPath, fromOrigin: false };
-        }
-        log.info("local copy differs; fetching from origin", { path: m.localPath });
-      }
-      // Checked on every read (originRead); a remote file is the origin's live content.
-      return { source: this.opts.origin, path: m.readPath ?? m.originPath, fromOrigin: true };
-    })();
-    e.prepared.catch(() => {});
-    return e.prepared;
-  }
-
-  /** A read of a file kept here: from the origin only while it is the checkpoint's file. */
-  private async originRead(
-    e: Entry,
-    source: Origin,
-    path: string,
-    off: number,
-    len: number,
-    onPart: ReadPartCallback,
-  ): Promise<Buffer> {
-    if (source !== this.opts.origin) return source.read(path, off, len, onPart);
-    this.integrity.assertServable(e.meta, source.name, off);
-    try {
-      return await source.read(
-        path,
-        off,
-        len,
-        onPart,
-        this.integrity.checkFor(e.meta, source.name, off),
-      );
-    } catch (err) {
-      if (isNotFound(err)) this.integrity.refuseMissing(e.meta, source.name, off, err);
-      throw err;
-    }
-  }
-
-  /** Counts `bytes` from `source` for file `e` (origin, scrub or local copy: see accounting.ts). */
-  private account(e: Entry, source: Origin, bytes: number) {
-    this.acct.fetched(e.stats, source, bytes);
-  }
-
-  /** Where a fetch for `e` gets its bytes (known once prepared; by policy before). */
-  private fetchSource(e: Entry): ByteSource {
-    if (e.meta.policy === "scrub") return "scrub";
-    return e.dependsOnOrigin ? "origin" : "local-copy";
-  }
-
-  /** One run's bytes from wherever `e` comes from: rate-limited, checked, counted. */
-  private async fetchRun(
-    e: Entry,
-    off: number,
-    len: number,
-    onPart: ReadPartCallback,
-  ): Promise<Buffer> {
-    const { source, path } = await this.prepare(e);
-    await this.limiter.acquire(len);
-    const data = await this.originRead(e, source, path, off, len, onPart);
-    this.account(e, source, data.length);
-    return data;
-  }
-
   // ---- public file operations ---------------------------------------------------------------
 
   /**
@@ -303,12 +229,12 @@ export class Engine extends EventEmitter {
     }
     if (!e.blocks) {
       // Live content: read what the origin has now, however much it grew since the dump.
-      const { source, path } = await this.prepare(e);
+      const { source, path } = await this.sources.prepare(e);
       if (length === 0) return Buffer.alloc(0);
       await this.limiter.acquire(length);
       const data = await source.read(path, offset, length);
-      this.account(e, source, data.length);
-      if (info) info.source = this.fetchSource(e);
+      this.sources.account(e, source, data.length);
+      if (info) info.source = this.sources.fetchSource(e);
       e.remoteSize = Math.max(e.remoteSize, offset + data.length);
       return data;
     }
@@ -329,7 +255,7 @@ export class Engine extends EventEmitter {
     }
     this.readahead(e, offset, len);
     if (!waited) this.acct.served(e.stats, len);
-    if (info) info.source = waited ? this.fetchSource(e) : "store";
+    if (info) info.source = waited ? this.sources.fetchSource(e) : "store";
     return e.blocks.read(offset, len);
   }
 
@@ -378,9 +304,9 @@ export class Engine extends EventEmitter {
       throw new UserError(`write ${e.meta.originPath}: bad offset ${offset}`);
     }
     if (!e.blocks) {
-      const { source, path } = await this.prepare(e);
+      const { source, path } = await this.sources.prepare(e);
       await source.write(path, offset, data);
-      this.account(e, source, 0);
+      this.sources.account(e, source, 0);
       this.acct.written(e.stats, data.length);
       if (info) info.source = "origin";
       e.remoteSize = Math.max(e.remoteSize, offset + data.length);
@@ -431,9 +357,9 @@ export class Engine extends EventEmitter {
       throw new UserError(`truncate ${e.meta.originPath}: bad size ${size}`);
     }
     if (!e.blocks) {
-      const { source, path } = await this.prepare(e);
+      const { source, path } = await this.sources.prepare(e);
       await source.truncate(path, size);
-      this.account(e, source, 0);
+      this.sources.account(e, source, 0);
       e.remoteSize = size;
       return;
     }

@@ -119,11 +119,18 @@ export interface Job {
   reject: (err: unknown) => void;
 }
 
+/** Where a file's content comes from, decided once per file (see source.ts). */
+export interface PreparedSource {
+  source: Origin;
+  path: string;
+  fromOrigin: boolean;
+}
+
 export interface Entry {
   meta: FileMeta;
   blocks?: BlockFile;
   remoteSize: number;
-  prepared?: Promise<{ source: Origin; path: string; fromOrigin: boolean }>;
+  prepared?: Promise<PreparedSource>;
   /** Whether the content comes from the origin host (false for scrub, matched local). */
   dependsOnOrigin: boolean;
   inflight: Map<number, { promise: Promise<void>; job: Job }>;
