@@ -52,6 +52,7 @@ import {
   READAHEAD,
   sameCheckpoint,
 } from "./types.js";
+import { Writer } from "./write.js";
 
 export type { ByteSource, FileCounters, SourceCounters, SummedField } from "./accounting.js";
 export type {
@@ -77,6 +78,7 @@ export class Engine extends EventEmitter {
   private independentEmitted = false;
   private closed = false;
   private readonly sources: Sources;
+  private readonly writer: Writer;
 
   private constructor(
     private readonly store: Store,
@@ -102,6 +104,14 @@ export class Engine extends EventEmitter {
       bgConcurrency,
       fetch: (e, off, len, onPart) => this.sources.fetchRun(e, off, len, onPart),
       afterRun: () => this.checkIndependent(),
+    });
+    this.writer = new Writer({
+      blockSize: this.blockSize,
+      sources: this.sources,
+      acct: this.acct,
+      ensure: (e, first, last, prio) => this.runs.ensure(e, first, last, prio),
+      ensureWholeFile: (e) => this.ensureWholeFile(e),
+      truncated: () => this.checkIndependent(),
     });
     this.prefetch = new Prefetcher({
       schedule: opts.prefetch,
@@ -299,39 +309,7 @@ export class Engine extends EventEmitter {
     data: Buffer,
     info?: { source?: ByteSource },
   ): Promise<void> {
-    const e = this.entry(id);
-    if (offset < 0 || !Number.isSafeInteger(offset + data.length)) {
-      throw new UserError(`write ${e.meta.originPath}: bad offset ${offset}`);
-    }
-    if (!e.blocks) {
-      const { source, path } = await this.sources.prepare(e);
-      await source.write(path, offset, data);
-      this.sources.account(e, source, 0);
-      this.acct.written(e.stats, data.length);
-      if (info) info.source = "origin";
-      e.remoteSize = Math.max(e.remoteSize, offset + data.length);
-      return;
-    }
-    if (data.length === 0) return;
-    await this.ensureWholeFile(e);
-    const b = e.blocks;
-    const bs = this.blockSize;
-    const end = offset + data.length;
-    for (;;) {
-      const waits: Promise<void>[] = [];
-      const last = Math.min(Math.floor((end - 1) / bs), b.blocks - 1);
-      for (let i = Math.floor(offset / bs); i <= last; i++) {
-        const inflight = e.inflight.get(i);
-        const partial = offset > i * bs || end < Math.min((i + 1) * bs, b.size);
-        if (inflight) waits.push(inflight.promise);
-        else if (partial && b.stateOf(i) === ABSENT) waits.push(this.runs.ensure(e, i, i, DEMAND));
-      }
-      if (waits.length === 0) break;
-      await Promise.all(waits);
-    }
-    await b.write(offset, data);
-    this.acct.written(e.stats, data.length);
-    if (info) info.source = "local-write";
+    return this.writer.write(this.entry(id), offset, data, info);
   }
 
   /**
@@ -352,31 +330,7 @@ export class Engine extends EventEmitter {
 
   /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */
   async truncate(id: string, size: number): Promise<void> {
-    const e = this.entry(id);
-    if (!Number.isSafeInteger(size) || size < 0) {
-      throw new UserError(`truncate ${e.meta.originPath}: bad size ${size}`);
-    }
-    if (!e.blocks) {
-      const { source, path } = await this.sources.prepare(e);
-      await source.truncate(path, size);
-      this.sources.account(e, source, 0);
-      e.remoteSize = size;
-      return;
-    }
-    const b = e.blocks;
-    for (;;) {
-      const waits: Promise<void>[] = [];
-      for (const [i, f] of e.inflight)
-        if (i * this.blockSize >= size) waits.push(f.promise.catch(() => {}));
-      const edge = Math.floor(size / this.blockSize);
-      if (size < b.size && size % this.blockSize !== 0 && b.stateOf(edge) === ABSENT) {
-        waits.push(this.runs.ensure(e, edge, edge, DEMAND));
-      }
-      if (waits.length === 0) break;
-      await Promise.all(waits);
-    }
-    await b.truncate(size);
-    this.checkIndependent();
+    return this.writer.truncate(this.entry(id), size);
   }
 
   /** fsync of every file. */
