@@ -33,22 +33,22 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { ScrubOrigin } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
-import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
+import { ABSENT } from "../store/blockfile.js";
 import { type FileMeta, POLICIES, Store } from "../store/store.js";
-import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
+import { Accounting, type ByteSource, newFileCounters } from "./accounting.js";
 import { Integrity } from "./integrity.js";
 import { Prefetcher } from "./prefetch.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Readahead } from "./readahead.js";
 import { RunScheduler } from "./scheduler.js";
 import { Sources } from "./source.js";
+import { engineStatus, filesIndependent } from "./status.js";
 import {
   type Crawler,
   DEMAND,
   type EngineOptions,
   type EngineStatus,
   type Entry,
-  type FileStatus,
   READAHEAD,
   sameCheckpoint,
 } from "./types.js";
@@ -368,61 +368,17 @@ export class Engine extends EventEmitter {
 
   // ---- status -------------------------------------------------------------------------------
 
-  private bytesOnOrigin(e: Entry): number {
-    if (!e.blocks) return e.remoteSize;
-    return e.dependsOnOrigin ? e.blocks.bytesIn(ABSENT) : 0;
-  }
-
   /** Emits "independent" if it now holds (a crawler calls it after progress). */
   checkIndependent(): void {
     if (this.independentEmitted || this.closed) return;
-    for (const e of this.entries.values()) if (this.bytesOnOrigin(e) > 0 || !e.blocks) return;
+    if (!filesIndependent(this.entries.values())) return;
     if (!this.prefetch.crawlsDone()) return;
     this.independentEmitted = true;
     this.emit("independent");
   }
 
   status(): EngineStatus {
-    const files: FileStatus[] = [];
-    for (const e of this.entries.values()) {
-      const b = e.blocks;
-      files.push({
-        id: e.meta.id,
-        path: e.meta.originPath,
-        policy: e.meta.policy,
-        size: b ? b.size : e.remoteSize,
-        bytesLocal: b ? b.bytesIn(PRESENT) + b.bytesIn(DIRTY) : 0,
-        bytesDirty: b ? b.bytesIn(DIRTY) : 0,
-        bytesOnOrigin: this.bytesOnOrigin(e),
-        ...e.stats,
-        ...this.integrity.statusOf(e.meta.id),
-      });
-    }
-    const sum = (k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin") =>
-      files.reduce((n, f) => n + f[k], 0);
-    const total = {
-      size: sum("size"),
-      bytesLocal: sum("bytesLocal"),
-      bytesDirty: sum("bytesDirty"),
-      bytesOnOrigin: sum("bytesOnOrigin"),
-      ...sumCounters([...files, this.acct.retired]),
-      refusedFiles: files.filter((f) => f.refused).length,
-      changedFiles: files.filter((f) => f.changed).length,
-    };
-    return {
-      files,
-      total,
-      origins: this.acct.status(),
-      prefetch: {
-        mode: this.prefetch.mode,
-        state: this.prefetch.state,
-        bytesOnOrigin: total.bytesOnOrigin,
-      },
-      dirs: this.prefetch.crawlProgress(),
-      independent:
-        this.prefetch.crawlsDone() &&
-        files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
-    };
+    return engineStatus(this.entries.values(), this.integrity, this.acct, this.prefetch);
   }
 
   /** Resolves once no needed byte is left only on the origin (see "independent"). */
