@@ -34,12 +34,12 @@ import { logger } from "../common/log.js";
 import { ScrubOrigin } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
 import { ABSENT } from "../store/blockfile.js";
-import { type FileMeta, POLICIES, Store } from "../store/store.js";
-import { Accounting, type ByteSource, newFileCounters } from "./accounting.js";
+import { type FileMeta, Store } from "../store/store.js";
+import { Accounting, type ByteSource } from "./accounting.js";
+import { checkNewFile, openEntry } from "./entry.js";
 import { Integrity } from "./integrity.js";
 import { Prefetcher } from "./prefetch.js";
 import { RateLimiter } from "./ratelimit.js";
-import { Readahead } from "./readahead.js";
 import { RunScheduler } from "./scheduler.js";
 import { Sources } from "./source.js";
 import { engineStatus, filesIndependent } from "./status.js";
@@ -135,17 +135,10 @@ export class Engine extends EventEmitter {
   }
 
   private async attach(meta: FileMeta, create: boolean): Promise<Entry> {
-    const entry: Entry = {
-      meta,
-      blocks: meta.policy === "remote" ? undefined : await this.store.openFile(meta, create),
-      remoteSize: meta.size,
-      dependsOnOrigin: meta.policy !== "scrub",
-      inflight: new Map(),
-      stats: newFileCounters(),
-      ra: new Readahead({ blockSize: this.blockSize, maxWindow: this.readaheadMax }),
-    };
-    if (meta.policy === "remote" && create)
-      await this.store.openFile(meta, true).then((b) => b.close());
+    const entry = await openEntry(this.store, meta, create, {
+      blockSize: this.blockSize,
+      maxWindow: this.readaheadMax,
+    });
     this.entries.set(meta.id, entry);
     this.prefetch.fileAttached(entry);
     return entry;
@@ -153,16 +146,7 @@ export class Engine extends EventEmitter {
 
   /** Adds a migrated file (idempotent for the same checkpoint data; resumes after reopen). */
   async addFile(meta: FileMeta): Promise<void> {
-    if (!meta.id) throw new UserError("addFile: empty id");
-    if (!Number.isSafeInteger(meta.size) || meta.size < 0) {
-      throw new UserError(`addFile ${meta.originPath}: bad size ${meta.size}`);
-    }
-    if (!POLICIES.includes(meta.policy)) {
-      throw new UserError(`addFile ${meta.originPath}: unknown policy ${meta.policy}`);
-    }
-    if (meta.policy === "local" && !meta.localPath) {
-      throw new UserError(`addFile ${meta.originPath}: policy local needs localPath`);
-    }
+    checkNewFile(meta);
     const existing = this.entries.get(meta.id);
     if (existing) {
       if (sameCheckpoint(existing.meta, meta)) return;
