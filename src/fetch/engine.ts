@@ -27,6 +27,10 @@
  * (the lazy directories: names not yet listed on the origin) done. Files may be added and
  * removed at any time (a process creates and deletes files); prefetch also runs the crawlers,
  * whose discovered files are added and prefetched like the others.
+ *
+ * This file keeps the files and the read path; beside it: entry.ts (adding a file),
+ * source.ts (where its bytes come from), write.ts (writes and truncates), scheduler.ts,
+ * prefetch.ts, readahead.ts, status.ts (figures and the files' part of "independent").
  */
 import { EventEmitter } from "node:events";
 import { errorMessage, UserError } from "../common/errors.js";

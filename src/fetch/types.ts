@@ -1,6 +1,6 @@
 /**
  * The engine's vocabulary: options, status shapes, crawlers, and the per-file entry and job
- * records its scheduler works on (engine.ts holds the behaviour).
+ * records its scheduler works on (engine.ts and the files beside it hold the behaviour).
  */
 
 import type { ScrubContent } from "../origin/scrub.js";
