@@ -27,33 +27,36 @@
  * (the lazy directories: names not yet listed on the origin) done. Files may be added and
  * removed at any time (a process creates and deletes files); prefetch also runs the crawlers,
  * whose discovered files are added and prefetched like the others.
+ *
+ * This file keeps the files and the read path; beside it: entry.ts (adding a file),
+ * source.ts (where its bytes come from), write.ts (writes and truncates), scheduler.ts,
+ * prefetch.ts, readahead.ts, status.ts (figures and the files' part of "independent").
  */
 import { EventEmitter } from "node:events";
-import { stat } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { LocalOrigin } from "../origin/local.js";
 import { ScrubOrigin } from "../origin/scrub.js";
-import { isNotFound, type Origin, type ReadPartCallback } from "../origin/types.js";
-import { ABSENT, DIRTY, PRESENT } from "../store/blockfile.js";
-import { type FileMeta, POLICIES, Store } from "../store/store.js";
-import { Accounting, type ByteSource, newFileCounters, sumCounters } from "./accounting.js";
+import type { Origin } from "../origin/types.js";
+import { ABSENT } from "../store/blockfile.js";
+import { type FileMeta, Store } from "../store/store.js";
+import { Accounting, type ByteSource } from "./accounting.js";
+import { checkNewFile, openEntry } from "./entry.js";
 import { Integrity } from "./integrity.js";
 import { Prefetcher } from "./prefetch.js";
 import { RateLimiter } from "./ratelimit.js";
-import { Readahead } from "./readahead.js";
 import { RunScheduler } from "./scheduler.js";
+import { Sources } from "./source.js";
+import { engineStatus, filesIndependent } from "./status.js";
 import {
   type Crawler,
   DEMAND,
   type EngineOptions,
   type EngineStatus,
   type Entry,
-  type FileStatus,
   READAHEAD,
   sameCheckpoint,
-  sameMtime,
 } from "./types.js";
+import { Writer } from "./write.js";
 
 export type { ByteSource, FileCounters, SourceCounters, SummedField } from "./accounting.js";
 export type {
@@ -71,7 +74,6 @@ export class Engine extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
   private readonly runs: RunScheduler;
   private readonly limiter: RateLimiter;
-  private readonly scrubOrigin: Origin;
   private readonly acct: Accounting;
   private readonly blockSize: number;
   private readonly maxRunBlocks: number;
@@ -79,19 +81,22 @@ export class Engine extends EventEmitter {
   private readonly prefetch: Prefetcher;
   private independentEmitted = false;
   private closed = false;
-  private integrity!: Integrity;
+  private readonly sources: Sources;
+  private readonly writer: Writer;
 
   private constructor(
     private readonly store: Store,
+    private readonly integrity: Integrity,
     private readonly opts: EngineOptions,
   ) {
     super();
     this.blockSize = store.blockSize;
     this.limiter = new RateLimiter(opts.bwlimitBytesPerSec ?? 0);
     const scrub = opts.scrub;
-    this.scrubOrigin =
+    const scrubOrigin =
       scrub && "read" in scrub ? scrub : new ScrubOrigin(scrub ?? { kind: "zeros" }, opts.origin);
-    this.acct = new Accounting(opts.origin, this.scrubOrigin);
+    this.acct = new Accounting(opts.origin, scrubOrigin);
+    this.sources = new Sources(opts.origin, scrubOrigin, this.limiter, this.acct, integrity);
     this.maxRunBlocks = Math.max(1, Math.floor((opts.maxRunBytes ?? 4 << 20) / this.blockSize));
     const concurrency = Math.max(1, opts.concurrency ?? 8);
     const bgConcurrency = Math.max(1, Math.min(concurrency, opts.backgroundConcurrency ?? 2));
@@ -101,8 +106,16 @@ export class Engine extends EventEmitter {
       maxRunBlocks: this.maxRunBlocks,
       concurrency,
       bgConcurrency,
-      fetch: (e, off, len, onPart) => this.fetchRun(e, off, len, onPart),
+      fetch: (e, off, len, onPart) => this.sources.fetchRun(e, off, len, onPart),
       afterRun: () => this.checkIndependent(),
+    });
+    this.writer = new Writer({
+      blockSize: this.blockSize,
+      sources: this.sources,
+      acct: this.acct,
+      ensure: (e, first, last, prio) => this.runs.ensure(e, first, last, prio),
+      ensureWholeFile: (e) => this.ensureWholeFile(e),
+      truncated: () => this.checkIndependent(),
     });
     this.prefetch = new Prefetcher({
       schedule: opts.prefetch,
@@ -118,25 +131,18 @@ export class Engine extends EventEmitter {
 
   static async open(opts: EngineOptions): Promise<Engine> {
     const store = await Store.open(opts.cacheDir, opts.blockSize);
-    const engine = new Engine(store, opts);
-    engine.integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
+    const integrity = await Integrity.load(opts.cacheDir, opts.allowChanged ?? false);
+    const engine = new Engine(store, integrity, opts);
     for (const meta of await store.list()) await engine.attach(meta, false);
     engine.prefetch.startSchedule();
     return engine;
   }
 
   private async attach(meta: FileMeta, create: boolean): Promise<Entry> {
-    const entry: Entry = {
-      meta,
-      blocks: meta.policy === "remote" ? undefined : await this.store.openFile(meta, create),
-      remoteSize: meta.size,
-      dependsOnOrigin: meta.policy !== "scrub",
-      inflight: new Map(),
-      stats: newFileCounters(),
-      ra: new Readahead({ blockSize: this.blockSize, maxWindow: this.readaheadMax }),
-    };
-    if (meta.policy === "remote" && create)
-      await this.store.openFile(meta, true).then((b) => b.close());
+    const entry = await openEntry(this.store, meta, create, {
+      blockSize: this.blockSize,
+      maxWindow: this.readaheadMax,
+    });
     this.entries.set(meta.id, entry);
     this.prefetch.fileAttached(entry);
     return entry;
@@ -144,16 +150,7 @@ export class Engine extends EventEmitter {
 
   /** Adds a migrated file (idempotent for the same checkpoint data; resumes after reopen). */
   async addFile(meta: FileMeta): Promise<void> {
-    if (!meta.id) throw new UserError("addFile: empty id");
-    if (!Number.isSafeInteger(meta.size) || meta.size < 0) {
-      throw new UserError(`addFile ${meta.originPath}: bad size ${meta.size}`);
-    }
-    if (!POLICIES.includes(meta.policy)) {
-      throw new UserError(`addFile ${meta.originPath}: unknown policy ${meta.policy}`);
-    }
-    if (meta.policy === "local" && !meta.localPath) {
-      throw new UserError(`addFile ${meta.originPath}: policy local needs localPath`);
-    }
+    checkNewFile(meta);
     const existing = this.entries.get(meta.id);
     if (existing) {
       if (sameCheckpoint(existing.meta, meta)) return;
@@ -163,7 +160,7 @@ export class Engine extends EventEmitter {
     }
     const entry = await this.attach({ ...meta }, true);
     this.independentEmitted = false;
-    if (meta.policy === "eager") await this.prepare(entry);
+    if (meta.policy === "eager") await this.sources.prepare(entry);
     this.prefetch.fileAdded(entry);
   }
 
@@ -212,79 +209,6 @@ export class Engine extends EventEmitter {
     return e;
   }
 
-  /** Decides where a file's content comes from, verifying the origin copy once. */
-  private prepare(e: Entry): Promise<{ source: Origin; path: string; fromOrigin: boolean }> {
-    e.prepared ??= (async () => {
-      const m = e.meta;
-      if (m.policy === "scrub")
-        return { source: this.scrubOrigin, path: m.originPath, fromOrigin: false };
-      if (m.policy === "local" && m.localPath) {
-        const st = await stat(m.localPath).catch(() => undefined);
-        // Identical as the plan judged it: same size, same mtime to the origin's precision.
-        const p = this.opts.origin.mtimePrecisionMs;
-        if (st && st.size === m.size && sameMtime(st.mtimeMs, m.mtimeMs, p)) {
-          e.dependsOnOrigin = false;
-          return { source: new LocalOrigin("/"), path: m.localPath, fromOrigin: false };
-        }
-        log.info("local copy differs; fetching from origin", { path: m.localPath });
-      }
-      // Checked on every read (originRead); a remote file is the origin's live content.
-      return { source: this.opts.origin, path: m.readPath ?? m.originPath, fromOrigin: true };
-    })();
-    e.prepared.catch(() => {});
-    return e.prepared;
-  }
-
-  /** A read of a file kept here: from the origin only while it is the checkpoint's file. */
-  private async originRead(
-    e: Entry,
-    source: Origin,
-    path: string,
-    off: number,
-    len: number,
-    onPart: ReadPartCallback,
-  ): Promise<Buffer> {
-    if (source !== this.opts.origin) return source.read(path, off, len, onPart);
-    this.integrity.assertServable(e.meta, source.name, off);
-    try {
-      return await source.read(
-        path,
-        off,
-        len,
-        onPart,
-        this.integrity.checkFor(e.meta, source.name, off),
-      );
-    } catch (err) {
-      if (isNotFound(err)) this.integrity.refuseMissing(e.meta, source.name, off, err);
-      throw err;
-    }
-  }
-
-  /** Counts `bytes` from `source` for file `e` (origin, scrub or local copy: see accounting.ts). */
-  private account(e: Entry, source: Origin, bytes: number) {
-    this.acct.fetched(e.stats, source, bytes);
-  }
-
-  /** Where a fetch for `e` gets its bytes (known once prepared; by policy before). */
-  private fetchSource(e: Entry): ByteSource {
-    if (e.meta.policy === "scrub") return "scrub";
-    return e.dependsOnOrigin ? "origin" : "local-copy";
-  }
-
-  /** One run's bytes from wherever `e` comes from: rate-limited, checked, counted. */
-  private async fetchRun(
-    e: Entry,
-    off: number,
-    len: number,
-    onPart: ReadPartCallback,
-  ): Promise<Buffer> {
-    const { source, path } = await this.prepare(e);
-    await this.limiter.acquire(len);
-    const data = await this.originRead(e, source, path, off, len, onPart);
-    this.account(e, source, data.length);
-    return data;
-  }
-
   // ---- public file operations ---------------------------------------------------------------
 
   /**
@@ -303,12 +227,12 @@ export class Engine extends EventEmitter {
     }
     if (!e.blocks) {
       // Live content: read what the origin has now, however much it grew since the dump.
-      const { source, path } = await this.prepare(e);
+      const { source, path } = await this.sources.prepare(e);
       if (length === 0) return Buffer.alloc(0);
       await this.limiter.acquire(length);
       const data = await source.read(path, offset, length);
-      this.account(e, source, data.length);
-      if (info) info.source = this.fetchSource(e);
+      this.sources.account(e, source, data.length);
+      if (info) info.source = this.sources.fetchSource(e);
       e.remoteSize = Math.max(e.remoteSize, offset + data.length);
       return data;
     }
@@ -329,7 +253,7 @@ export class Engine extends EventEmitter {
     }
     this.readahead(e, offset, len);
     if (!waited) this.acct.served(e.stats, len);
-    if (info) info.source = waited ? this.fetchSource(e) : "store";
+    if (info) info.source = waited ? this.sources.fetchSource(e) : "store";
     return e.blocks.read(offset, len);
   }
 
@@ -373,39 +297,7 @@ export class Engine extends EventEmitter {
     data: Buffer,
     info?: { source?: ByteSource },
   ): Promise<void> {
-    const e = this.entry(id);
-    if (offset < 0 || !Number.isSafeInteger(offset + data.length)) {
-      throw new UserError(`write ${e.meta.originPath}: bad offset ${offset}`);
-    }
-    if (!e.blocks) {
-      const { source, path } = await this.prepare(e);
-      await source.write(path, offset, data);
-      this.account(e, source, 0);
-      this.acct.written(e.stats, data.length);
-      if (info) info.source = "origin";
-      e.remoteSize = Math.max(e.remoteSize, offset + data.length);
-      return;
-    }
-    if (data.length === 0) return;
-    await this.ensureWholeFile(e);
-    const b = e.blocks;
-    const bs = this.blockSize;
-    const end = offset + data.length;
-    for (;;) {
-      const waits: Promise<void>[] = [];
-      const last = Math.min(Math.floor((end - 1) / bs), b.blocks - 1);
-      for (let i = Math.floor(offset / bs); i <= last; i++) {
-        const inflight = e.inflight.get(i);
-        const partial = offset > i * bs || end < Math.min((i + 1) * bs, b.size);
-        if (inflight) waits.push(inflight.promise);
-        else if (partial && b.stateOf(i) === ABSENT) waits.push(this.runs.ensure(e, i, i, DEMAND));
-      }
-      if (waits.length === 0) break;
-      await Promise.all(waits);
-    }
-    await b.write(offset, data);
-    this.acct.written(e.stats, data.length);
-    if (info) info.source = "local-write";
+    return this.writer.write(this.entry(id), offset, data, info);
   }
 
   /**
@@ -426,31 +318,7 @@ export class Engine extends EventEmitter {
 
   /** Sets the size of file `id` (shrinking fetches the block holding the new end first). */
   async truncate(id: string, size: number): Promise<void> {
-    const e = this.entry(id);
-    if (!Number.isSafeInteger(size) || size < 0) {
-      throw new UserError(`truncate ${e.meta.originPath}: bad size ${size}`);
-    }
-    if (!e.blocks) {
-      const { source, path } = await this.prepare(e);
-      await source.truncate(path, size);
-      this.account(e, source, 0);
-      e.remoteSize = size;
-      return;
-    }
-    const b = e.blocks;
-    for (;;) {
-      const waits: Promise<void>[] = [];
-      for (const [i, f] of e.inflight)
-        if (i * this.blockSize >= size) waits.push(f.promise.catch(() => {}));
-      const edge = Math.floor(size / this.blockSize);
-      if (size < b.size && size % this.blockSize !== 0 && b.stateOf(edge) === ABSENT) {
-        waits.push(this.runs.ensure(e, edge, edge, DEMAND));
-      }
-      if (waits.length === 0) break;
-      await Promise.all(waits);
-    }
-    await b.truncate(size);
-    this.checkIndependent();
+    return this.writer.truncate(this.entry(id), size);
   }
 
   /** fsync of every file. */
@@ -488,61 +356,17 @@ export class Engine extends EventEmitter {
 
   // ---- status -------------------------------------------------------------------------------
 
-  private bytesOnOrigin(e: Entry): number {
-    if (!e.blocks) return e.remoteSize;
-    return e.dependsOnOrigin ? e.blocks.bytesIn(ABSENT) : 0;
-  }
-
   /** Emits "independent" if it now holds (a crawler calls it after progress). */
   checkIndependent(): void {
     if (this.independentEmitted || this.closed) return;
-    for (const e of this.entries.values()) if (this.bytesOnOrigin(e) > 0 || !e.blocks) return;
+    if (!filesIndependent(this.entries.values())) return;
     if (!this.prefetch.crawlsDone()) return;
     this.independentEmitted = true;
     this.emit("independent");
   }
 
   status(): EngineStatus {
-    const files: FileStatus[] = [];
-    for (const e of this.entries.values()) {
-      const b = e.blocks;
-      files.push({
-        id: e.meta.id,
-        path: e.meta.originPath,
-        policy: e.meta.policy,
-        size: b ? b.size : e.remoteSize,
-        bytesLocal: b ? b.bytesIn(PRESENT) + b.bytesIn(DIRTY) : 0,
-        bytesDirty: b ? b.bytesIn(DIRTY) : 0,
-        bytesOnOrigin: this.bytesOnOrigin(e),
-        ...e.stats,
-        ...this.integrity.statusOf(e.meta.id),
-      });
-    }
-    const sum = (k: "size" | "bytesLocal" | "bytesDirty" | "bytesOnOrigin") =>
-      files.reduce((n, f) => n + f[k], 0);
-    const total = {
-      size: sum("size"),
-      bytesLocal: sum("bytesLocal"),
-      bytesDirty: sum("bytesDirty"),
-      bytesOnOrigin: sum("bytesOnOrigin"),
-      ...sumCounters([...files, this.acct.retired]),
-      refusedFiles: files.filter((f) => f.refused).length,
-      changedFiles: files.filter((f) => f.changed).length,
-    };
-    return {
-      files,
-      total,
-      origins: this.acct.status(),
-      prefetch: {
-        mode: this.prefetch.mode,
-        state: this.prefetch.state,
-        bytesOnOrigin: total.bytesOnOrigin,
-      },
-      dirs: this.prefetch.crawlProgress(),
-      independent:
-        this.prefetch.crawlsDone() &&
-        files.every((f) => f.bytesOnOrigin === 0 && f.policy !== "remote"),
-    };
+    return engineStatus(this.entries.values(), this.integrity, this.acct, this.prefetch);
   }
 
   /** Resolves once no needed byte is left only on the origin (see "independent"). */

@@ -1,6 +1,6 @@
 /**
  * The engine's vocabulary: options, status shapes, crawlers, and the per-file entry and job
- * records its scheduler works on (engine.ts holds the behaviour).
+ * records its scheduler works on (engine.ts and the files beside it hold the behaviour).
  */
 
 import type { ScrubContent } from "../origin/scrub.js";
@@ -119,11 +119,18 @@ export interface Job {
   reject: (err: unknown) => void;
 }
 
+/** Where a file's content comes from, decided once per file (see source.ts). */
+export interface PreparedSource {
+  source: Origin;
+  path: string;
+  fromOrigin: boolean;
+}
+
 export interface Entry {
   meta: FileMeta;
   blocks?: BlockFile;
   remoteSize: number;
-  prepared?: Promise<{ source: Origin; path: string; fromOrigin: boolean }>;
+  prepared?: Promise<PreparedSource>;
   /** Whether the content comes from the origin host (false for scrub, matched local). */
   dependsOnOrigin: boolean;
   inflight: Map<number, { promise: Promise<void>; job: Job }>;
