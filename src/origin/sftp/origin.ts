@@ -18,8 +18,8 @@
  */
 import { stat } from "node:fs/promises";
 import type { ClientChannel, Stats } from "ssh2";
-import { errorMessage, UserError } from "../common/errors.js";
-import { logger } from "../common/log.js";
+import { errorMessage, UserError } from "../../common/errors.js";
+import { logger } from "../../common/log.js";
 import {
   type ChainOptions,
   fingerprint,
@@ -30,12 +30,10 @@ import {
   type SshConfig,
   SshRefusedError,
   sshChainFor,
-} from "../ssh/index.js";
-import { OriginHealth } from "./health.js";
-import { type LinkStatus, type OutagePolicy, Reconnector } from "./reconnect.js";
-import { type Connection, type OpenedConnection, openSftpConnection } from "./sftp-connection.js";
-import { type ExecResult, execOnClient } from "./sftp-exec.js";
-import { cb, readRange, toStat } from "./sftp-read.js";
+} from "../../ssh/index.js";
+import { OriginHealth } from "../health.js";
+import { type LinkStatus, type OutagePolicy, Reconnector } from "../reconnect.js";
+import { type ExecResult, execOnClient } from "../sftp-exec.js";
 import {
   isNotFound,
   type Origin,
@@ -43,7 +41,9 @@ import {
   type OriginStat,
   type ReadCheck,
   type ReadPartCallback,
-} from "./types.js";
+} from "../types.js";
+import { type Connection, type OpenedConnection, openSftpConnection } from "./connection.js";
+import { cb, readRange, toStat } from "./read.js";
 
 const log = logger("origin/sftp");
 

@@ -5,9 +5,9 @@
  * and of files already checked.
  */
 import type { Client, SFTPWrapper } from "ssh2";
-import { UserError } from "../common/errors.js";
-import { connectSshChain, destinationName, type SshConfig } from "../ssh/index.js";
-import { ExactStatBatcher } from "./exact-stat.js";
+import { UserError } from "../../common/errors.js";
+import { connectSshChain, destinationName, type SshConfig } from "../../ssh/index.js";
+import { ExactStatBatcher } from "../exact-stat.js";
 import { ShellSession } from "./shell-session.js";
 
 /** Ciphers offered, in order of preference (AES-GCM: hardware-accelerated on most CPUs). */
