@@ -7,7 +7,7 @@
  * - A range read is split into requests of at most the server's read limit, all in flight at
  *   once on the same channel; file handles are kept open per path.
  * - Every request has a timeout; a dropped connection is re-established with exponential
- *   backoff and the request retried (see reconnect.ts: hard, soft or bounded retries).
+ *   backoff and the request retried (request.ts; reconnect.ts: hard, soft or bounded retries).
  *   Failures are `UserError`s naming host and path.
  * - A read may carry a check (ReadCheck): the handle's attributes are fetched right behind
  *   the data (fstat, pipelined) and, when the file is opened on a connection, its exact
@@ -34,16 +34,10 @@ import {
 import { OriginHealth } from "../health.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "../reconnect.js";
 import { type ExecResult, execOnClient } from "../sftp-exec.js";
-import {
-  isNotFound,
-  type Origin,
-  type OriginDirEntry,
-  type OriginStat,
-  type ReadCheck,
-  type ReadPartCallback,
-} from "../types.js";
+import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "../types.js";
 import { type Connection, type OpenedConnection, openSftpConnection } from "./connection.js";
 import { cb, readRange, toStat } from "./read.js";
+import { CheckFailed, FatalError, type RequestContext, request } from "./request.js";
 
 const log = logger("origin/sftp");
 
@@ -86,25 +80,6 @@ const WRITE_CHUNK = 32 * 1024;
 /** fastPut's write size and writes in flight (OpenSSH takes up to 256 KiB per message). */
 const UPLOAD_CHUNK = 128 * 1024;
 const UPLOAD_CONCURRENCY = 16;
-/** Soft mode: how long a request after a long outage waits for the fresh attempt it starts. */
-const FRESH_TRY_MS = 2000;
-
-class FatalError extends UserError {}
-
-/** A check refused the data: not an outage, never retried. */
-class CheckFailed extends Error {}
-
-function isSftpStatus(err: unknown): boolean {
-  return typeof (err as { code?: unknown })?.code === "number";
-}
-
-const SFTP_STATUS: Record<number, string> = {
-  1: "EOF",
-  2: "no such file",
-  3: "permission denied",
-  4: "failure",
-  8: "operation unsupported",
-};
 
 export class SftpOrigin implements Origin {
   readonly mtimePrecisionMs = 1000;
@@ -129,6 +104,8 @@ export class SftpOrigin implements Origin {
   private route?: Promise<SshConfig[]>;
   private readonly outage: OutagePolicy;
   private readonly keeper: Reconnector<Connection>;
+  /** What `request` needs of this origin. */
+  private readonly requests: RequestContext;
   /** The host key of the last connection (what "the same host" means for `retarget`). */
   private lastHostKey?: Buffer;
   private closing = false;
@@ -164,6 +141,14 @@ export class SftpOrigin implements Origin {
       },
       this.nameOf(this.opts),
     );
+    this.requests = {
+      name: () => this.name,
+      closing: () => this.closing,
+      keeper: this.keeper,
+      outage: this.outage,
+      health: this.health,
+      backoffMs: this.opts.backoffMs,
+    };
   }
 
   /** As typed, except a full ssh:// URL: `user@host:port` as before. */
@@ -306,97 +291,12 @@ export class SftpOrigin implements Origin {
   }
 
   /** Runs one request with a timeout, reconnecting with backoff after a dropped connection. */
-  private async request<T>(
+  private request<T>(
     what: string,
     fn: (c: Connection) => Promise<T>,
     timeoutMs = this.opts.timeoutMs,
   ): Promise<T> {
-    const policy = this.outage;
-    // Soft: the origin may be given `timeoutMs` per request, and no more than that since it
-    // went away (a request after a long outage fails at once; reconnecting goes on).
-    // A request that finds the origin away and the reconnect loop waiting tries at once, and
-    // gets a little time for that fresh attempt.
-    const lostSince = this.keeper.lostSince() ?? Number.POSITIVE_INFINITY;
-    const fresh = this.keeper.kick();
-    const deadline =
-      policy.mode === "soft"
-        ? Math.max(
-            Math.min(Date.now(), lostSince) + policy.timeoutMs,
-            fresh ? Date.now() + Math.min(FRESH_TRY_MS, policy.timeoutMs) : 0,
-          )
-        : Number.POSITIVE_INFINITY;
-    const maxFailures = policy.mode === "retries" ? policy.maxRetries : Number.POSITIVE_INFINITY;
-    let delay = this.opts.backoffMs;
-    for (let attempt = 0; ; attempt++) {
-      let conn: Connection | undefined;
-      let attemptStart = Date.now();
-      try {
-        conn = await this.keeper.get(deadline, maxFailures - attempt);
-        attemptStart = Date.now();
-        const left = Math.max(1, Math.min(timeoutMs, deadline - Date.now()));
-        return await this.withTimeout(what, conn, fn(conn), left);
-      } catch (err) {
-        if (err instanceof CheckFailed) throw err.cause;
-        if (err instanceof FatalError || this.closing) throw err;
-        // A connection failure was counted where it happened (connection()); a name that
-        // does not exist is an answer, not an error.
-        if (conn && !isNotFound(err)) this.health.error(errorMessage(err));
-        if (isSftpStatus(err)) {
-          const code = (err as { code: number }).code;
-          throw new UserError(`${this.name}: ${what}: ${SFTP_STATUS[code] ?? errorMessage(err)}`, {
-            cause: err,
-          });
-        }
-        if (Date.now() >= deadline) {
-          throw new UserError(
-            `${this.name}: ${what}: origin unreachable for ${policy.mode === "soft" ? policy.timeoutMs : 0} ms (${errorMessage(err)})`,
-            { cause: err },
-          );
-        }
-        if (!conn || attempt >= maxFailures) {
-          throw err instanceof UserError
-            ? err
-            : new UserError(`${this.name}: ${what}: ${errorMessage(err)}`, { cause: err });
-        }
-        log.info("request failed; reconnecting", { host: this.name, what, attempt });
-        if (!conn.closed) {
-          conn.closed = true;
-          conn.client.end();
-        }
-        this.keeper.lost(conn, err, attemptStart);
-        // The keeper backs off between connection attempts; this spaces out requests that
-        // fail on a connection that was made.
-        if (attempt > 0) {
-          await new Promise((r) => setTimeout(r, Math.min(delay, deadline - Date.now())));
-          delay = Math.min(delay * 2, 10_000);
-        }
-      }
-    }
-  }
-
-  private withTimeout<T>(
-    what: string,
-    conn: Connection,
-    p: Promise<T>,
-    timeoutMs: number,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        conn.closed = true;
-        conn.client.end();
-        reject(new UserError(`${this.name}: ${what}: no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      p.then(
-        (v) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      );
-    });
+    return request(this.requests, what, fn, timeoutMs);
   }
 
   private handle(conn: Connection, path: string, write: boolean): Promise<Buffer> {
