@@ -22,11 +22,6 @@ import { errorMessage, UserError } from "../../common/errors.js";
 import { logger } from "../../common/log.js";
 import {
   type ChainOptions,
-  fingerprint,
-  judgeHostKey,
-  keyType,
-  knownHostsNameOf,
-  readKnownHostsFiles,
   type SshConfig,
   SshRefusedError,
   sshChainFor,
@@ -36,6 +31,7 @@ import { type LinkStatus, type OutagePolicy, Reconnector } from "../reconnect.js
 import { type ExecResult, execOnClient } from "../sftp-exec.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "../types.js";
 import { type Connection, type OpenedConnection, openSftpConnection } from "./connection.js";
+import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
 import { cb, readRange, toStat } from "./read.js";
 import { CheckFailed, FatalError, type RequestContext, request } from "./request.js";
 
@@ -184,28 +180,16 @@ export class SftpOrigin implements Origin {
     if (this.closing) throw new UserError(`${this.name}: origin is closed`);
     const oldChain = await this.resolveRoute().catch(() => undefined);
     const oldHop = oldChain?.[oldChain.length - 1];
-    const lastKey = this.lastHostKey;
-    let offered: Buffer | undefined;
-    const trust = async (key: Buffer): Promise<boolean> => {
-      offered = key;
-      if (lastKey?.equals(key)) return true;
-      if (acceptFingerprint && fingerprint(key) === acceptFingerprint) return true;
-      if (!oldHop) return false;
-      const files = [...oldHop.userKnownHostsFiles, ...oldHop.globalKnownHostsFiles];
-      const j = judgeHostKey(await readKnownHostsFiles(files), knownHostsNameOf(oldHop), key);
-      return j.verdict === "known";
-    };
+    const keys = originKeyTrust(this.lastHostKey, acceptFingerprint, oldHop);
     const target: ChainOptions = { ...this.opts, destination };
     const route = sshChainFor(target, this.noAgent);
     let conn: Connection;
     try {
-      conn = await this.openConnection(await route, trust);
+      conn = await this.openConnection(await route, keys.trust);
     } catch (err) {
+      const offered = keys.offered();
       if (err instanceof FatalError && offered && /host key/i.test(err.message)) {
-        const fp = fingerprint(offered);
-        throw new UserError(
-          `${destination}: host key ${keyType(offered)} ${fp} is not the origin's (${this.name} had another, and known_hosts does not list it for ${destination}); if this is the origin, accept it with --accept-host-key ${fp}`,
-        );
+        throw notTheOriginsKey(destination, this.name, offered);
       }
       throw err;
     }
