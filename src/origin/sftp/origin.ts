@@ -30,10 +30,16 @@ import { OriginHealth } from "../health.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "../reconnect.js";
 import { type ExecResult, execOnClient } from "../sftp-exec.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "../types.js";
-import { type Connection, type OpenedConnection, openSftpConnection } from "./connection.js";
+import {
+  type Connection,
+  type OpenedConnection,
+  openHandle,
+  openSftpConnection,
+} from "./connection.js";
+import { attrsCheck, verifyHandle } from "./exact-check.js";
 import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
 import { cb, readRange, toStat } from "./read.js";
-import { CheckFailed, FatalError, type RequestContext, request } from "./request.js";
+import { FatalError, type RequestContext, request } from "./request.js";
 
 const log = logger("origin/sftp");
 
@@ -283,19 +289,6 @@ export class SftpOrigin implements Origin {
     return request(this.requests, what, fn, timeoutMs);
   }
 
-  private handle(conn: Connection, path: string, write: boolean): Promise<Buffer> {
-    const map = write ? conn.writeHandles : conn.readHandles;
-    let h = map.get(path);
-    if (!h) {
-      h = new Promise<Buffer>((resolve, reject) =>
-        conn.sftp.open(path, write ? "r+" : "r", cb(resolve, reject)),
-      );
-      map.set(path, h);
-      h.catch(() => map.delete(path));
-    }
-    return h;
-  }
-
   stat(path: string): Promise<OriginStat> {
     return this.request(`stat ${path}`, async (c) =>
       toStat(await new Promise<Stats>((res, rej) => c.sftp.stat(path, cb(res, rej)))),
@@ -315,33 +308,6 @@ export class SftpOrigin implements Origin {
     );
   }
 
-  /**
-   * Checks a handle just opened on `c` against the file's exact identity (one `stat` in a
-   * shell, after the open: a path replaced in between shows as a different inode).
-   */
-  private verifyHandle(c: Connection, path: string, check: ReadCheck): Promise<void> {
-    let v = c.verified.get(path);
-    if (!v) {
-      v = (async () => {
-        const st = await c.exactStats.stat(path);
-        if (!st) {
-          const gone = new UserError(`${this.name}: stat ${path}: no such file`, {
-            cause: { code: 2 },
-          });
-          throw new CheckFailed("gone", { cause: gone });
-        }
-        try {
-          check(st);
-        } catch (err) {
-          throw new CheckFailed("check", { cause: err });
-        }
-      })();
-      c.verified.set(path, v);
-      v.catch(() => c.verified.delete(path));
-    }
-    return v;
-  }
-
   read(
     path: string,
     offset: number,
@@ -350,20 +316,12 @@ export class SftpOrigin implements Origin {
     check?: ReadCheck,
   ): Promise<Buffer> {
     return this.request(`read ${path} @${offset}+${length}`, async (c) => {
-      const handle = await this.handle(c, path, false);
+      const handle = await openHandle(c, path, false);
       // The exact check (once per file and connection) runs beside the reads: their bytes
       // are used only once it and the fstat behind them passed.
-      const exact = check ? this.verifyHandle(c, path, check) : undefined;
+      const exact = check ? verifyHandle(c, () => this.name, path, check) : undefined;
       exact?.catch(() => {});
-      const verify = check
-        ? (st: OriginStat) => {
-            try {
-              check(st);
-            } catch (err) {
-              throw new CheckFailed("check", { cause: err });
-            }
-          }
-        : undefined;
+      const verify = check ? attrsCheck(check) : undefined;
       return readRange(
         c.sftp,
         handle,
@@ -388,7 +346,7 @@ export class SftpOrigin implements Origin {
 
   write(path: string, offset: number, data: Buffer): Promise<void> {
     return this.request(`write ${path} @${offset}+${data.length}`, async (c) => {
-      const handle = await this.handle(c, path, true);
+      const handle = await openHandle(c, path, true);
       const parts: Promise<void>[] = [];
       for (let pos = 0; pos < data.length; pos += WRITE_CHUNK) {
         const len = Math.min(WRITE_CHUNK, data.length - pos);
