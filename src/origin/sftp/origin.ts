@@ -16,7 +16,6 @@
  * - `retarget` moves the origin to another address: same host key (known for the old one),
  *   or one explicitly accepted.
  */
-import { stat } from "node:fs/promises";
 import type { ClientChannel, Stats } from "ssh2";
 import { errorMessage, UserError } from "../../common/errors.js";
 import { logger } from "../../common/log.js";
@@ -40,6 +39,7 @@ import { attrsCheck, verifyHandle } from "./exact-check.js";
 import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
 import { cb, readRange, toStat } from "./read.js";
 import { FatalError, type RequestContext, request } from "./request.js";
+import { putFile, truncateTo, uploadSize, writeAt } from "./write.js";
 
 const log = logger("origin/sftp");
 
@@ -78,10 +78,6 @@ export interface SftpOriginOptions {
 
 /** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
 const DEFAULT_READ_CHUNK = 254 * 1024;
-const WRITE_CHUNK = 32 * 1024;
-/** fastPut's write size and writes in flight (OpenSSH takes up to 256 KiB per message). */
-const UPLOAD_CHUNK = 128 * 1024;
-const UPLOAD_CONCURRENCY = 16;
 
 export class SftpOrigin implements Origin {
   readonly mtimePrecisionMs = 1000;
@@ -345,19 +341,9 @@ export class SftpOrigin implements Origin {
   }
 
   write(path: string, offset: number, data: Buffer): Promise<void> {
-    return this.request(`write ${path} @${offset}+${data.length}`, async (c) => {
-      const handle = await openHandle(c, path, true);
-      const parts: Promise<void>[] = [];
-      for (let pos = 0; pos < data.length; pos += WRITE_CHUNK) {
-        const len = Math.min(WRITE_CHUNK, data.length - pos);
-        parts.push(
-          new Promise<void>((res, rej) =>
-            c.sftp.write(handle, data, pos, len, offset + pos, (err) => (err ? rej(err) : res())),
-          ),
-        );
-      }
-      await Promise.all(parts);
-    });
+    return this.request(`write ${path} @${offset}+${data.length}`, (c) =>
+      writeAt(c, path, offset, data),
+    );
   }
 
   /**
@@ -371,37 +357,18 @@ export class SftpOrigin implements Origin {
     remotePath: string,
     opts: { mode?: number; timeoutMs?: number } = {},
   ): Promise<number> {
-    let size: number;
-    try {
-      size = (await stat(localPath)).size;
-    } catch (err) {
-      throw new UserError(`${this.name}: upload: cannot read ${localPath}: ${errorMessage(err)}`);
-    }
+    const size = await uploadSize(localPath, () => this.name);
     const timeoutMs = opts.timeoutMs ?? this.opts.timeoutMs + Math.ceil(size / 1048576) * 1000;
     await this.request(
       `upload ${localPath} to ${remotePath}`,
-      (c) =>
-        new Promise<void>((res, rej) =>
-          c.sftp.fastPut(
-            localPath,
-            remotePath,
-            { concurrency: UPLOAD_CONCURRENCY, chunkSize: UPLOAD_CHUNK, mode: opts.mode ?? 0o600 },
-            (err) => (err ? rej(err) : res()),
-          ),
-        ),
+      (c) => putFile(c, localPath, remotePath, opts.mode ?? 0o600),
       timeoutMs,
     );
     return size;
   }
 
   truncate(path: string, size: number): Promise<void> {
-    return this.request(
-      `truncate ${path} to ${size}`,
-      (c) =>
-        new Promise<void>((res, rej) =>
-          c.sftp.setstat(path, { size }, (err) => (err ? rej(err) : res())),
-        ),
-    );
+    return this.request(`truncate ${path} to ${size}`, (c) => truncateTo(c, path, size));
   }
 
   /**
