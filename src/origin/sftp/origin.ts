@@ -37,66 +37,21 @@ import {
 } from "./connection.js";
 import { attrsCheck, verifyHandle } from "./exact-check.js";
 import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
+import {
+  originName,
+  type ResolvedSftpOptions,
+  type SftpOriginOptions,
+  withDefaults,
+} from "./options.js";
 import { cb, readRange, toStat } from "./read.js";
 import { FatalError, type RequestContext, request } from "./request.js";
 import { putFile, truncateTo, uploadSize, writeAt } from "./write.js";
 
 const log = logger("origin/sftp");
 
-export interface SftpOriginOptions {
-  /**
-   * The destination as typed for `ssh` (host, user@host, Host alias, ssh://user@host:port);
-   * default `ssh://username@host:port` from the fields below.
-   */
-  destination?: string;
-  /** `ssh -F FILE`. */
-  sshConfigFile?: string;
-  /** `ssh -o KEY=VALUE` options, in order. */
-  sshOptions?: string[];
-  host: string;
-  port?: number;
-  username?: string;
-  /** Private key file, tried first (`ssh -i`); then the agent and the configured ones. */
-  identityFile?: string;
-  /** ssh-agent socket (`-o IdentityAgent`); present but undefined: no agent. */
-  agent?: string;
-  /** Replaces UserKnownHostsFile (default: the SSH configuration's, ~/.ssh/known_hosts). */
-  knownHostsFile?: string;
-  /** Accept (and record) a host key never seen before (StrictHostKeyChecking accept-new). */
-  acceptNewHostKey?: boolean;
-  /** Per-request timeout (and connect timeout), default 30 000 ms. */
-  timeoutMs?: number;
-  /** Reconnect attempts per request after a dropped connection, default 5. */
-  maxRetries?: number;
-  /** First backoff delay, doubled per attempt; default 200 ms. */
-  backoffMs?: number;
-  /** Size of one SFTP read request (all of a range's requests are in flight at once). */
-  readChunkBytes?: number;
-  /** What a request does while the origin is unreachable; default bounded `maxRetries`. */
-  outage?: OutagePolicy;
-}
-
-/** ssh2 keeps the server's read limit private; OpenSSH allows 256 KiB minus overhead. */
-const DEFAULT_READ_CHUNK = 254 * 1024;
-
 export class SftpOrigin implements Origin {
   readonly mtimePrecisionMs = 1000;
-  private readonly opts: Required<
-    Omit<
-      SftpOriginOptions,
-      | "identityFile"
-      | "agent"
-      | "destination"
-      | "sshConfigFile"
-      | "sshOptions"
-      | "knownHostsFile"
-      | "outage"
-    >
-  > &
-    Pick<
-      SftpOriginOptions,
-      "identityFile" | "agent" | "destination" | "sshConfigFile" | "sshOptions" | "knownHostsFile"
-    >;
+  private readonly opts: ResolvedSftpOptions;
   private readonly noAgent: boolean;
   /** The connection chain (`ssh -G` of the destination and its jump hosts), once resolved. */
   private route?: Promise<SshConfig[]>;
@@ -111,16 +66,7 @@ export class SftpOrigin implements Origin {
   readonly health = new OriginHealth();
 
   constructor(options: SftpOriginOptions) {
-    this.opts = {
-      port: 22,
-      username: process.env.USER ?? "root",
-      acceptNewHostKey: false,
-      timeoutMs: 30_000,
-      maxRetries: 5,
-      backoffMs: 200,
-      readChunkBytes: DEFAULT_READ_CHUNK,
-      ...options,
-    };
+    this.opts = withDefaults(options);
     this.noAgent = "agent" in options && !options.agent;
     this.outage = options.outage ?? { mode: "retries", maxRetries: this.opts.maxRetries };
     this.keeper = new Reconnector(
@@ -137,7 +83,7 @@ export class SftpOrigin implements Origin {
           c.client.end();
         },
       },
-      this.nameOf(this.opts),
+      originName(this.opts),
     );
     this.requests = {
       name: () => this.name,
@@ -147,14 +93,6 @@ export class SftpOrigin implements Origin {
       health: this.health,
       backoffMs: this.opts.backoffMs,
     };
-  }
-
-  /** As typed, except a full ssh:// URL: `user@host:port` as before. */
-  private nameOf(o: ChainOptions): string {
-    const typed = o.destination;
-    return typed && !(typed.startsWith("ssh://") && o.username)
-      ? typed.replace(/^ssh:\/\//, "").replace(/\/$/, "")
-      : `${o.username}@${o.host}:${o.port}`;
   }
 
   get name(): string {
@@ -198,7 +136,7 @@ export class SftpOrigin implements Origin {
     const from = this.name;
     this.opts.destination = destination;
     this.route = route;
-    const previous = this.keeper.retarget(() => this.openConnection(), this.nameOf(target), conn);
+    const previous = this.keeper.retarget(() => this.openConnection(), originName(target), conn);
     if (previous && !previous.closed) {
       previous.closed = true;
       previous.client.destroy(); // requests stuck on it fail now and go to the new one
