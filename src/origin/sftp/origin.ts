@@ -16,7 +16,7 @@
  * - `retarget` moves the origin to another address: same host key (known for the old one),
  *   or one explicitly accepted.
  */
-import type { ClientChannel, Stats } from "ssh2";
+import type { ClientChannel } from "ssh2";
 import { errorMessage, UserError } from "../../common/errors.js";
 import { logger } from "../../common/log.js";
 import {
@@ -37,13 +37,14 @@ import {
 } from "./connection.js";
 import { attrsCheck, verifyHandle } from "./exact-check.js";
 import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
+import { lstatOf, readdirOf, readlinkOf, statOf } from "./metadata.js";
 import {
   originName,
   type ResolvedSftpOptions,
   type SftpOriginOptions,
   withDefaults,
 } from "./options.js";
-import { cb, readRange, toStat } from "./read.js";
+import { readRange } from "./read.js";
 import { FatalError, type RequestContext, request } from "./request.js";
 import { putFile, truncateTo, uploadSize, writeAt } from "./write.js";
 
@@ -224,22 +225,15 @@ export class SftpOrigin implements Origin {
   }
 
   stat(path: string): Promise<OriginStat> {
-    return this.request(`stat ${path}`, async (c) =>
-      toStat(await new Promise<Stats>((res, rej) => c.sftp.stat(path, cb(res, rej)))),
-    );
+    return this.request(`stat ${path}`, (c) => statOf(c, path));
   }
 
   lstat(path: string): Promise<OriginStat> {
-    return this.request(`lstat ${path}`, async (c) =>
-      toStat(await new Promise<Stats>((res, rej) => c.sftp.lstat(path, cb(res, rej)))),
-    );
+    return this.request(`lstat ${path}`, (c) => lstatOf(c, path));
   }
 
   readlink(path: string): Promise<string> {
-    return this.request(
-      `readlink ${path}`,
-      (c) => new Promise<string>((res, rej) => c.sftp.readlink(path, cb(res, rej))),
-    );
+    return this.request(`readlink ${path}`, (c) => readlinkOf(c, path));
   }
 
   read(
@@ -270,12 +264,7 @@ export class SftpOrigin implements Origin {
   }
 
   readdir(path: string): Promise<OriginDirEntry[]> {
-    return this.request(`readdir ${path}`, async (c) => {
-      const list = await new Promise<{ filename: string; attrs: Stats }[]>((res, rej) =>
-        c.sftp.readdir(path, cb(res, rej)),
-      );
-      return list.map((e) => ({ name: e.filename, stat: toStat(e.attrs) }));
-    });
+    return this.request(`readdir ${path}`, (c) => readdirOf(c, path));
   }
 
   write(path: string, offset: number, data: Buffer): Promise<void> {
