@@ -15,6 +15,10 @@
  *   (shell-session.ts); data is handed over only once the check passed.
  * - `retarget` moves the origin to another address: same host key (known for the old one),
  *   or one explicitly accepted.
+ *
+ * This file is the Origin's surface and the connection's life; each operation is one request
+ * (request.ts) around the SFTP call of its own file: read.ts, metadata.ts, write.ts, checks in
+ * exact-check.ts; options.ts, connection.ts and host-trust.ts for reaching the origin.
  */
 import type { ClientChannel } from "ssh2";
 import { errorMessage, UserError } from "../../common/errors.js";
