@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Engine } from "../src/fetch/index.js";
 import { startSshd } from "../src/hosts/sshd.js";
-import { CIPHERS } from "../src/origin/sftp-connection.js";
+import { CIPHERS } from "../src/origin/sftp/connection.js";
 import { metaOf, rng, sftpOriginFor } from "../test/engine/helpers.js";
 
 const run = promisify(execFile);

@@ -20,7 +20,8 @@ export { type ConnectionState, OriginHealth, type OriginHealthFigures } from "./
 export { LocalOrigin } from "./local.js";
 export type { LinkState, LinkStatus, OutagePolicy } from "./reconnect.js";
 export { type ScrubContent, type ScrubGenerator, ScrubOrigin, seededBytes } from "./scrub.js";
-export { SftpOrigin, type SftpOriginOptions } from "./sftp.js";
+export type { SftpOriginOptions } from "./sftp/options.js";
+export { SftpOrigin } from "./sftp/origin.js";
 export {
   isNotFound,
   type Origin,

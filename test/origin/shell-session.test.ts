@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { Client } from "ssh2";
 import { type SshdHandle, startSshd } from "../../src/hosts/sshd.js";
-import { ShellSession } from "../../src/origin/shell-session.js";
+import { ShellSession } from "../../src/origin/sftp/shell-session.js";
 
 describe("ShellSession: one shell on the origin for many short scripts", () => {
   let sshd: SshdHandle;

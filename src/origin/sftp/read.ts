@@ -6,7 +6,7 @@
  * and records them only once it passed).
  */
 import type { SFTPWrapper, Stats } from "ssh2";
-import type { OriginStat, ReadPartCallback } from "./types.js";
+import type { OriginStat, ReadPartCallback } from "../types.js";
 
 export function toStat(s: Stats): OriginStat {
   return {

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Client, ClientChannel } from "ssh2";
-import { UserError } from "../common/errors.js";
+import { UserError } from "../../common/errors.js";
 
 interface Pending {
   script: string;

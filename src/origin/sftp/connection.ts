@@ -5,9 +5,10 @@
  * and of files already checked.
  */
 import type { Client, SFTPWrapper } from "ssh2";
-import { UserError } from "../common/errors.js";
-import { connectSshChain, destinationName, type SshConfig } from "../ssh/index.js";
-import { ExactStatBatcher } from "./exact-stat.js";
+import { UserError } from "../../common/errors.js";
+import { connectSshChain, destinationName, type SshConfig } from "../../ssh/index.js";
+import { ExactStatBatcher } from "../exact-stat.js";
+import { cb } from "./read.js";
 import { ShellSession } from "./shell-session.js";
 
 /** Ciphers offered, in order of preference (AES-GCM: hardware-accelerated on most CPUs). */
@@ -86,4 +87,18 @@ export async function openSftpConnection(
   // Started now, beside the first reads' SFTP requests: their exact checks run through it.
   shell.warm(opts.timeoutMs);
   return { conn, name };
+}
+
+/** The handle of `path` open on `conn` (opened once per path, for reading or for writing). */
+export function openHandle(conn: Connection, path: string, write: boolean): Promise<Buffer> {
+  const map = write ? conn.writeHandles : conn.readHandles;
+  let h = map.get(path);
+  if (!h) {
+    h = new Promise<Buffer>((resolve, reject) =>
+      conn.sftp.open(path, write ? "r+" : "r", cb(resolve, reject)),
+    );
+    map.set(path, h);
+    h.catch(() => map.delete(path));
+  }
+  return h;
 }
