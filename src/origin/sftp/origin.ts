@@ -31,7 +31,6 @@ import {
 } from "../../ssh/index.js";
 import { OriginHealth } from "../health.js";
 import { type LinkStatus, type OutagePolicy, Reconnector } from "../reconnect.js";
-import { type ExecResult, execOnClient } from "../sftp-exec.js";
 import type { Origin, OriginDirEntry, OriginStat, ReadCheck, ReadPartCallback } from "../types.js";
 import {
   type Connection,
@@ -40,6 +39,7 @@ import {
   openSftpConnection,
 } from "./connection.js";
 import { attrsCheck, verifyHandle } from "./exact-check.js";
+import { type ExecResult, execOnClient } from "./exec.js";
 import { notTheOriginsKey, originKeyTrust } from "./host-trust.js";
 import { lstatOf, readdirOf, readlinkOf, statOf } from "./metadata.js";
 import {

@@ -1,6 +1,6 @@
 /** A shell command on the origin over an SSH connection (a session channel of its own). */
 import type { Client, ClientChannel } from "ssh2";
-import { UserError } from "../common/errors.js";
+import { UserError } from "../../common/errors.js";
 
 export interface ExecResult {
   code: number;
