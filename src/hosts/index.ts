@@ -11,7 +11,7 @@
  * and reaps its orphans: workloads, trees restored with `criu restore -d`, daemons started by
  * a command run in the host. A /proc for that namespace is mounted over the host's /proc, so
  * CRIU, ps and /proc/PID inside the host see the host's own pids. Each host's pids start from
- * a base (ns_last_pid written at start; pid_max 32768): a 10001+, b 17001+, c 24001+. A tree
+ * a base (ns_last_pid written at start; pid_max 32768): a 1001+, b 14001+, c 23501+. A tree
  * started on a is thus free to restore with its pids on b and on c, even while the original
  * is kept stopped on a (criu dump --leave-stopped), and b's and c's own tools use higher pids.
  * Every pid the API takes or returns is a pid inside the host; kill it with `host.kill`, not

@@ -28,10 +28,12 @@ export const ROLES: readonly HostRole[] = ["a", "b", "c"];
 
 /**
  * The last pid handed out in each host's PID namespace when it starts (written to its
- * /proc/sys/kernel/ns_last_pid; pid_max is 32768): a process started on a (10001 and up) is
+ * /proc/sys/kernel/ns_last_pid; pid_max is 32768): a process started on a (1001 and up) is
  * free on b and c, whose own processes take higher numbers, so a tree restores with its pids.
+ * a gets the widest range: a long test file forks thousands of processes there, and a pid of
+ * a that reached b's range could be taken on b by chance.
  */
-export const PID_BASE: Readonly<Record<HostRole, number>> = { a: 10000, b: 17000, c: 24000 };
+export const PID_BASE: Readonly<Record<HostRole, number>> = { a: 1000, b: 14000, c: 23500 };
 
 export interface PairRecord {
   /** `lazyfs-<id>`, also the directory name under STATE_ROOT. */
