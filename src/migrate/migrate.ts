@@ -24,6 +24,7 @@ import {
 import type { SftpOrigin } from "../origin/index.js";
 import {
   checkOriginPid,
+  checkSysvShm,
   criuErrorsOnOrigin,
   type DumpSession,
   ensureOriginCriu,
@@ -67,9 +68,10 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   try {
     await origin.connect();
     const [targetCriu, originSpace, targetSpace, view] = await Promise.all([
-      checkOriginPid(origin, req.pid).then(() =>
-        locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
-      ),
+      checkOriginPid(origin, req.pid).then(async () => {
+        await checkSysvShm(origin, req.pid);
+        return locateCriu(req.criuPath ? { criuPath: req.criuPath } : {});
+      }),
       originPidSpace(origin),
       localPidSpace(),
       originProcessView(origin, req.pid),

@@ -23,3 +23,4 @@ export {
   originTreePids,
   samePidSpace,
 } from "./frozen-tree.js";
+export { checkSysvShm } from "./sysv-shm.js";
