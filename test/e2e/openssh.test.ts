@@ -15,7 +15,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { LINE_READER } from "../../src/demo/demo.js";
 import {
   type ClientHostPair,
   cleanupStaleHosts,
@@ -24,7 +23,7 @@ import {
   type SshdHandle,
   startSshd,
 } from "../../src/hosts/index.js";
-import { CLI, errorLines, linesIn, waitFor } from "./helpers.js";
+import { AWAIT_GO, CLI, errorLines, linesIn, waitFor } from "./helpers.js";
 
 const run = promisify(execFile);
 const STATE = `/var/lib/lazyfs-test-openssh-${process.pid}`;
@@ -80,6 +79,17 @@ async function authorize(server: SshdHandle, pub: string): Promise<void> {
 /** Lines the reader's input has. */
 const LINES = 1500;
 
+/**
+ * Prints its input's lines; after the first 30 it waits for SIGUSR1 (sent once it runs on b),
+ * so that it cannot finish before the dump however slow the machine is.
+ */
+const GATED_READER = `${AWAIT_GO}
+import sys
+for i,line in enumerate(open(sys.argv[1])):
+  sys.stdout.write(line); sys.stdout.flush()
+  if i==29: await_go()
+  time.sleep(float(sys.argv[2]))`;
+
 /** A line reader on a whose output must go on exactly after the migration to b. */
 async function startReader(tag: string, delaySeconds = "0.002") {
   const dir = `${DATA_DIR}/openssh-${tag}-${randomBytes(3).toString("hex")}`;
@@ -92,7 +102,7 @@ async function startReader(tag: string, delaySeconds = "0.002") {
     input,
     String(LINES),
   ]);
-  const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, delaySeconds], {
+  const wl = await pair.a.startWorkload("python3", ["-u", "-c", GATED_READER, input, delaySeconds], {
     stdout: output,
   });
   await waitFor("30 lines on A", async () =>
@@ -103,6 +113,7 @@ async function startReader(tag: string, delaySeconds = "0.002") {
 
 /** The reader's output on b, once complete: every line once, in order. */
 async function assertReaderFinished(m: Migrated, output: string): Promise<void> {
+  await pair.b.exec("kill", ["-USR1", String(m.pid)]);
   const lines = await waitFor(
     "the reader to finish on B",
     async () => {
