@@ -69,6 +69,14 @@ const go = (m: Migrated) => pair.b.exec("kill", ["-USR1", String(m.pid)]);
 
 const linesIn = (host: "a" | "b", path: string) => linesOf(pair[host], path);
 
+/** Waits until process `pid` on a holds `path` open (python starts slowly on a loaded host). */
+async function waitOpen(pid: number, path: string): Promise<void> {
+  await waitFor(`pid ${pid} to open ${path}`, async () => {
+    const fds = await pair.a.exec("ls", ["-l", `/proc/${pid}/fd`], { allowFailure: true });
+    return fds.stdout.includes(`-> ${path}`) ? true : undefined;
+  });
+}
+
 const sha256 = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
 async function makeLines(path: string, n: number) {
@@ -149,9 +157,10 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     try {
       const onA = await pair.a.readFile(log);
       const aLines = onA.split("\n").filter(Boolean);
-      await sleep(500);
-      const onB = await linesIn("b", `${m.mountpoint}${log}`);
-      assert.ok(onB.length > aLines.length + 5, "the process kept appending on B");
+      const onB = await waitFor("appends on B", async () => {
+        const l = await linesIn("b", `${m.mountpoint}${log}`);
+        return l.length > aLines.length + 5 ? l : undefined;
+      });
       assert.deepEqual(
         onB.slice(0, aLines.length),
         aLines,
@@ -447,7 +456,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
       stdout: "/dev/null",
     });
-    await sleep(200);
+    await waitOpen(wl.pid, data);
     await pair.a.exec("rm", ["-rf", images]);
     await pair.a.exec("mkdir", ["-p", images]);
     await pair.a.exec("/opt/lazyfs/criu/bin/criu", [
@@ -483,7 +492,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
       stdout: "/dev/null",
     });
-    await sleep(200);
+    await waitOpen(wl.pid, data);
     const m = await migrate(wl.pid);
     try {
       const r = await lazyfs(["unmount", m.id], true);

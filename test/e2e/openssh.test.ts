@@ -102,9 +102,13 @@ async function startReader(tag: string, delaySeconds = "0.002") {
     input,
     String(LINES),
   ]);
-  const wl = await pair.a.startWorkload("python3", ["-u", "-c", GATED_READER, input, delaySeconds], {
-    stdout: output,
-  });
+  const wl = await pair.a.startWorkload(
+    "python3",
+    ["-u", "-c", GATED_READER, input, delaySeconds],
+    {
+      stdout: output,
+    },
+  );
   await waitFor("30 lines on A", async () =>
     (await linesIn(pair.a, output)).length >= 30 ? true : undefined,
   );
