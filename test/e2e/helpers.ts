@@ -120,6 +120,18 @@ export function errorLines(stderr: string): string[] {
 export const AWAIT_GO =
   "import signal,time\n_go=[]\nsignal.signal(signal.SIGUSR1, lambda *a: _go.append(1))\ndef await_go():\n  while not _go: time.sleep(0.01)";
 
+/**
+ * Python: prints the lines of argv[1], argv[2] seconds apart; after the first `gate` lines it
+ * waits for SIGUSR1 (the test's "go" once it runs on the target), so that it cannot finish
+ * before the dump however slow a loaded machine is.
+ */
+export const gatedLineReader = (gate: number) => `${AWAIT_GO}
+import sys
+for i,line in enumerate(open(sys.argv[1])):
+  sys.stdout.write(line); sys.stdout.flush()
+  if i==${gate - 1}: await_go()
+  time.sleep(float(sys.argv[2]))`;
+
 /** A fresh pair of hosts (with a client host if asked) whose origin runs sshd. */
 export async function startHosts(): Promise<{ pair: HostPair; lazyfs: LazyfsOnB }>;
 export async function startHosts(opts: {

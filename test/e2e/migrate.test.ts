@@ -15,7 +15,7 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import { AWAIT_GO, linesIn as linesOf, sleep, waitFor } from "./helpers.js";
+import { AWAIT_GO, gatedLineReader, linesIn as linesOf, sleep, waitFor } from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 /** Per run: other runs of this file may use the machine at the same time. */
@@ -109,14 +109,17 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const output = `${DATA_DIR}/read example/output.txt`;
     await pair.a.exec("mkdir", ["-p", `${DATA_DIR}/read example`]);
     await makeLines(input, 3000);
-    const wl = await pair.a.startWorkload("python3", ["-u", "-c", LINE_READER, input, "0.002"], {
-      stdout: output,
-    });
+    const wl = await pair.a.startWorkload(
+      "python3",
+      ["-u", "-c", gatedLineReader(40), input, "0.002"],
+      { stdout: output },
+    );
     await waitFor("40 lines on A", async () =>
       (await linesIn("a", output)).length >= 40 ? true : undefined,
     );
     const m = await migrate(wl.pid);
     try {
+      await go(m);
       assert.ok(m.pid > 0);
       assert.ok(m.timeline.freezeMs > 0);
       const onB = `${m.mountpoint}${output}`;

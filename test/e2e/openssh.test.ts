@@ -23,7 +23,7 @@ import {
   type SshdHandle,
   startSshd,
 } from "../../src/hosts/index.js";
-import { AWAIT_GO, CLI, errorLines, linesIn, waitFor } from "./helpers.js";
+import { CLI, errorLines, gatedLineReader, linesIn, waitFor } from "./helpers.js";
 
 const run = promisify(execFile);
 const STATE = `/var/lib/lazyfs-test-openssh-${process.pid}`;
@@ -79,17 +79,6 @@ async function authorize(server: SshdHandle, pub: string): Promise<void> {
 /** Lines the reader's input has. */
 const LINES = 1500;
 
-/**
- * Prints its input's lines; after the first 30 it waits for SIGUSR1 (sent once it runs on b),
- * so that it cannot finish before the dump however slow the machine is.
- */
-const GATED_READER = `${AWAIT_GO}
-import sys
-for i,line in enumerate(open(sys.argv[1])):
-  sys.stdout.write(line); sys.stdout.flush()
-  if i==29: await_go()
-  time.sleep(float(sys.argv[2]))`;
-
 /** A line reader on a whose output must go on exactly after the migration to b. */
 async function startReader(tag: string, delaySeconds = "0.002") {
   const dir = `${DATA_DIR}/openssh-${tag}-${randomBytes(3).toString("hex")}`;
@@ -104,7 +93,7 @@ async function startReader(tag: string, delaySeconds = "0.002") {
   ]);
   const wl = await pair.a.startWorkload(
     "python3",
-    ["-u", "-c", GATED_READER, input, delaySeconds],
+    ["-u", "-c", gatedLineReader(30), input, delaySeconds],
     {
       stdout: output,
     },
