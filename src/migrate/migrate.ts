@@ -271,26 +271,22 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     await stopDaemon(paths.socket).catch(() => {});
     await session?.end().catch(() => {});
     if (session) await removeSnapshots(origin, session.snapshotDirs);
-    let fate = "";
-    if (dumped && remoteDir) {
-      try {
-        fate = await bringBack({
-          origin,
-          remoteDir,
-          keepStopped,
-          imagesDir: paths.images,
-          pid: req.pid,
-          criu: criuOpts,
-          originCriu,
-        });
-      } catch (e) {
-        fate = `; resuming it on ${origin.name} failed too (${errorMessage(e)}): the process is stopped there, \`kill -CONT\` resumes it`;
-      }
-    }
-    if (remoteDir && !fate.includes("images kept")) await removeRemoteDir(origin, remoteDir);
+    const back =
+      dumped && remoteDir
+        ? await bringBack({
+            origin,
+            remoteDir,
+            keepStopped,
+            imagesDir: paths.images,
+            pid: req.pid,
+            criu: criuOpts,
+            originCriu,
+          })
+        : undefined;
+    if (remoteDir && !back?.keepImages) await removeRemoteDir(origin, remoteDir);
     await rm(paths.dir, { recursive: true, force: true });
-    if (!fate) return err;
-    return new UserError(`${errorMessage(err)}${fate}`, { cause: err });
+    if (!back) return err;
+    return new UserError(`${errorMessage(err)}${back.fate}`, { cause: err });
   }
 }
 
