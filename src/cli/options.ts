@@ -4,6 +4,8 @@ import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { normalizeAbsolute } from "../common/paths.js";
+import { printable } from "../common/printable.js";
+import { shq } from "../common/shell.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
 import { parseListen } from "../daemon/index.js";
 import type { PolicyRule } from "../fetch/index.js";
@@ -167,6 +169,18 @@ export function criuOptions(o: CriuOpts): CriuOptions {
     ...(o.shellJob ? { shellJob: true } : {}),
     extra,
   };
+}
+
+/** The largest pid_max Linux allows (PID_MAX_LIMIT on 64-bit). */
+const PID_MAX_LIMIT = 4_194_304;
+
+/** A process id given as `what` (`--pid`): decimal digits only, nothing else. */
+export function parsePid(text: string, what: string, min = 1): number {
+  const n = /^[0-9]{1,7}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= min && n <= PID_MAX_LIMIT)) {
+    throw new UserError(`${what} ${shq(printable(text))}: not a process id`);
+  }
+  return n;
 }
 
 function positiveInt(text: string, what: string): number {

@@ -45,3 +45,32 @@ describe("the state root holds more than migrations", () => {
     assert.deepEqual(readdirSync(join(root, "criu", "0123abcd")), ["criu"]);
   });
 });
+
+describe("a --pid that is not a process id", () => {
+  for (const [given, shown] of [
+    ["12; touch x", "'12; touch x'"],
+    ["0x10", "'0x10'"],
+    ["1e3", "'1e3'"],
+    ["", "''"],
+    ["-5", "'-5'"],
+    ["99999999", "'99999999'"],
+  ] as const) {
+    test(`migrate --pid ${shown}: one line naming it, nothing run`, async () => {
+      const dir = `/var/lib/lazyfs-test-cli-pid-${process.pid}`;
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { mode: 0o700 });
+      try {
+        // The origin is never asked: the address is unreachable and the test ends at once.
+        const r = await cli(["migrate", "--from", "root@192.0.2.1", "--pid", given], {
+          env: { LAZYFS_STATE_DIR: dir },
+          cwd: dir,
+        });
+        assert.equal(r.code, 1);
+        assert.equal(r.stderr, `lazyfs: --pid ${shown}: not a process id\n`);
+        assert.deepEqual(readdirSync(dir), [], "nothing created (no state, no `x`)");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});

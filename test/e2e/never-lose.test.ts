@@ -165,6 +165,41 @@ describe("a failed migration never loses the process", { concurrency: false }, (
     assert.match(lines[0]!, /pid 31999/);
     await assertNothingLeft(pair, lazyfs);
   });
+  test("a zombie and the host's init are refused, each in one accurate line", async () => {
+    // The child exits at once and is never reaped: a zombie as long as its parent sleeps.
+    const out = `${DATA_DIR}/never-lose-zombie.txt`;
+    const parent = await pair.a.startWorkload(
+      "python3",
+      [
+        "-c",
+        "import os,time\np=os.fork()\nif p==0: os._exit(0)\nprint(p, flush=True)\ntime.sleep(600)",
+      ],
+      { stdout: out },
+    );
+    try {
+      const zombie = Number(
+        await waitFor("the zombie", async () => {
+          const [line] = await linesIn(pair.a, out);
+          return line && (await pair.a.processState(Number(line))) === "Z" ? line : undefined;
+        }),
+      );
+      const z = await lazyfs.run(lazyfs.migrateArgs(zombie), true);
+      assert.notEqual(z.code, 0);
+      assert.deepEqual(errorLines(z.stderr), [
+        `lazyfs: root@${pair.a.address}:22: pid ${zombie} is a zombie (exited, not reaped)`,
+      ]);
+      await assertNothingLeft(pair, lazyfs);
+    } finally {
+      await pair.a.kill(parent.pid);
+    }
+    const init = await lazyfs.run(lazyfs.migrateArgs(1), true);
+    assert.notEqual(init.code, 0);
+    const lines = errorLines(init.stderr);
+    assert.equal(lines.length, 1, init.stderr);
+    assert.match(lines[0]!, /: pid 1 is the host's init .*cannot be migrated/);
+    await assertNothingLeft(pair, lazyfs);
+  });
+
   test("restoring back on a one-kernel origin fails: its images are kept there, as the error says", async () => {
     // Origin and target one host: the original ends at the dump, and a failed restore here
     // is restored back there from the images; a CRIU that refuses every restore fails both.

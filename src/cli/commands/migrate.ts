@@ -11,6 +11,7 @@ import {
   type CriuOpts,
   commonRequest,
   criuOptions,
+  parsePid,
 } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
@@ -77,7 +78,7 @@ export function registerMigrate(program: Command): void {
     }
     const r = await migrateProcess({
       origin: o.from,
-      pid: Number(o.pid),
+      pid: parsePid(o.pid, "--pid"),
       ...common,
       criu: criuOptions(o),
       ...(o.onRestored ? { onRestored: o.onRestored } : {}),
