@@ -50,6 +50,7 @@ export function addSshOptions(cmd: Command): Command {
 export function addServeOptions(cmd: Command): Command {
   return cmd
     .option("--mountpoint <dir>", "where the files are served (default /lazyfs/<id>)")
+    .option("--cache <dir>", "local block store (default /var/lib/lazyfs/<id>/cache)")
     .option(
       "--policy <glob=policy>",
       "per-path policy: lazy, eager, remote, scrub, local (repeatable; first match wins)",
@@ -122,6 +123,7 @@ export interface CommonOpts {
   acceptNewHostKey?: boolean;
   sshTimeout: string;
   mountpoint?: string;
+  cache?: string;
   policy?: string[];
   map?: string[];
   lazyDir?: string[];
@@ -258,11 +260,13 @@ export function addCommonOptions(cmd: Command): Command {
 /** The parts of a restore/mount/migrate request that come from the shared options. */
 export function commonRequest(o: CommonOpts) {
   const mountpoint = absoluteDir(o.mountpoint, "--mountpoint");
+  const cacheDir = absoluteDir(o.cache, "--cache");
   return {
     ssh: sshOptions(o),
     serve: serveOptions(o),
     ...rules(o),
     ...(mountpoint ? { mountpoint } : {}),
+    ...(cacheDir ? { cacheDir } : {}),
     ...(o.criu ? { criuPath: o.criu } : {}),
   };
 }

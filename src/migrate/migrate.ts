@@ -5,7 +5,7 @@
  * before that it runs on at the origin exactly where it stopped, and nothing of the attempt
  * is left on either host.
  */
-import { rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { openChainOrigin, originProcessView, viewPathOn } from "../chain/index.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -14,6 +14,7 @@ import { type CriuOptions, criuDumpArgs, locateCriu, warmUpCodec } from "../criu
 import { callControl, startDaemon, stopDaemon } from "../daemon/index.js";
 import {
   checkMountpoint,
+  discardMigration,
   makeStateDir,
   migrationPaths,
   newMigrationId,
@@ -52,6 +53,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
   const origin = openOrigin(req.origin, req.ssh);
+  // A `--cache` this migration creates is removed again if it fails.
+  const cacheIsNew = req.cacheDir !== undefined && !existsSync(req.cacheDir);
   const criuOpts: CriuOptions = { ...req.criu };
   // CRIU's default lock needs iptables on the origin; its nftables lock is built in.
   if (criuOpts.tcpEstablished && !criuOpts.networkLock) criuOpts.networkLock = "nftables";
@@ -284,7 +287,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
           })
         : undefined;
     if (remoteDir && !back?.keepImages) await removeRemoteDir(origin, remoteDir);
-    await rm(paths.dir, { recursive: true, force: true });
+    await discardMigration(id, cacheIsNew ? req.cacheDir : undefined);
     if (!back) return err;
     return new UserError(`${errorMessage(err)}${back.fate}`, { cause: err });
   }

@@ -200,6 +200,48 @@ describe("a failed migration never loses the process", { concurrency: false }, (
     await assertNothingLeft(pair, lazyfs);
   });
 
+  test("--cache DIR: the migration keeps its blocks there; a failed one removes the new DIR", async () => {
+    const cache = `/var/lib/lazyfs-test-cache-${process.pid}`;
+    const out = `${DATA_DIR}/never-lose-cache.txt`;
+    const wl = await pair.a.startWorkload("python3", ["-c", COUNTER, "/dev/null"], {
+      stdout: out,
+    });
+    await waitFor("counting on A", async () =>
+      (await linesIn(pair.a, out)).length >= 20 ? true : undefined,
+    );
+    const refuse = await refusingCriu();
+    try {
+      const failed = await lazyfs.run(
+        lazyfs.migrateArgs(wl.pid, ["--cache", cache, "--criu", refuse]),
+        true,
+      );
+      assert.notEqual(failed.code, 0);
+      assert.match(errorLines(failed.stderr)[0]!, /the process runs on at .* where it stopped$/);
+      assert.equal((await pair.b.exec("ls", ["-d", cache], { allowFailure: true })).code, 2);
+      await assertNothingLeft(pair, lazyfs);
+      const m = await lazyfs.migrate(wl.pid, ["--cache", cache]);
+      try {
+        const onB = `${m.mountpoint}${out}`;
+        const n = (await linesIn(pair.a, out)).length;
+        await waitFor("counting on B", async () =>
+          (await linesIn(pair.b, onB)).length > n + 20 ? true : undefined,
+        );
+        // What the process wrote is in the given cache, not in the state directory.
+        const inCache = await pair.b.exec("sh", ["-c", `ls -A '${cache}'`]);
+        assert.match(inCache.stdout, /^store\.json$/m);
+        assert.match(inCache.stdout, /^files$/m);
+        const inState = await pair.b.exec("sh", ["-c", `ls -A '${lazyfs.stateDir}/${m.id}'`]);
+        assert.doesNotMatch(inState.stdout, /^cache$/m);
+      } finally {
+        await lazyfs.stop(m);
+      }
+      assert.equal((await pair.b.exec("ls", ["-d", cache], { allowFailure: true })).code, 2);
+    } finally {
+      await pair.a.kill(wl.pid);
+      await pair.b.exec("rm", ["-rf", refuse, cache]);
+    }
+  });
+
   test("restoring back on a one-kernel origin fails: its images are kept there, as the error says", async () => {
     // Origin and target one host: the original ends at the dump, and a failed restore here
     // is restored back there from the images; a CRIU that refuses every restore fails both.
