@@ -11,7 +11,7 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { checkStateDir } from "../common/private-files.js";
 import { type CriuOptions, criuDumpArgs, locateCriu, warmUpCodec } from "../criu/index.js";
-import { callControl, startDaemon, stopDaemon } from "../daemon/index.js";
+import { callControl, type DaemonHandle, startDaemon, stopDaemon } from "../daemon/index.js";
 import {
   checkMountpoint,
   discardMigration,
@@ -38,11 +38,12 @@ import {
   removeSnapshots,
   samePidSpace,
 } from "../origin-host/index.js";
+import { Interruption } from "./interrupt.js";
 import { emptyManifest } from "./plan.js";
 import { pullImages } from "./pull.js";
 import type { MigrateRequest, MigrateResult } from "./request.js";
 import { restoreLazily } from "./restore.js";
-import { bringBack, holdSignals, originTree, runOnRestored } from "./verdict.js";
+import { bringBack, originTree, runOnRestored } from "./verdict.js";
 
 const log = logger("migrate");
 
@@ -61,14 +62,17 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let remoteDir: string | undefined;
   let session: DumpSession | undefined;
   let dumped = false;
-  let signals: { release(): void } | undefined;
+  // Signals are the caller's business when it passes its Interruption (the CLI: it prints).
+  const interruption = req.interruption ?? Interruption.listen();
+  const checkpoint = () => interruption.check(origin.name);
+  let daemonStarting: Promise<DaemonHandle> | undefined;
   let restoredPid: number | undefined;
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
   let planOrigin: SftpOrigin | undefined;
   try {
-    await origin.connect();
+    await interruption.race(origin.connect(), origin.name);
     const [targetCriu, originSpace, targetSpace, view] = await Promise.all([
       checkOriginPid(origin, req.pid).then(() =>
         locateCriu(req.criuPath ? { criuPath: req.criuPath } : {}),
@@ -77,6 +81,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       localPidSpace(),
       originProcessView(origin, req.pid),
     ]);
+    checkpoint();
     // A process restored by LazyFS there (A -> origin -> here) is seen in its own view.
     const chain = view.chain;
     if (chain) {
@@ -95,6 +100,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     if (req.mountpoint) await checkMountpoint(req.mountpoint);
     if (req.cacheDir) await checkStateDir(req.cacheDir, "--cache");
+    checkpoint();
     await makeStateDir(paths);
     await writeManifest(paths.manifest, {
       ...emptyManifest({
@@ -109,17 +115,19 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       }),
       ...(chain ? { chain } : {}),
     });
-    const daemonStarting = startDaemon(id).then(async (d) => {
+    daemonStarting = startDaemon(id).then(async (d) => {
       await d.serve();
       return d;
     });
     daemonStarting.catch(() => {});
     const tCriu = Date.now();
+    checkpoint();
     originCriu = await ensureOriginCriu(origin, {
       ...(req.originCriu ? { explicit: req.originCriu } : {}),
       localCriu: targetCriu.path,
     });
     const originCriuMs = Date.now() - tCriu;
+    checkpoint();
     remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
       // CRIU inside the process's own mount namespace: the images hold the paths it sees.
@@ -137,9 +145,12 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       ...criuDumpArgs(criuOpts),
     ];
     warmUpCodec(); // protobufjs compiles codecs lazily: do it before the freeze
+    checkpoint();
     session = await openDumpSession(origin, dumpArgv, remoteDir);
     const daemon = await daemonStarting;
-    signals = holdSignals();
+    // The last moment a signal stops the migration: from the dump on, it is finished first.
+    checkpoint();
+    interruption.commit();
     const tDump = Date.now();
     session.go();
     const dump = await session.dumped;
@@ -224,8 +235,6 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       origin: origin.name,
       how: keepStopped ? "killed after the restore" : "ended at the dump",
     });
-    signals.release();
-    signals = undefined;
     if (!req.keepOriginImages) await removeRemoteDir(origin, remoteDir);
     const firstFetchMs = await waitFirstFetch(paths.socket, tRestored, req.firstFetchWaitMs ?? 0);
     return {
@@ -257,7 +266,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   } catch (err) {
     throw await failed(err);
   } finally {
-    signals?.release();
+    if (!req.interruption) interruption.close();
     await planOrigin?.close();
     await origin.close();
   }
@@ -271,6 +280,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         // already gone
       }
     }
+    // A daemon still starting is stopped once it listens (or has given up).
+    await daemonStarting?.catch(() => {});
     await stopDaemon(paths.socket).catch(() => {});
     await session?.end().catch(() => {});
     if (session) await removeSnapshots(origin, session.snapshotDirs);
@@ -288,7 +299,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         : undefined;
     if (remoteDir && !back?.keepImages) await removeRemoteDir(origin, remoteDir);
     await discardMigration(id, cacheIsNew ? req.cacheDir : undefined);
-    if (!back) return err;
+    // A step that failed after a signal (a child of ours got it too) failed because of it.
+    if (!back) return interruption.stopped(origin.name) ?? err;
     return new UserError(`${errorMessage(err)}${back.fate}`, { cause: err });
   }
 }

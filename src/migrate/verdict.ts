@@ -1,40 +1,15 @@
 /**
- * The verdict on the origin's frozen original, and what surrounds it: signals held from the
- * dump to the verdict, the `--on-restored` hook, ending the original once the restore here
- * succeeded (originTree), or bringing it back to running on the origin when it failed.
+ * The verdict on the origin's frozen original, and what surrounds it: the `--on-restored`
+ * hook, ending the original once the restore here succeeded (originTree), or bringing it back
+ * to running on the origin when it failed.
  */
 import { spawn } from "node:child_process";
 import { errorMessage, UserError } from "../common/errors.js";
-import { logger } from "../common/log.js";
 import { shq } from "../common/shell.js";
 import { type CriuOptions, loadDump } from "../criu/index.js";
 import type { SftpOrigin } from "../origin/index.js";
 import { type OriginCriu, OriginTree, originTreePids } from "../origin-host/index.js";
 import { type DumpedTree, dumpedTree } from "./restore.js";
-
-const log = logger("migrate");
-/**
- * Signals that arrive between the dump and the verdict are held until the verdict: acting on
- * them halfway could leave the process on both hosts, or on neither.
- */
-export function holdSignals(): { release(): void } {
-  const held: NodeJS.Signals[] = [];
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (!held.includes(sig)) {
-      log.warn(`${sig} received: finishing the migration first (a few seconds)`);
-      held.push(sig);
-    }
-  };
-  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const s of sigs) process.on(s, onSignal);
-  return {
-    release() {
-      for (const s of sigs) process.off(s, onSignal);
-      const first = held[0];
-      if (first) process.kill(process.pid, first);
-    },
-  };
-}
 
 /** Runs the `--on-restored` command with the migration's facts in its environment. */
 export async function runOnRestored(command: string, env: Record<string, string>): Promise<void> {
