@@ -444,10 +444,12 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     const data = `${DATA_DIR}/changing.txt`;
     await makeLines(data, 100);
     const images = `/tmp/lazyfs-e2e-changed-${process.pid}`;
-    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], {
-      stdout: "/dev/null",
-    });
-    await sleep(200);
+    const out = `${DATA_DIR}/changing.out`;
+    const wl = await pair.a.startWorkload("python3", ["-c", HASHER, data], { stdout: out });
+    // Dumped once it holds the file open (a fixed sleep lost that race on a loaded machine).
+    await waitFor("the file open", async () =>
+      (await linesIn("a", out)).includes("open") ? true : undefined,
+    );
     await pair.a.exec("rm", ["-rf", images]);
     await pair.a.exec("mkdir", ["-p", images]);
     await pair.a.exec("/opt/lazyfs/criu/bin/criu", [
