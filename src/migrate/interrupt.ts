@@ -29,6 +29,7 @@ export class MigrationInterrupted extends UserError {
   }
 }
 
+/** The signals of one `migrate` run: stop before the dump (check, race), finish after it. */
 export class Interruption {
   #signal: NodeJS.Signals | undefined;
   #committed = false;
