@@ -13,7 +13,7 @@
  * (`access_log_on_vs_off`) is the access log's cost. BENCH_SYSTEMS=a,b,... runs only those.
  * Last line: one JSON object of figures.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -43,6 +43,37 @@ function sh(cmd: string, args: string[]): Promise<string> {
         : resolve(stdout),
     ),
   );
+}
+
+/** Mount points under ROOT, deepest first (a run that was killed leaves its mounts dead). */
+function mountsUnderRoot(): string[] {
+  return fs
+    .readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((m) => m.startsWith(`${ROOT}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Detaches every mount under ROOT, lazily: a dead one (ENOTCONN to every later mkdir) and a
+ * live one whose server is this very process, about to exit.
+ */
+function detachMounts(): string[] {
+  const found = mountsUnderRoot();
+  for (const m of found) spawnSync("umount", ["-l", m], { stdio: "ignore" });
+  return found;
+}
+
+/** A signal ends the run without leaving its mounts behind. */
+function detachOnSignals(): void {
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(sig, () => {
+      const gone = detachMounts();
+      process.stderr.write(`${sig}: stopped; detached ${gone.length} mount(s) under ${ROOT}\n`);
+      process.exit(128 + os.constants.signals[sig]);
+    });
+  }
 }
 
 async function dropCaches(): Promise<void> {
@@ -220,6 +251,13 @@ const call = (fn: (cb: (e: Error | null) => void) => void) =>
   new Promise<void>((res, rej) => fn((e) => (e ? rej(e) : res())));
 
 async function main(): Promise<void> {
+  const stale = detachMounts();
+  if (stale.length > 0) {
+    process.stderr.write(
+      `detached ${stale.length} mount(s) an earlier run left: ${stale.join(" ")}\n`,
+    );
+  }
+  detachOnSignals();
   fs.mkdirSync(SRC, { recursive: true });
   const big = path.join(SRC, "big.bin");
   if (!fs.existsSync(big) || fs.statSync(big).size !== SIZE) {

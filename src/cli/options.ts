@@ -4,6 +4,8 @@ import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../common/errors.js";
 import { normalizeAbsolute } from "../common/paths.js";
+import { printable } from "../common/printable.js";
+import { shq } from "../common/shell.js";
 import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
 import { parseListen } from "../daemon/index.js";
 import type { PolicyRule } from "../fetch/index.js";
@@ -48,6 +50,7 @@ export function addSshOptions(cmd: Command): Command {
 export function addServeOptions(cmd: Command): Command {
   return cmd
     .option("--mountpoint <dir>", "where the files are served (default /lazyfs/<id>)")
+    .option("--cache <dir>", "local block store (default /var/lib/lazyfs/<id>/cache)")
     .option(
       "--policy <glob=policy>",
       "per-path policy: lazy, eager, remote, scrub, local (repeatable; first match wins)",
@@ -120,6 +123,7 @@ export interface CommonOpts {
   acceptNewHostKey?: boolean;
   sshTimeout: string;
   mountpoint?: string;
+  cache?: string;
   policy?: string[];
   map?: string[];
   lazyDir?: string[];
@@ -167,6 +171,18 @@ export function criuOptions(o: CriuOpts): CriuOptions {
     ...(o.shellJob ? { shellJob: true } : {}),
     extra,
   };
+}
+
+/** The largest pid_max Linux allows (PID_MAX_LIMIT on 64-bit). */
+const PID_MAX_LIMIT = 4_194_304;
+
+/** A process id given as `what` (`--pid`): decimal digits only, nothing else. */
+export function parsePid(text: string, what: string, min = 1): number {
+  const n = /^[0-9]{1,7}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= min && n <= PID_MAX_LIMIT)) {
+    throw new UserError(`${what} ${shq(printable(text))}: not a process id`);
+  }
+  return n;
 }
 
 function positiveInt(text: string, what: string): number {
@@ -244,11 +260,13 @@ export function addCommonOptions(cmd: Command): Command {
 /** The parts of a restore/mount/migrate request that come from the shared options. */
 export function commonRequest(o: CommonOpts) {
   const mountpoint = absoluteDir(o.mountpoint, "--mountpoint");
+  const cacheDir = absoluteDir(o.cache, "--cache");
   return {
     ssh: sshOptions(o),
     serve: serveOptions(o),
     ...rules(o),
     ...(mountpoint ? { mountpoint } : {}),
+    ...(cacheDir ? { cacheDir } : {}),
     ...(o.criu ? { criuPath: o.criu } : {}),
   };
 }

@@ -37,6 +37,12 @@ export interface RunCriuOptions {
   prefix?: string[];
   /** Kill CRIU after this long; default 120000 ms. */
   timeoutMs?: number;
+  /**
+   * Run CRIU in a session of its own: Ctrl-C at the terminal (SIGINT to its foreground
+   * process group) then does not kill it halfway. Not with --shell-job, which needs the
+   * terminal.
+   */
+  ownSession?: boolean;
 }
 
 export interface CriuRun {
@@ -70,7 +76,10 @@ export async function runCriu(action: string, opts: RunCriuOptions): Promise<Cri
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const result = await new Promise<{ code: number | null; signal: string | null } & CriuRun>(
     (done, fail) => {
-      const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(command[0]!, command.slice(1), {
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: opts.ownSession ?? false,
+      });
       let stdout = "";
       let stderr = "";
       child.stdout.on("data", (d: Buffer) => {

@@ -5,15 +5,16 @@
  * before that it runs on at the origin exactly where it stopped, and nothing of the attempt
  * is left on either host.
  */
-import { rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { openChainOrigin, originProcessView, viewPathOn } from "../chain/index.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { checkStateDir } from "../common/private-files.js";
 import { type CriuOptions, criuDumpArgs, locateCriu, warmUpCodec } from "../criu/index.js";
-import { callControl, startDaemon, stopDaemon } from "../daemon/index.js";
+import { callControl, type DaemonHandle, startDaemon, stopDaemon } from "../daemon/index.js";
 import {
   checkMountpoint,
+  discardMigration,
   makeStateDir,
   migrationPaths,
   newMigrationId,
@@ -38,11 +39,12 @@ import {
   removeSnapshots,
   samePidSpace,
 } from "../origin-host/index.js";
+import { Interruption } from "./interrupt.js";
 import { emptyManifest } from "./plan.js";
 import { pullImages } from "./pull.js";
 import type { MigrateRequest, MigrateResult } from "./request.js";
 import { restoreLazily } from "./restore.js";
-import { bringBack, holdSignals, originTree, runOnRestored } from "./verdict.js";
+import { bringBack, originTree, runOnRestored } from "./verdict.js";
 
 const log = logger("migrate");
 
@@ -53,20 +55,25 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   const id = req.id ?? newMigrationId();
   const paths = migrationPaths(id);
   const origin = openOrigin(req.origin, req.ssh);
+  // A `--cache` this migration creates is removed again if it fails.
+  const cacheIsNew = req.cacheDir !== undefined && !existsSync(req.cacheDir);
   const criuOpts: CriuOptions = { ...req.criu };
   // CRIU's default lock needs iptables on the origin; its nftables lock is built in.
   if (criuOpts.tcpEstablished && !criuOpts.networkLock) criuOpts.networkLock = "nftables";
   let remoteDir: string | undefined;
   let session: DumpSession | undefined;
   let dumped = false;
-  let signals: { release(): void } | undefined;
+  // Signals are the caller's business when it passes its Interruption (the CLI: it prints).
+  const interruption = req.interruption ?? Interruption.listen();
+  const checkpoint = () => interruption.check(origin.name);
+  let daemonStarting: Promise<DaemonHandle> | undefined;
   let restoredPid: number | undefined;
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
   let planOrigin: SftpOrigin | undefined;
   try {
-    await origin.connect();
+    await interruption.race(origin.connect(), origin.name);
     const [targetCriu, originSpace, targetSpace, view] = await Promise.all([
       checkOriginPid(origin, req.pid).then(async () => {
         await checkSysvShm(origin, req.pid);
@@ -76,6 +83,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       localPidSpace(),
       originProcessView(origin, req.pid),
     ]);
+    checkpoint();
     // A process restored by LazyFS there (A -> origin -> here) is seen in its own view.
     const chain = view.chain;
     if (chain) {
@@ -94,6 +102,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     if (req.mountpoint) await checkMountpoint(req.mountpoint);
     if (req.cacheDir) await checkStateDir(req.cacheDir, "--cache");
+    checkpoint();
     await makeStateDir(paths);
     await writeManifest(paths.manifest, {
       ...emptyManifest({
@@ -108,17 +117,19 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       }),
       ...(chain ? { chain } : {}),
     });
-    const daemonStarting = startDaemon(id).then(async (d) => {
+    daemonStarting = startDaemon(id).then(async (d) => {
       await d.serve();
       return d;
     });
     daemonStarting.catch(() => {});
     const tCriu = Date.now();
+    checkpoint();
     originCriu = await ensureOriginCriu(origin, {
       ...(req.originCriu ? { explicit: req.originCriu } : {}),
       localCriu: targetCriu.path,
     });
     const originCriuMs = Date.now() - tCriu;
+    checkpoint();
     remoteDir = await makeRemoteDumpDir(origin);
     const dumpArgv = [
       // CRIU inside the process's own mount namespace: the images hold the paths it sees.
@@ -136,9 +147,12 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       ...criuDumpArgs(criuOpts),
     ];
     warmUpCodec(); // protobufjs compiles codecs lazily: do it before the freeze
+    checkpoint();
     session = await openDumpSession(origin, dumpArgv, remoteDir);
     const daemon = await daemonStarting;
-    signals = holdSignals();
+    // The last moment a signal stops the migration: from the dump on, it is finished first.
+    checkpoint();
+    interruption.commit();
     const tDump = Date.now();
     session.go();
     const dump = await session.dumped;
@@ -223,8 +237,6 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       origin: origin.name,
       how: keepStopped ? "killed after the restore" : "ended at the dump",
     });
-    signals.release();
-    signals = undefined;
     if (!req.keepOriginImages) await removeRemoteDir(origin, remoteDir);
     const firstFetchMs = await waitFirstFetch(paths.socket, tRestored, req.firstFetchWaitMs ?? 0);
     return {
@@ -256,7 +268,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   } catch (err) {
     throw await failed(err);
   } finally {
-    signals?.release();
+    if (!req.interruption) interruption.close();
     await planOrigin?.close();
     await origin.close();
   }
@@ -270,29 +282,28 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
         // already gone
       }
     }
+    // A daemon still starting is stopped once it listens (or has given up).
+    await daemonStarting?.catch(() => {});
     await stopDaemon(paths.socket).catch(() => {});
     await session?.end().catch(() => {});
     if (session) await removeSnapshots(origin, session.snapshotDirs);
-    let fate = "";
-    if (dumped && remoteDir) {
-      try {
-        fate = await bringBack({
-          origin,
-          remoteDir,
-          keepStopped,
-          imagesDir: paths.images,
-          pid: req.pid,
-          criu: criuOpts,
-          originCriu,
-        });
-      } catch (e) {
-        fate = `; resuming it on ${origin.name} failed too (${errorMessage(e)}): the process is stopped there, \`kill -CONT\` resumes it`;
-      }
-    }
-    if (remoteDir && !fate.includes("images kept")) await removeRemoteDir(origin, remoteDir);
-    await rm(paths.dir, { recursive: true, force: true });
-    if (!fate) return err;
-    return new UserError(`${errorMessage(err)}${fate}`, { cause: err });
+    const back =
+      dumped && remoteDir
+        ? await bringBack({
+            origin,
+            remoteDir,
+            keepStopped,
+            imagesDir: paths.images,
+            pid: req.pid,
+            criu: criuOpts,
+            originCriu,
+          })
+        : undefined;
+    if (remoteDir && !back?.keepImages) await removeRemoteDir(origin, remoteDir);
+    await discardMigration(id, cacheIsNew ? req.cacheDir : undefined);
+    // A step that failed after a signal (a child of ours got it too) failed because of it.
+    if (!back) return interruption.stopped(origin.name) ?? err;
+    return new UserError(`${errorMessage(err)}${back.fate}`, { cause: err });
   }
 }
 

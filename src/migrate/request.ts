@@ -3,6 +3,7 @@
  * timeline of the freeze and its parts).
  */
 import type { OriginCriu, SnapshotMode } from "../origin-host/index.js";
+import type { Interruption } from "./interrupt.js";
 import type { RestoreRequest, RestoreResult } from "./restore.js";
 export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "checkpointStats"> {
   pid: number;
@@ -22,6 +23,8 @@ export interface MigrateRequest extends Omit<RestoreRequest, "imagesDir" | "chec
    * read the clones: `reflink` fails when a file cannot be cloned, `auto` goes on without.
    */
   originSnapshot?: SnapshotMode;
+  /** How SIGINT/SIGTERM/SIGHUP are answered; default: one of its own for the call. */
+  interruption?: Interruption;
 }
 
 export interface CriuUsed {

@@ -201,12 +201,14 @@ async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
     rewriteMs = Date.now() - t;
     await mounting;
     t = Date.now();
+    const restoreArgs = criuRestoreArgs(req.criu ?? {});
     ({ pid } = await criuRestore({
       imagesDir: paths.lazyImages,
       logFile: `${paths.dir}/restore.log`,
       ...(req.criuPath ? { criuPath: req.criuPath } : {}),
-      extraArgs: criuRestoreArgs(req.criu ?? {}),
+      extraArgs: restoreArgs,
       prefix: namespacePrefix(manifest),
+      ownSession: !restoreArgs.some((a) => a === "--shell-job" || a === "-j"),
     }));
     if (!(await mountNamespaceOf(pid))) {
       throw new UserError(`the restored process ${pid} ended right after its restore`);

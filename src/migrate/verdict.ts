@@ -1,40 +1,15 @@
 /**
- * The verdict on the origin's frozen original, and what surrounds it: signals held from the
- * dump to the verdict, the `--on-restored` hook, ending the original once the restore here
- * succeeded (originTree), or bringing it back to running on the origin when it failed.
+ * The verdict on the origin's frozen original, and what surrounds it: the `--on-restored`
+ * hook, ending the original once the restore here succeeded (originTree), or bringing it back
+ * to running on the origin when it failed.
  */
 import { spawn } from "node:child_process";
-import { UserError } from "../common/errors.js";
-import { logger } from "../common/log.js";
+import { errorMessage, UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
 import { type CriuOptions, loadDump } from "../criu/index.js";
 import type { SftpOrigin } from "../origin/index.js";
 import { type OriginCriu, OriginTree, originTreePids } from "../origin-host/index.js";
 import { type DumpedTree, dumpedTree } from "./restore.js";
-
-const log = logger("migrate");
-/**
- * Signals that arrive between the dump and the verdict are held until the verdict: acting on
- * them halfway could leave the process on both hosts, or on neither.
- */
-export function holdSignals(): { release(): void } {
-  const held: NodeJS.Signals[] = [];
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (!held.includes(sig)) {
-      log.warn(`${sig} received: finishing the migration first (a few seconds)`);
-      held.push(sig);
-    }
-  };
-  const sigs: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const s of sigs) process.on(s, onSignal);
-  return {
-    release() {
-      for (const s of sigs) process.off(s, onSignal);
-      const first = held[0];
-      if (first) process.kill(process.pid, first);
-    },
-  };
-}
 
 /** Runs the `--on-restored` command with the migration's facts in its environment. */
 export async function runOnRestored(command: string, env: Record<string, string>): Promise<void> {
@@ -79,12 +54,8 @@ export async function originTree(
   return new OriginTree(origin, pids, lock);
 }
 
-/**
- * Puts a dumped tree back to running on the origin after a failed migration: the frozen
- * original resumed (SIGCONT, its TCP sockets out of repair), or, when it had to end at the
- * dump, restored there from its images. Returns how it ended, as the tail of the error line.
- */
-export async function bringBack(b: {
+/** A failed migration's dumped tree on the origin. */
+export interface DumpedOnOrigin {
   origin: SftpOrigin;
   remoteDir: string;
   keepStopped: boolean;
@@ -92,20 +63,56 @@ export async function bringBack(b: {
   pid: number;
   criu: CriuOptions;
   originCriu: OriginCriu | undefined;
-}): Promise<string> {
-  const { origin, remoteDir, keepStopped, pid, originCriu } = b;
-  if (keepStopped) {
-    // Without the images (their transfer failed) the origin's /proc knows the tree.
-    const dumped = await loadDump(b.imagesDir).then(dumpedTree, () => undefined);
-    const tree = await originTree(origin, dumped, pid, b.criu, originCriu?.nftPath);
-    await tree.resume();
-    const running = await tree.alive();
-    if (running.length < tree.pids.length) {
-      return `; only ${running.length} of its ${tree.pids.length} processes still exist on ${origin.name}`;
-    }
-    return `; the process runs on at ${origin.name} where it stopped`;
+}
+
+/** How a failed migration's process ended up on the origin. */
+export interface BroughtBack {
+  /** The tail of the error line saying so. */
+  fate: string;
+  /** The process lives only in its images on the origin: the dump directory must stay. */
+  keepImages: boolean;
+}
+
+/**
+ * Puts a dumped tree back to running on the origin after a failed migration: the frozen
+ * original resumed (SIGCONT, its TCP sockets out of repair), or, when it had to end at the
+ * dump, restored there from its images. Never throws: a failure is part of the answer.
+ */
+export async function bringBack(b: DumpedOnOrigin): Promise<BroughtBack> {
+  const { origin, remoteDir, keepStopped } = b;
+  try {
+    if (keepStopped) return { fate: await resumeFrozen(b), keepImages: false };
+    return await restoreBack(b);
+  } catch (e) {
+    return keepStopped
+      ? {
+          fate: `; resuming it on ${origin.name} failed too (${errorMessage(e)}): the process is stopped there, \`kill -CONT\` resumes it`,
+          keepImages: false,
+        }
+      : {
+          fate: `; restoring it back on ${origin.name} failed too (${errorMessage(e)}): its images are kept in ${remoteDir} there`,
+          keepImages: true,
+        };
   }
-  // The original ended at the dump (its pids were needed here): restore it from the images.
+}
+
+/** The frozen original resumed; returns the tail of the error line. */
+async function resumeFrozen(b: DumpedOnOrigin): Promise<string> {
+  const { origin, pid, originCriu } = b;
+  // Without the images (their transfer failed) the origin's /proc knows the tree.
+  const dumped = await loadDump(b.imagesDir).then(dumpedTree, () => undefined);
+  const tree = await originTree(origin, dumped, pid, b.criu, originCriu?.nftPath);
+  await tree.resume();
+  const running = await tree.alive();
+  if (running.length < tree.pids.length) {
+    return `; only ${running.length} of its ${tree.pids.length} processes still exist on ${origin.name}`;
+  }
+  return `; the process runs on at ${origin.name} where it stopped`;
+}
+
+/** The original ended at the dump (its pids were needed here): restored from its images. */
+async function restoreBack(b: DumpedOnOrigin): Promise<BroughtBack> {
+  const { origin, remoteDir, pid, originCriu } = b;
   const wait = `i=0; while [ -e /proc/${pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
   const criu = originCriu?.path ?? "criu";
   const back = await origin.exec(
@@ -113,6 +120,9 @@ export async function bringBack(b: {
       [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"].map(shq).join(" "),
   );
   return back.code === 0
-    ? `; the process was restored back on ${origin.name}`
-    : `; restoring it back on ${origin.name} failed too: its images are kept in ${remoteDir} there`;
+    ? { fate: `; the process was restored back on ${origin.name}`, keepImages: false }
+    : {
+        fate: `; restoring it back on ${origin.name} failed too: its images are kept in ${remoteDir} there`,
+        keepImages: true,
+      };
 }

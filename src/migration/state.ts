@@ -32,6 +32,15 @@ export function newMigrationId(): string {
   return `m${randomBytes(3).toString("hex")}`;
 }
 
+/**
+ * Whether a name under the state root is a migration's (newMigrationId's shape): the root
+ * also holds other things of LazyFS's (`bundles/`, the CRIU bundle cache) that must never be
+ * listed, stopped or purged as migrations.
+ */
+export function isMigrationId(name: string): boolean {
+  return /^m[0-9a-f]{6}$/.test(name);
+}
+
 export interface MigrationPaths {
   id: string;
   dir: string;
@@ -77,12 +86,12 @@ export async function makeStateDir(paths: MigrationPaths): Promise<void> {
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
 }
 
-/** Ids of every migration with a state directory, oldest first by name. */
+/** Ids of every migration with a state directory, sorted by name. */
 export async function listMigrations(root = stateRoot()): Promise<string[]> {
   try {
     const names = await readdir(root, { withFileTypes: true });
     return names
-      .filter((d) => d.isDirectory() && /^[A-Za-z0-9_.-]+$/.test(d.name))
+      .filter((d) => d.isDirectory() && isMigrationId(d.name))
       .map((d) => d.name)
       .sort();
   } catch (err) {

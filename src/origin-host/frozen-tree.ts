@@ -169,16 +169,28 @@ export async function originTreePids(origin: SftpOrigin, pid: number): Promise<n
   return out;
 }
 
+/** The kernel's PF_KTHREAD in /proc/PID/stat's flags. */
+const PF_KTHREAD = 0x00200000;
+
 /** A user process on the origin, or a clear error naming what `pid` is instead. */
 export async function checkOriginPid(origin: SftpOrigin, pid: number): Promise<void> {
+  // The state and flags fields of /proc/PID/stat, after the command name (which may hold
+  // spaces and parentheses).
   const r = await origin.exec(
-    `[ -d /proc/${pid} ] || { echo missing; exit; }; readlink /proc/${pid}/exe >/dev/null 2>&1 || echo kernel`,
+    `s=$(cat /proc/${pid}/stat 2>/dev/null) || { echo missing; exit; }; set -- \${s##*') '}; echo "$1 $7"`,
   );
-  const what = r.stdout.trim();
-  if (what === "missing") throw new UserError(`${origin.name}: no process with pid ${pid} there`);
-  if (what === "kernel") {
+  const [state, flags] = r.stdout.trim().split(" ");
+  const at = origin.name;
+  if (state === "missing" || state === "X" || flags === undefined) {
+    throw new UserError(`${at}: no process with pid ${pid} there`);
+  }
+  if (state === "Z") throw new UserError(`${at}: pid ${pid} is a zombie (exited, not reaped)`);
+  if (pid === 1) {
     throw new UserError(
-      `${origin.name}: pid ${pid} is a kernel thread; CRIU migrates user processes`,
+      `${at}: pid 1 is the host's init (of its pid namespace); it cannot be migrated: ending it there would end every process of that host`,
     );
+  }
+  if ((Number(flags) & PF_KTHREAD) !== 0) {
+    throw new UserError(`${at}: pid ${pid} is a kernel thread; CRIU migrates user processes`);
   }
 }

@@ -3,6 +3,7 @@
  * pid from host a, waiting for a condition, reading lines of a file inside a host.
  */
 
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import type { DaemonStatus } from "../../src/daemon/index.js";
 import {
@@ -103,6 +104,30 @@ export class LazyfsOnB {
     await this.run(["unmount", "--all", "--force"], true).catch(() => {});
     await this.pair.b.exec("rm", ["-rf", this.stateDir]).catch(() => {});
   }
+}
+
+/**
+ * Nothing of a migration on b (state, mounts, LazyFS processes: daemons, a `migrate`) nor on
+ * a (dump directories: with privateDevShm).
+ */
+export async function assertNothingLeft(pair: HostPair, lazyfs: LazyfsOnB): Promise<void> {
+  const state = await pair.b.exec("sh", ["-c", `ls -A '${lazyfs.stateDir}' 2>/dev/null; true`]);
+  assert.equal(state.stdout.trim(), "", "no migration state on the target");
+  const mounts = await pair.b.exec("cat", ["/proc/self/mountinfo"]);
+  assert.ok(!/ fuse\.lazyfs| \/lazyfs\//.test(mounts.stdout), "no LazyFS mount on the target");
+  const procs = await pair.b.exec("sh", ["-c", "pgrep -af '[m]ain.js m' || true"]);
+  assert.equal(procs.stdout.trim(), "", "no LazyFS process on the target");
+  const dumps = await pair.a.exec("sh", ["-c", "ls -d /dev/shm/lazyfs-dump.* 2>/dev/null; true"]);
+  assert.equal(dumps.stdout.trim(), "", "no dump directory on the origin");
+}
+
+/**
+ * Gives host a a /dev/shm of its own, where `migrate` makes its dump directories: the
+ * machine's is shared with every other test run, whose dump directories come and go there.
+ * It goes with the host.
+ */
+export async function privateDevShm(pair: HostPair): Promise<void> {
+  await pair.a.exec("mount", ["-t", "tmpfs", "-o", "mode=1777", "lazyfs-test-shm", "/dev/shm"]);
 }
 
 /** stderr lines of the CLI that are not log lines. */

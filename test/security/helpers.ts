@@ -29,7 +29,7 @@ export interface CliResult {
  */
 export function cli(
   args: string[],
-  opts: { env?: Record<string, string>; user?: string; timeoutMs?: number } = {},
+  opts: { env?: Record<string, string>; user?: string; timeoutMs?: number; cwd?: string } = {},
 ): Promise<CliResult> {
   const argv = opts.user
     ? [
@@ -47,7 +47,7 @@ export function cli(
       argv[0]!,
       argv.slice(1),
       {
-        cwd: "/",
+        cwd: opts.cwd ?? "/",
         env: { ...process.env, LAZYFS_LOG: "error", ...opts.env },
         timeout: opts.timeoutMs ?? 60_000,
       },

@@ -1,8 +1,8 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
-import { UserError } from "../../common/errors.js";
 import { accessLogOf, followAccessLog, type LogFilter, readAccessLog } from "../../daemon/index.js";
 import type { AccessRecord } from "../../lazy/index.js";
+import { parsePid } from "../options.js";
 import { formatTable, printable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 
@@ -40,9 +40,8 @@ function filterOf(o: LogOpts): LogFilter {
   if (o.path !== undefined) f.path = o.path;
   if (o.op !== undefined) f.op = o.op;
   if (o.pid !== undefined) {
-    const pid = Number(o.pid);
-    if (!Number.isInteger(pid) || pid < 0) throw new UserError(`--pid ${o.pid}: not a process id`);
-    f.pid = pid;
+    // 0: requests the kernel makes on no process's behalf.
+    f.pid = parsePid(o.pid, "--pid", 0);
   }
   return f;
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
 import { type DetachResult, detachMigration } from "../../detach/index.js";
-import { migrateProcess } from "../../migrate/index.js";
+import { Interruption, migrateProcess } from "../../migrate/index.js";
 import { parsePrefetch } from "../../migration/index.js";
 import { parseSnapshotMode } from "../../origin-host/index.js";
 import {
@@ -11,6 +11,7 @@ import {
   type CriuOpts,
   commonRequest,
   criuOptions,
+  parsePid,
 } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
@@ -69,98 +70,111 @@ export function registerMigrate(program: Command): void {
     )
     .option("--json", "print the result as JSON");
   addCriuOptions(addCommonOptions(cmd)).action(async (o: MigrateOpts) => {
-    const remoteChoice = parseRemoteChoice(o.detachRemote);
-    const common = commonRequest(o);
-    // Without prefetch a process that never reads everything would never be detached.
-    if (o.detach && cmd.getOptionValueSource("prefetch") === "default") {
-      common.serve.prefetch = parsePrefetch("immediate");
-    }
-    const r = await migrateProcess({
-      origin: o.from,
-      pid: Number(o.pid),
-      ...common,
-      criu: criuOptions(o),
-      ...(o.onRestored ? { onRestored: o.onRestored } : {}),
-      ...(o.originCriu ? { originCriu: o.originCriu } : {}),
-      ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
-      ...(o.originSnapshot ? { originSnapshot: parseSnapshotMode(o.originSnapshot) } : {}),
-      firstFetchWaitMs: 1000,
-    });
-    const t = r.timeline;
-    let detached: DetachResult | undefined;
-    if (o.detach) {
-      detached = await detachMigration({
-        id: r.id,
-        remote: remoteChoice,
-        waitMs: 24 * 3_600_000,
-        ...(o.criu ? { criuPath: o.criu } : {}),
-        criu: criuOptions(o),
-      }).catch((err: unknown) => {
-        throw new UserError(
-          `migrated: pid ${r.pid} runs here as migration ${r.id}, but detach failed: ${errorMessage(err)}`,
-          { cause: err },
-        );
-      });
-    }
-    if (o.json) {
-      printJson({
-        id: r.id,
-        pid: r.pid,
-        mountpoint: r.manifest.mountpoint,
-        criu: r.criu,
-        originKept: r.originKept,
-        timeline: t,
-        ...(detached ? { detach: detached } : {}),
-      });
-      return;
-    }
-    const first =
-      t.firstFetchMs === null ? "none yet" : `+${formatMs(t.firstFetchMs)} after restore`;
-    process.stdout.write(
-      `${formatTable(
-        ["STEP", "TIME", "DETAIL"],
-        [
-          [
-            "dump",
-            formatMs(t.dumpMs),
-            `criu dump of pid ${o.pid} on ${o.from} (CRIU ${r.criu.origin.version}, ${originCriuText(r.criu.origin)}: ${r.criu.origin.path})`,
-          ],
-          [
-            "image transfer",
-            formatMs(t.transferMs),
-            `${formatBytes(t.imageBytes)} of images over SFTP`,
-          ],
-          [
-            "restore",
-            formatMs(t.restoreMs),
-            `plan + mount + rewrite + criu restore (CRIU ${r.criu.target.version}: ${r.criu.target.path}; ${r.rewritten} paths into ${r.manifest.mountpoint})`,
-          ],
-          ...(o.originSnapshot && o.originSnapshot !== "none"
-            ? [
-                [
-                  "origin snapshot",
-                  formatMs(t.snapshotMs),
-                  `${t.snapshotFiles} file(s) cloned on the origin at the dump (part of the image transfer)`,
-                ],
-              ]
-            : []),
-          ...(o.onRestored ? [["--on-restored", formatMs(t.onRestoredMs), o.onRestored]] : []),
-          [
-            "end original",
-            formatMs(t.endOriginMs),
-            r.originKept === "stopped"
-              ? `kept stopped on the origin until the restore here succeeded, then killed`
-              : "ended at the dump (origin and target share one pid namespace)",
-          ],
-          ["freeze", formatMs(t.freezeMs), "dump start to the process running here"],
-          ["first origin fetch", first, ""],
-        ],
-      )}\nmigrated: pid ${r.pid} runs here as migration ${r.id}\n`,
-    );
-    if (detached) {
-      process.stdout.write(
-        `${formatTable(["DETACH STEP", "TIME", "DETAIL"], detachRows(detached))}\ndetached: pid ${detached.pid} runs on plain files; no LazyFS is left for ${r.id}\n`,
-      );
+    // Held until the result is printed: a migration that completed says so, whatever came.
+    const interruption = Interruption.listen();
+    try {
+      await migrate(cmd, o, interruption);
+    } finally {
+      interruption.close();
     }
   });
+}
+
+/** The migration (and `--detach`), then its result printed. */
+async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption): Promise<void> {
+  const remoteChoice = parseRemoteChoice(o.detachRemote);
+  const common = commonRequest(o);
+  // Without prefetch a process that never reads everything would never be detached.
+  if (o.detach && cmd.getOptionValueSource("prefetch") === "default") {
+    common.serve.prefetch = parsePrefetch("immediate");
+  }
+  const r = await migrateProcess({
+    origin: o.from,
+    pid: parsePid(o.pid, "--pid"),
+    ...common,
+    criu: criuOptions(o),
+    ...(o.onRestored ? { onRestored: o.onRestored } : {}),
+    ...(o.originCriu ? { originCriu: o.originCriu } : {}),
+    ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
+    ...(o.originSnapshot ? { originSnapshot: parseSnapshotMode(o.originSnapshot) } : {}),
+    firstFetchWaitMs: 1000,
+    interruption,
+  });
+  const t = r.timeline;
+  let detached: DetachResult | undefined;
+  if (o.detach) {
+    // The wait for independence may be long: Ctrl-C ends it (the migration is done).
+    interruption.close();
+    detached = await detachMigration({
+      id: r.id,
+      remote: remoteChoice,
+      waitMs: 24 * 3_600_000,
+      ...(o.criu ? { criuPath: o.criu } : {}),
+      criu: criuOptions(o),
+    }).catch((err: unknown) => {
+      throw new UserError(
+        `migrated: pid ${r.pid} runs here as migration ${r.id}, but detach failed: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    });
+  }
+  if (o.json) {
+    printJson({
+      id: r.id,
+      pid: r.pid,
+      mountpoint: r.manifest.mountpoint,
+      criu: r.criu,
+      originKept: r.originKept,
+      timeline: t,
+      ...(detached ? { detach: detached } : {}),
+    });
+    return;
+  }
+  const first = t.firstFetchMs === null ? "none yet" : `+${formatMs(t.firstFetchMs)} after restore`;
+  process.stdout.write(
+    `${formatTable(
+      ["STEP", "TIME", "DETAIL"],
+      [
+        [
+          "dump",
+          formatMs(t.dumpMs),
+          `criu dump of pid ${o.pid} on ${o.from} (CRIU ${r.criu.origin.version}, ${originCriuText(r.criu.origin)}: ${r.criu.origin.path})`,
+        ],
+        [
+          "image transfer",
+          formatMs(t.transferMs),
+          `${formatBytes(t.imageBytes)} of images over SFTP`,
+        ],
+        [
+          "restore",
+          formatMs(t.restoreMs),
+          `plan + mount + rewrite + criu restore (CRIU ${r.criu.target.version}: ${r.criu.target.path}; ${r.rewritten} paths into ${r.manifest.mountpoint})`,
+        ],
+        ...(o.originSnapshot && o.originSnapshot !== "none"
+          ? [
+              [
+                "origin snapshot",
+                formatMs(t.snapshotMs),
+                `${t.snapshotFiles} file(s) cloned on the origin at the dump (part of the image transfer)`,
+              ],
+            ]
+          : []),
+        ...(o.onRestored ? [["--on-restored", formatMs(t.onRestoredMs), o.onRestored]] : []),
+        [
+          "end original",
+          formatMs(t.endOriginMs),
+          r.originKept === "stopped"
+            ? `kept stopped on the origin until the restore here succeeded, then killed`
+            : "ended at the dump (origin and target share one pid namespace)",
+        ],
+        ["freeze", formatMs(t.freezeMs), "dump start to the process running here"],
+        ["first origin fetch", first, ""],
+      ],
+    )}\nmigrated: pid ${r.pid} runs here as migration ${r.id}\n`,
+  );
+  if (detached) {
+    process.stdout.write(
+      `${formatTable(["DETACH STEP", "TIME", "DETAIL"], detachRows(detached))}\ndetached: pid ${detached.pid} runs on plain files; no LazyFS is left for ${r.id}\n`,
+    );
+  }
 }

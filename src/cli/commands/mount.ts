@@ -5,13 +5,12 @@ import { printable } from "../../common/printable.js";
 import { runDaemon, startDaemon } from "../../daemon/index.js";
 import { prepare } from "../../migrate/index.js";
 import { discardMigration } from "../../migration/index.js";
-import { absoluteDir, addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
+import { addCommonOptions, type CommonOpts, commonRequest } from "../options.js";
 
 interface MountOpts extends CommonOpts {
   id?: string;
   images?: string;
   origin?: string;
-  cache?: string;
   background?: boolean;
 }
 
@@ -26,7 +25,6 @@ export function registerMount(program: Command): void {
       "--origin <dest>",
       "where the files are, as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
     )
-    .option("--cache <dir>", "local block store (default /var/lib/lazyfs/<id>/cache)")
     .option("--id <id>", "serve an already planned migration again (e.g. after a daemon crash)")
     .option("--background", "detach; print the migration id and mount point");
   addCommonOptions(cmd).action(async (o: MountOpts) => {
@@ -52,14 +50,10 @@ export function registerMount(program: Command): void {
       if (!o.images || !o.origin) {
         throw new UserError("mount needs --images DIR and --origin DEST (as for ssh), or --id ID");
       }
-      const cacheDir = absoluteDir(o.cache, "--cache");
+      const request = commonRequest(o);
+      const { cacheDir } = request;
       const cacheIsNew = cacheDir !== undefined && !existsSync(cacheDir);
-      const { manifest } = await prepare({
-        imagesDir: o.images,
-        origin: o.origin,
-        ...commonRequest(o),
-        ...(cacheDir ? { cacheDir } : {}),
-      });
+      const { manifest } = await prepare({ imagesDir: o.images, origin: o.origin, ...request });
       id = manifest.id;
       planned = cacheDir && cacheIsNew ? { cacheDir } : {};
       process.stderr.write(
