@@ -110,9 +110,10 @@ async function main() {
     let lift = await blockOrigin(pair, { cut: true });
     await goReader(pair, soft.m.pid);
     const first = await stageDone(pair.b, soft.onB, 0, 120_000);
+    const cutOff = await statusSamples(soft.m.id);
+    // Later in the same outage (the reconnect loop now mostly waits out its backoff).
     await goReader(pair, soft.m.pid);
     const later = await stageDone(pair.b, soft.onB, 1, 120_000);
-    const cutOff = await statusSamples(soft.m.id);
     const t0 = performance.now();
     await lift();
     const softReconnectMs = await connectedAfter(soft.m.id, t0);
