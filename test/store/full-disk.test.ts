@@ -2,10 +2,12 @@
  * A full cache disk is a state, not a crash: on a small tmpfs filled to the last byte, a
  * block file whose killed predecessor left uncommitted writes opens and serves them, a fill
  * fails with ENOSPC and the store says the disk is full (once), the tree journal opens and
- * holds its records, and all of it goes on, exact, once space is freed. Root only (mount).
+ * holds its records, and all of it goes on, exact, once space is freed; a process whose log
+ * (stderr) is a file there logs on without dying and its held lines follow once there is
+ * room. Root only (mount).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -30,6 +32,14 @@ function fill(): void {
     assert.equal((err as NodeJS.ErrnoException).code, "ENOSPC");
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for the child");
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -121,5 +131,39 @@ describe("a full cache disk", () => {
     const names = [...(t3.get(ROOT_INO)!.entries ?? new Map()).keys()];
     assert.equal(names.filter((n) => n.startsWith("name-")).length, 200);
     t3.close();
+  });
+
+  test("log lines to a full disk are held, not fatal, and written once there is room", async () => {
+    const logFile = path.join(dir, "daemon.log");
+    const logJs = new URL("../../src/common/log.js", import.meta.url).href;
+    // Logs two lines, waits for a line on stdin, logs a third, says it lived.
+    const script = `import { logger } from ${JSON.stringify(logJs)};
+const log = logger("test");
+log.warn("first line");
+log.warn("second line");
+process.stdin.once("data", () => { log.warn("third line"); process.stdout.write("alive\\n"); process.exit(0); });
+process.stdout.write("waiting\\n");`;
+    fill();
+    const fd = fs.openSync(logFile, "a");
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: ["pipe", "pipe", fd],
+      env: { ...process.env, LAZYFS_LOG: "warn", LAZYFS_LOG_FORMAT: "" },
+    });
+    fs.closeSync(fd);
+    let out = "";
+    child.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    await waitUntil(() => out.includes("waiting") || child.exitCode !== null);
+    assert.equal(fs.readFileSync(logFile, "utf8"), "", "nothing could be written yet");
+    fs.rmSync(filler());
+    child.stdin!.end("go\n");
+    assert.equal(await exited, 0, "the process lived on");
+    assert.match(out, /alive/);
+    assert.equal(
+      fs.readFileSync(logFile, "utf8"),
+      "warn test: first line\nwarn test: second line\nwarn test: third line\n",
+    );
   });
 });
