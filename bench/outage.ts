@@ -4,7 +4,8 @@
  *  - `status` while the origin is reachable and while it is cut off: the daemon's answer over
  *    its control socket and the whole `lazyfs status --json` (Node start included);
  *    target: the daemon answers within 200 ms whatever the origin does;
- *  - soft (`--origin-timeout 5s`): how long a read waits before EIO;
+ *  - soft (`--origin-timeout 5s`): how long the first read of an outage waits before EIO, and
+ *    how long the second and third reads of the same outage take to fail (at once);
  *  - after the link is back: time until the daemon is connected again, and (hard mount)
  *    until the waiting read has finished.
  * Prints a table; the last line is JSON. Samples per status figure: LAZYFS_BENCH_SAMPLES (20).
@@ -76,7 +77,14 @@ async function migrated(name: string, args: string[]): Promise<{ m: Migrated; on
     pair,
     { name },
     [{ name: "data.bin", size }],
-    [[[0, 0, MiB]], chunks(0, size, 2 * MiB)],
+    [
+      [[0, 0, MiB]],
+      [
+        [0, 3 * MiB, 64 * 1024],
+        [0, 5 * MiB, 64 * 1024],
+      ],
+      chunks(0, size, 2 * MiB),
+    ],
   );
   const m = await lazyfs.migrate(r.pid, ["--ssh-timeout", "3000", ...args]);
   const onB = `${m.mountpoint}${r.out}`;
@@ -103,6 +111,9 @@ async function main() {
     await goReader(pair, soft.m.pid);
     const first = await stageDone(pair.b, soft.onB, 0, 120_000);
     const cutOff = await statusSamples(soft.m.id);
+    // Later in the same outage (the reconnect loop now mostly waits out its backoff).
+    await goReader(pair, soft.m.pid);
+    const later = await stageDone(pair.b, soft.onB, 1, 120_000);
     const t0 = performance.now();
     await lift();
     const softReconnectMs = await connectedAfter(soft.m.id, t0);
@@ -124,6 +135,10 @@ async function main() {
       status_cut_off_ms: cutOff,
       soft_eio_after_s: first[0]?.secs ?? null,
       soft_errno: first[0]?.errno ?? null,
+      soft_later_reads_eio_after_ms: later.map((r) =>
+        r.secs === undefined ? null : Math.round(r.secs * 1000 * 10) / 10,
+      ),
+      soft_later_errnos: later.map((r) => r.errno ?? null),
       soft_reconnect_after_link_back_ms: Math.round(softReconnectMs),
       hard_read_done_after_link_back_ms: Math.round(hardResumeMs),
     };
@@ -142,6 +157,10 @@ async function main() {
         row(
           "soft (--origin-timeout 5s): read failed after",
           `${figures.soft_eio_after_s} s (errno ${figures.soft_errno})`,
+        ),
+        row(
+          "soft: 2nd and 3rd read of the same outage failed after",
+          `${figures.soft_later_reads_eio_after_ms.join(" ms, ")} ms (errno ${figures.soft_later_errnos.join(", ")})`,
         ),
         row(
           "soft: connected again after the link is back",

@@ -2,8 +2,57 @@
  * Structured, levelled logging to stderr: one JSON object per line when LAZYFS_LOG_FORMAT=json,
  * otherwise `level scope: message key=value`. Level from LAZYFS_LOG (error|warn|info|debug),
  * default warn so that command output on stdout stays clean.
+ *
+ * Logging never kills the process: a daemon's stderr is a file on the disk its cache may
+ * fill, and Node ends a process whose stderr stream fails (ENOSPC). Lines that cannot be
+ * written to such a file are held (up to HELD_MAX, then counted) and written before the next
+ * line that can be.
  */
+import { fstatSync, writeSync } from "node:fs";
 import { printable } from "./printable.js";
+
+const HELD_MAX = 1000;
+
+let stderrIsFile: boolean | undefined;
+/** Lines (bytes) not written yet, oldest first; the first may be the rest of a short write. */
+const held: Buffer[] = [];
+let dropped = 0;
+
+function writeLine(line: string): void {
+  stderrIsFile ??= (() => {
+    try {
+      return fstatSync(2).isFile();
+    } catch {
+      return false;
+    }
+  })();
+  if (!stderrIsFile) {
+    // A pipe or terminal: the stream (asynchronous on pipes); a reader gone is no reason to die.
+    if (process.stderr.listenerCount("error") === 0) process.stderr.on("error", () => {});
+    process.stderr.write(line);
+    return;
+  }
+  held.push(Buffer.from(line));
+  try {
+    if (dropped > 0) {
+      // After the first held line, which may be partly written already.
+      const notice = `warn log: ${dropped} lines dropped while the log could not be written\n`;
+      held.splice(1, 0, Buffer.from(notice));
+      dropped = 0;
+    }
+    while (held.length > 0) {
+      const b = held[0]!;
+      const n = writeSync(2, b);
+      if (n < b.length) held[0] = b.subarray(n);
+      else held.shift();
+    }
+  } catch {
+    while (held.length > HELD_MAX) {
+      held.splice(1, 1); // the first may be a partly written line: keep it
+      dropped++;
+    }
+  }
+}
 
 export type LogLevel = "error" | "warn" | "info" | "debug";
 const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
@@ -45,7 +94,7 @@ function emit(level: LogLevel, scope: string, msg: string, fields?: Record<strin
       : "";
     line = `${level} ${scope}: ${printable(msg)}${kv ? ` ${kv}` : ""}`;
   }
-  process.stderr.write(`${line}\n`);
+  writeLine(`${line}\n`);
 }
 
 export function logger(scope: string): Logger {

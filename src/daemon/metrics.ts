@@ -90,6 +90,16 @@ export function metricsRegistry(
     mo,
     "1 while the connection to the origin is up, 0 otherwise (also once released)",
   );
+  const diskFull = gauge(
+    "lazyfs_cache_disk_full",
+    m,
+    "1 while the cache's disk is full (reads of data not yet local fail with ENOSPC)",
+  );
+  const noSpace = counter(
+    "lazyfs_cache_enospc_requests",
+    m,
+    "Requests of the process that failed with ENOSPC (the cache's disk was full)",
+  );
   const dropped = counter(
     "lazyfs_access_log_dropped_records",
     m,
@@ -139,6 +149,10 @@ export function metricsRegistry(
       connected.set(l, o.state === "connected" ? 1 : 0);
     }
     if (st.accessLog) dropped.inc({ migration: s.id }, st.accessLog.dropped);
+    if (st.cacheDisk) {
+      diskFull.set({ migration: s.id }, st.cacheDisk.full ? 1 : 0);
+      noSpace.inc({ migration: s.id }, st.cacheDisk.failedRequestsTotal);
+    }
   }
   return reg;
 }

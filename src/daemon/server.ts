@@ -104,6 +104,8 @@ class Daemon {
   private stopping?: Promise<void>;
   private readonly samples: { t: number; bytes: number }[] = [];
   private sampler?: NodeJS.Timeout;
+  /** Set while releasing the origin waits for the cache to be made durable (a full disk). */
+  private releaseRetry?: NodeJS.Timeout;
   private readonly observer;
 
   constructor(
@@ -247,9 +249,23 @@ class Daemon {
       });
     }
     // Independence must survive a crash: make every block's state and every name durable
-    // before letting go.
-    await s.engine.fsyncAll();
-    s.mount.fileSystem.tree.sync();
+    // before letting go. A full cache disk may not allow that yet: the origin stays until it
+    // does.
+    try {
+      await s.engine.fsyncAll();
+      s.mount.fileSystem.tree.sync();
+    } catch (err) {
+      if (!this.releaseRetry) {
+        log.warn("cannot make the cache durable; keeping the origin, trying again every 5 s", {
+          error: errorMessage(err),
+        });
+      }
+      this.releaseRetry = setTimeout(() => void this.release(s), 5000);
+      this.releaseRetry.unref();
+      return;
+    }
+    clearTimeout(this.releaseRetry);
+    this.releaseRetry = undefined;
     if ((this.originState as OriginState) === "released") return;
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
@@ -303,6 +319,7 @@ class Daemon {
       independentAtMs: this.independentAtMs,
       releasedAtMs: this.releasedAtMs,
       perFile: st.files,
+      cacheDisk: engine.cacheSpace.status(),
       ...this.observer.figures(st, sftp, this.originState),
     };
   }

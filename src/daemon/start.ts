@@ -50,7 +50,10 @@ export async function startDaemon(
   await logFh.close();
   // The supervisor's pid, at once: a stop request that comes before its daemon listens then
   // waits for it (callDaemon) instead of leaving a mount behind.
-  if (child.pid) await writeFileAtomic(paths.supervisorPid, `${child.pid}\n`);
+  if (child.pid) {
+    // Best effort: the state directory's disk may be full, and the daemon serves anyway.
+    await writeFileAtomic(paths.supervisorPid, `${child.pid}\n`).catch(() => {});
+  }
   let exited: string | undefined;
   child.on("exit", (code, signal) => {
     exited = signal ? `killed by ${signal}` : `exit code ${code}`;

@@ -6,6 +6,7 @@
 import type { EngineStatus, FileStatus } from "../fetch/index.js";
 import type { AccessLogFigures } from "../lazy/index.js";
 import type { LinkState, LinkStatus } from "../origin/index.js";
+import type { CacheDiskStatus } from "../store/index.js";
 import type { OriginFigures } from "./origin-figures.js";
 /** `connecting`/`idle`: not connected yet, nothing lost; see LinkStatus for the details. */
 export type OriginState = LinkState | "released" | "connecting";
@@ -36,6 +37,8 @@ export interface DaemonStatus extends ObservedFigures {
   /** When the connection to the origin was closed after independence (its goodbye sent). */
   releasedAtMs: number | null;
   perFile: FileStatus[];
+  /** Whether the cache's disk is full, since when, requests that failed with ENOSPC. */
+  cacheDisk: CacheDiskStatus;
 }
 
 export interface ObservedFigures {

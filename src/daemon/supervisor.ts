@@ -7,6 +7,7 @@
  * it runs.
  */
 import { rm } from "node:fs/promises";
+import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { writeFileAtomic } from "../common/private-files.js";
 import { Supervisor } from "../fuse/index.js";
@@ -32,7 +33,11 @@ export async function runSupervisor(id: string): Promise<never> {
       stateFile: paths.passthroughState,
     }),
   );
-  await writeFileAtomic(paths.supervisorPid, `${process.pid}\n`);
+  // Not worth dying for (the cache's disk, where this goes, may be full): status then shows
+  // the pid its daemon reports.
+  await writeFileAtomic(paths.supervisorPid, `${process.pid}\n`).catch((err: unknown) =>
+    log.warn("cannot record the supervisor's pid", { error: errorMessage(err) }),
+  );
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void sup.stop());
   const end = await sup.done;
   await rm(paths.supervisorPid, { force: true });

@@ -38,6 +38,7 @@ import { logger } from "../common/log.js";
 import { ScrubOrigin } from "../origin/scrub.js";
 import type { Origin } from "../origin/types.js";
 import { ABSENT } from "../store/blockfile.js";
+import type { CacheSpace } from "../store/space.js";
 import { type FileMeta, Store } from "../store/store.js";
 import { Accounting, type ByteSource } from "./accounting.js";
 import { checkNewFile, openEntry } from "./entry.js";
@@ -127,6 +128,13 @@ export class Engine extends EventEmitter {
       isClosed: () => this.closed,
       crawled: () => this.checkIndependent(),
     });
+    // Prefetch stopped on a full disk goes on once there is room.
+    store.space.onRoom(() => this.prefetch.resume());
+  }
+
+  /** Whether the cache's disk is full (status, metrics; the tree's journal reports here too). */
+  get cacheSpace(): CacheSpace {
+    return this.store.space;
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
@@ -248,6 +256,9 @@ export class Engine extends EventEmitter {
         waited = true;
         await this.runs.ensure(e, first, last, DEMAND);
       }
+    } catch (err) {
+      this.store.space.requestFailed(err);
+      throw err;
     } finally {
       this.prefetch.demandEnded();
     }
@@ -297,7 +308,10 @@ export class Engine extends EventEmitter {
     data: Buffer,
     info?: { source?: ByteSource },
   ): Promise<void> {
-    return this.writer.write(this.entry(id), offset, data, info);
+    return this.writer.write(this.entry(id), offset, data, info).catch((err: unknown) => {
+      this.store.space.requestFailed(err);
+      throw err;
+    });
   }
 
   /**
@@ -390,5 +404,6 @@ export class Engine extends EventEmitter {
     await prefetchStopped;
     await this.integrity.flush();
     for (const e of this.entries.values()) await e.blocks?.close();
+    this.store.space.close();
   }
 }

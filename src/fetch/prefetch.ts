@@ -8,6 +8,7 @@
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { ABSENT } from "../store/blockfile.js";
+import { isNoSpace } from "../store/space.js";
 import {
   type Crawler,
   type CrawlProgress,
@@ -70,6 +71,14 @@ export class Prefetcher {
     this.stateNow = "running";
     const all = [...this.opts.entries()].map((e) => this.prefetchFile(e));
     if (this.crawlers.length) all.push(this.runCrawlers());
+    Promise.all(all).finally(() => this.checkDone());
+  }
+
+  /** Goes on with files whose prefetch stopped (the cache's disk had no room), if started. */
+  resume(): void {
+    if (this.opts.isClosed() || (this.stateNow !== "running" && this.stateNow !== "done")) return;
+    this.stateNow = "running";
+    const all = [...this.opts.entries()].map((e) => this.prefetchFile(e));
     Promise.all(all).finally(() => this.checkDone());
   }
 
@@ -197,7 +206,11 @@ export class Prefetcher {
       }
       await Promise.all(outstanding);
       if (failure !== undefined && !closed()) {
-        log.warn("prefetch stopped", { path: e.meta.originPath, error: errorMessage(failure) });
+        // A full disk is logged once by the store, and prefetch resumes when it has room.
+        (isNoSpace(failure) ? log.debug : log.warn)("prefetch stopped", {
+          path: e.meta.originPath,
+          error: errorMessage(failure),
+        });
       }
     })().finally(() => {
       e.prefetching = undefined;

@@ -14,11 +14,22 @@
  *   answer opens of inodes the dead one left in passthrough mode with the same id, and must
  *   not try passthrough on inodes it left open in caching mode. With a `stateFile` the table
  *   (inode -> id and handles, inode -> handles without passthrough) is written before every
- *   reply that changes it, and the next server reads it back (`resume`).
+ *   reply that changes it, and the next server reads it back (`resume`). Its disk may be
+ *   full: the table is padded to whole pages, so that a new one that finds no room for a
+ *   fresh file is written over the old one's bytes, and one that does not fit is written
+ *   again every second until it does; the server never stops for it.
  * Anything that stops passthrough (koffi missing, kernel without it, EPERM: the server lacks
  * CAP_SYS_ADMIN) leaves the pure-Node path; `status()` says why.
  */
-import { closeSync, readFileSync, renameSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from "node:fs";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { createExclusiveSync, unlinkStaleSync } from "../common/private-files.js";
@@ -26,6 +37,16 @@ import { type BackingIoctls, backingIoctls } from "./backing-ioctl.js";
 import { Init } from "./protocol.js";
 
 const log = logger("fuse");
+
+const PAGE = 4096;
+const RETRY_MS = 1000;
+
+/** Writes all of `bytes` at `position`; a short write (no room) is an ENOSPC error. */
+function writeWhole(fd: number, bytes: Buffer, position: number): void {
+  if (writeSync(fd, bytes, 0, bytes.length, position) !== bytes.length) {
+    throw Object.assign(new Error("short write"), { code: "ENOSPC" });
+  }
+}
 
 export interface PassthroughStatus {
   /** Negotiated with the kernel and usable. */
@@ -64,6 +85,9 @@ export class KernelPassthrough {
    * since a file system may give every open the same handle.
    */
   private readonly cached = new Map<number, number[]>();
+  /** The last save failed (warned once); `retry` writes the table again. */
+  private saveFailing = false;
+  private retry?: NodeJS.Timeout;
 
   constructor(
     private readonly devFd: number,
@@ -108,21 +132,64 @@ export class KernelPassthrough {
       backing: [...this.backing].map(([ino, b]) => [ino, b.id, [...b.handles]]),
       cached: [...this.cached],
     };
-    const tmp = `${this.stateFile}.tmp`;
+    try {
+      this.writeTable(this.stateFile, JSON.stringify(state));
+    } catch (err) {
+      if (!this.saveFailing) {
+        log.warn("cannot save the passthrough table; retrying every second", {
+          file: this.stateFile,
+          error: errorMessage(err),
+        });
+      }
+      this.saveFailing = true;
+      this.retry ??= setTimeout(() => {
+        this.retry = undefined;
+        this.save();
+      }, RETRY_MS);
+      this.retry.unref();
+      return;
+    }
+    if (this.saveFailing)
+      log.info("the passthrough table is saved again", { file: this.stateFile });
+    this.saveFailing = false;
+    clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+
+  /**
+   * A new file renamed over the table, padded (JSON allows trailing blanks) to whole pages;
+   * without room for it, written over the old table's bytes if it fits there.
+   */
+  private writeTable(file: string, json: string): void {
+    const tmp = `${file}.tmp`;
     try {
       unlinkStaleSync(tmp);
       const fd = createExclusiveSync(tmp);
       try {
-        writeSync(fd, JSON.stringify(state));
+        writeWhole(fd, Buffer.from(json.padEnd(Math.ceil((json.length + 1) / PAGE) * PAGE)), 0);
       } finally {
         closeSync(fd);
       }
-      renameSync(tmp, this.stateFile);
+      renameSync(tmp, file);
     } catch (err) {
-      log.warn("cannot save the passthrough table", {
-        file: this.stateFile,
-        error: errorMessage(err),
-      });
+      try {
+        unlinkStaleSync(tmp);
+      } catch {
+        // left for the next save
+      }
+      let fd: number;
+      try {
+        fd = openSync(file, constants.O_WRONLY | constants.O_NOFOLLOW);
+      } catch {
+        throw err; // no table to write over
+      }
+      try {
+        const size = fstatSync(fd).size;
+        if (json.length > size) throw err;
+        writeWhole(fd, Buffer.from(json.padEnd(size)), 0);
+      } finally {
+        closeSync(fd);
+      }
     }
   }
 

@@ -74,7 +74,10 @@ export class LazyFileSystem implements FileSystem {
     opts: LazyOptions = {},
   ) {
     const generation = opts.generation ?? 0;
-    this.tree = new Tree(spec, opts.cacheDir, { keepUnlinked: generation > 0 });
+    this.tree = new Tree(spec, opts.cacheDir, {
+      keepUnlinked: generation > 0,
+      space: engine.cacheSpace,
+    });
     if (generation > 0) {
       for (const n of this.tree.all()) this.inherited.add(n.ino);
       this.nextFh = generation * 2 ** 32 + 1;

@@ -8,7 +8,7 @@
 
 import { normalizeAbsolute } from "../common/paths.js";
 import type { Policy } from "../store/index.js";
-import { Journal, type TreeState } from "./journal.js";
+import { Journal, type SpaceWatch, type TreeState } from "./journal.js";
 import {
   isDir,
   type Node,
@@ -90,14 +90,18 @@ export class Tree {
    * `dir`: where to journal (a cache directory); without it the tree lives in memory only.
    * `keepUnlinked`: keep nodes removed while in use (a server taking over a live connection).
    */
-  constructor(spec: TreeSpec, dir?: string, opts: { keepUnlinked?: boolean } = {}) {
+  constructor(
+    spec: TreeSpec,
+    dir?: string,
+    opts: { keepUnlinked?: boolean; space?: SpaceWatch } = {},
+  ) {
     let state: TreeState = {
       nextIno: ROOT_INO + 1,
       nodes: new Map(),
       entries: new Map(),
       planned: new Set(),
     };
-    if (dir) ({ journal: this.journal, state } = Journal.open(dir, ROOT_INO + 1));
+    if (dir) ({ journal: this.journal, state } = Journal.open(dir, ROOT_INO + 1, opts.space));
     this.planned = state.planned;
     this.nextIno = state.nextIno;
     for (const rec of state.nodes.values()) {
@@ -158,13 +162,18 @@ export class Tree {
   }
 
   private compact() {
+    this.journal?.tryCompact(this.state());
+  }
+
+  /** The tree as a journal snapshot holds it. */
+  private state(): TreeState {
     const entries = new Map<number, Map<string, number>>();
     const nodes = new Map<number, NodeRecord>();
     for (const n of this.nodes.values()) {
       nodes.set(n.ino, recordOf(n));
       if (n.entries) entries.set(n.ino, n.entries);
     }
-    this.journal?.compact({ nextIno: this.nextIno, nodes, entries, planned: this.planned });
+    return { nextIno: this.nextIno, nodes, entries, planned: this.planned };
   }
 
   /** A new node (not yet named anywhere). */

@@ -1,11 +1,10 @@
 /**
  * The local copy of one migrated file: a sparse data file plus a block-state file.
  *
- * State file layout: 8-byte magic "LAZYFSB1", float64 LE current size, then one byte per block
- * (0 absent, 1 present = equal to the origin, 2 dirty = written here, never overwritten from
- * the origin). Durability order: a state byte reaches the state file only after an fdatasync
- * of the data file that followed the block's data write ("group commit"), so after any crash
- * no block is recorded present or dirty without its bytes. `fsync()` additionally fdatasyncs
+ * The state file (state-file.ts) holds the size and one byte per block. Durability order: a
+ * state byte reaches the state file only after an fdatasync of the data file that followed
+ * the block's data write ("group commit"), so after any crash no block is recorded present or
+ * dirty without its bytes. `fsync()` additionally fdatasyncs
  * the state file, so every fsync'd write and the size survive a crash.
  *
  * In memory, a block's state changes at once; callers (the fetch scheduler) make sure a block
@@ -15,48 +14,32 @@
 import type { FileHandle } from "node:fs/promises";
 import { errorMessage, UserError } from "../common/errors.js";
 import { openPrivate } from "../common/private-files.js";
+import type { CacheSpace } from "./space.js";
+import {
+  ABSENT,
+  type BlockState,
+  blockCount,
+  DIRTY,
+  HEADER,
+  loadStateFile,
+  PRESENT,
+  writeAll,
+} from "./state-file.js";
 import { type Replay, Unsynced } from "./unsynced.js";
 
-export const ABSENT = 0;
-export const PRESENT = 1;
-export const DIRTY = 2;
-export type BlockState = typeof ABSENT | typeof PRESENT | typeof DIRTY;
+export {
+  ABSENT,
+  type BlockState,
+  blockCount,
+  DIRTY,
+  PRESENT,
+  parseBlockStates,
+} from "./state-file.js";
 
-const MAGIC = Buffer.from("LAZYFSB1");
-const HEADER = 16;
 const COMMIT_DELAY_MS = 500;
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from }, (_v, k) => from + k);
-}
-
-export function blockCount(size: number, blockSize: number): number {
-  return Math.ceil(size / blockSize);
-}
-
-/** One positional write of all of `bytes` (a regular file may take fewer bytes at once). */
-async function writeAll(fh: FileHandle, bytes: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
-    if (bytesWritten <= 0) throw new Error(`short write at ${position + done}`);
-    done += bytesWritten;
-  }
-}
-
-/**
- * Reads a block-state file's bytes without opening it for writing (another process may own
- * it): the recorded size and one state per block. Undefined when it is not a state file.
- */
-export function parseBlockStates(
-  buf: Buffer,
-  blockSize: number,
-): { size: number; states: Uint8Array } | undefined {
-  if (buf.length < HEADER || !buf.subarray(0, 8).equals(MAGIC)) return undefined;
-  const size = buf.readDoubleLE(8);
-  const states = new Uint8Array(blockCount(size, blockSize));
-  states.set(buf.subarray(HEADER, HEADER + states.length));
-  for (let i = 0; i < states.length; i++) if (states[i]! > DIRTY) states[i] = ABSENT;
-  return { size, states };
 }
 
 export class BlockFile {
@@ -75,6 +58,8 @@ export class BlockFile {
     readonly blockSize: number,
     private _size: number,
     states: Uint8Array,
+    /** Told of writes that failed for lack of space, and of those that needed space. */
+    private readonly space?: CacheSpace,
   ) {
     this.states = states;
     for (const s of states) this.counts[s]!++;
@@ -84,45 +69,33 @@ export class BlockFile {
    * Opens (creating if needed) the data file and state file. A new file starts with `size`
    * bytes, all blocks absent; an existing one resumes with its recorded size and states.
    */
-  static async open(dataPath: string, statePath: string, blockSize: number, size: number) {
+  static async open(
+    dataPath: string,
+    statePath: string,
+    blockSize: number,
+    size: number,
+    space?: CacheSpace,
+  ) {
     let data: FileHandle | undefined;
     let state: FileHandle | undefined;
     try {
       // Created O_EXCL|O_NOFOLLOW, or reused only if ours and private (see private-files.ts).
       data = await openPrivate(dataPath);
       state = await openPrivate(statePath);
-      const st = await state.stat();
-      if (st.size < HEADER) {
-        const header = Buffer.alloc(HEADER);
-        MAGIC.copy(header, 0);
-        header.writeDoubleLE(size, 8);
-        await state.truncate(0);
-        await state.write(header, 0, HEADER, 0);
-        await state.truncate(HEADER + blockCount(size, blockSize));
-        await data.truncate(size);
-        await state.datasync();
-        return await new BlockFile(
-          dataPath,
-          data,
-          state,
-          blockSize,
-          size,
-          new Uint8Array(blockCount(size, blockSize)),
-        ).logUnsynced(`${statePath}.unsynced`);
-      }
-      const buf = Buffer.alloc(st.size);
-      await state.read(buf, 0, st.size, 0);
-      if (!buf.subarray(0, 8).equals(MAGIC)) {
-        throw new UserError(`store: ${statePath} is not a LazyFS block-state file`);
-      }
-      const recorded = buf.readDoubleLE(8);
-      const states = new Uint8Array(blockCount(recorded, blockSize));
-      states.set(buf.subarray(HEADER, HEADER + states.length));
-      for (let i = 0; i < states.length; i++) if (states[i]! > DIRTY) states[i] = ABSENT;
-      return await new BlockFile(dataPath, data, state, blockSize, recorded, states).logUnsynced(
-        `${statePath}.unsynced`,
-      );
+      const loaded = await loadStateFile(state, statePath, size, blockSize);
+      if (loaded.created) await data.truncate(size);
+      const { size: recorded, states } = loaded;
+      return await new BlockFile(
+        dataPath,
+        data,
+        state,
+        blockSize,
+        recorded,
+        states,
+        space,
+      ).logUnsynced(`${statePath}.unsynced`);
     } catch (err) {
+      space?.writeFailed(err);
       await data?.close().catch(() => {});
       await state?.close().catch(() => {});
       if (err instanceof UserError) throw err;
@@ -130,14 +103,15 @@ export class BlockFile {
     }
   }
 
-  /** Applies what a killed predecessor left uncommitted (same boot), commits it, logs on. */
+  /**
+   * Applies what a killed predecessor left uncommitted (same boot), commits it, logs on. A
+   * commit that finds no room (a full disk) is retried later; the log keeps the records.
+   */
   private async logUnsynced(path: string): Promise<BlockFile> {
     const { log, replay } = Unsynced.open(path);
-    if (replay) {
-      this.replay(replay);
-      await this.fsync();
-    }
+    if (replay) this.replay(replay);
     this.unsynced = log;
+    if (replay) await this.fsync().catch(() => {});
     return this;
   }
 
@@ -206,10 +180,13 @@ export class BlockFile {
     if (failed) {
       // Nothing of this fill may be served: its bytes may be missing or partial.
       for (const i of claimed) if (this.states[i] === PRESENT) this.setAbsent(i);
+      this.space?.writeFailed(failed.reason);
       throw failed.reason;
     }
+    if (writes.length > 0) this.space?.wrote();
     const present = claimed.filter((i) => this.states[i] === PRESENT);
     for (const i of present) this.pending.set(i, PRESENT);
+    // Not logged (no space for the log): a restarted server fetches these blocks again.
     this.unsynced?.blocks(present, PRESENT);
     this.scheduleCommit();
   }
@@ -238,7 +215,11 @@ export class BlockFile {
     const results = await Promise.allSettled(writes);
     if (!(await gate)) return;
     const failed = results.find((r) => r.status === "rejected");
-    if (failed) throw failed.reason;
+    if (failed) {
+      this.space?.writeFailed(failed.reason);
+      throw failed.reason;
+    }
+    if (writes.length > 0) this.space?.wrote();
     const present: number[] = [];
     for (const [k, j] of runs) {
       for (let i = first + k; i < first + j; i++) {
@@ -283,12 +264,20 @@ export class BlockFile {
     const last = Math.floor((end - 1) / this.blockSize);
     for (let i = first; i <= last; i++) this.set(i, DIRTY);
     for (let i = first; i <= last; i++) this.pending.delete(i);
-    await writeAll(this.data, bytes, offset);
+    try {
+      await writeAll(this.data, bytes, offset);
+    } catch (err) {
+      this.space?.writeFailed(err);
+      throw err;
+    }
+    this.space?.wrote();
     for (let i = first; i <= last; i++) this.pending.set(i, DIRTY);
     if (this.unsynced) {
       const touched: number[] = [];
       for (let i = first; i <= last; i++) if (this.states[i] === DIRTY) touched.push(i);
-      this.unsynced.blocks(touched, DIRTY);
+      // Written here: if no restart could learn so from the log (no space for it), the
+      // state file must say so before the write is acknowledged.
+      if (!this.unsynced.blocks(touched, DIRTY) || !this.unsynced.intact) await this.flush();
     }
   }
 
@@ -304,6 +293,7 @@ export class BlockFile {
       this.set(Math.floor(size / this.blockSize), DIRTY);
       this.unsynced?.blocks([Math.floor(size / this.blockSize)], DIRTY);
     }
+    if (this.unsynced && !this.unsynced.intact) await this.flush();
   }
 
   private resize(size: number) {
@@ -387,6 +377,26 @@ export class BlockFile {
     const size = this._size;
     this.pending = new Map();
     this.sizeDirty = false;
+    try {
+      await this.commitBatch(batch, sizeDirty, size, syncState);
+    } catch (err) {
+      // Not recorded: keep it pending (what changed since wins) and try again later.
+      for (const [i, st] of batch) if (!this.pending.has(i)) this.pending.set(i, st);
+      this.sizeDirty ||= sizeDirty;
+      this.space?.writeFailed(err);
+      this.scheduleCommit();
+      throw err;
+    }
+    // The state file has the batch now (in the page cache at least): log only what is left.
+    this.unsynced?.reset(this.pending, this.sizeDirty ? this._size : undefined);
+  }
+
+  private async commitBatch(
+    batch: Map<number, BlockState>,
+    sizeDirty: boolean,
+    size: number,
+    syncState: boolean,
+  ): Promise<void> {
     await this.data.datasync();
     const writes: Promise<unknown>[] = [];
     if (sizeDirty) {
@@ -405,20 +415,19 @@ export class BlockFile {
       k = j + 1;
     }
     await Promise.all(writes);
-    // The state file has the batch now (in the page cache at least): log only what is left.
-    this.unsynced?.reset(this.pending, this.sizeDirty ? this._size : undefined);
     if (syncState) await this.state.datasync();
   }
 
   /** Makes all written data, block states and the size durable (the file's fsync). */
   fsync(): Promise<void> {
-    this.chain = this.chain.then(() => this.commitNow(true));
+    // After a failed commit too (its batch is pending again).
+    this.chain = this.chain.catch(() => {}).then(() => this.commitNow(true));
     return this.chain;
   }
 
   /** Persists pending state without waiting for the state file to reach disk. */
   flush(): Promise<void> {
-    this.chain = this.chain.then(() => this.commitNow(false));
+    this.chain = this.chain.catch(() => {}).then(() => this.commitNow(false));
     return this.chain;
   }
 

@@ -15,6 +15,7 @@ export {
   PRESENT,
   parseBlockStates,
 } from "./blockfile.js";
+export { type CacheDiskStatus, CacheSpace, isNoSpace } from "./space.js";
 export {
   DEFAULT_BLOCK_SIZE,
   type FileMeta,

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { checkStateDir, writeFileAtomic } from "../common/private-files.js";
 import { BlockFile } from "./blockfile.js";
+import { CacheSpace } from "./space.js";
 
 export type Policy = "lazy" | "eager" | "remote" | "scrub" | "local";
 export const POLICIES: readonly Policy[] = ["lazy", "eager", "remote", "scrub", "local"];
@@ -69,10 +70,16 @@ async function syncDir(dir: string) {
 }
 
 export class Store {
+  /** Whether the cache's disk is full (see space.ts). */
+  readonly space: CacheSpace;
+
   private constructor(
     readonly dir: string,
     readonly blockSize: number,
-  ) {}
+  ) {
+    // Room again once a few blocks fit, so that the next fills do not fail at once.
+    this.space = new CacheSpace(dir, Math.max(1 << 20, 4 * blockSize));
+  }
 
   /** Opens or creates a cache directory; an existing one keeps the block size it was made with. */
   static async open(dir: string, blockSize = DEFAULT_BLOCK_SIZE): Promise<Store> {
@@ -127,9 +134,18 @@ export class Store {
   async openFile(meta: FileMeta, create: boolean): Promise<BlockFile> {
     const base = this.base(meta.id);
     if (create) {
-      await writeDurably(`${base}.json`, JSON.stringify(meta));
+      await writeDurably(`${base}.json`, JSON.stringify(meta)).catch((err: unknown) => {
+        this.space.writeFailed(err);
+        throw err;
+      });
     }
-    const file = await BlockFile.open(`${base}.data`, `${base}.state`, this.blockSize, meta.size);
+    const file = await BlockFile.open(
+      `${base}.data`,
+      `${base}.state`,
+      this.blockSize,
+      meta.size,
+      this.space,
+    );
     if (create) await syncDir(join(this.dir, "files"));
     return file;
   }

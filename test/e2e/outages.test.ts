@@ -1,7 +1,7 @@
 /**
  * Outages, NFS-like: by default (hard) a read waits for an unreachable origin and goes on
- * when it is back; with `--origin-timeout` (soft) it fails with EIO after that long and later
- * reads work again once the origin is back; `status` answers throughout; `lazyfs origin ID
+ * when it is back; with `--origin-timeout` (soft) it fails with EIO after that long, later
+ * reads of the same outage fail at once, and reads work again once the origin is back; `status` answers throughout; `lazyfs origin ID
  * URL` moves a live migration to the origin's new address and the waiting read goes on.
  *
  * Figures (status answer times, time to EIO) are printed as `figure: ...` lines; nothing here
@@ -150,9 +150,16 @@ describe("origin outages", { concurrency: false }, () => {
     }
   });
 
-  test("soft (--origin-timeout 5s): EIO while the origin is away, later reads work once it is back", async () => {
+  test("soft (--origin-timeout 5s): EIO while the origin is away, later reads of the same outage fail at once, reads work once it is back", async () => {
     const size = 8 * MiB;
-    const stages = [[[0, 0, MiB] as [number, number, number]], chunks(0, size, 2 * MiB)];
+    const stages: [number, number, number][][] = [
+      [[0, 0, MiB]],
+      [
+        [0, 3 * MiB, 64 * 1024],
+        [0, 5 * MiB, 64 * 1024],
+      ],
+      chunks(0, size, 2 * MiB),
+    ];
     const { m, onB, data } = await migrateReader("outage-soft", size, stages, [
       "--origin-timeout",
       "5s",
@@ -174,6 +181,18 @@ describe("origin outages", { concurrency: false }, () => {
         assert.equal(read.errno, EIO, `EIO while the origin is away: ${JSON.stringify(read)}`);
         figures.softEioAfterS = read.secs;
         figures.softStatusMs = spread(times);
+        // The origin is declared away now: the second and third reads of this outage fail
+        // too (at once; bench/outage.ts measures how fast), and status says it is away.
+        await goReader(pair, m.pid);
+        const later = await stageDone(pair.b, onB, 1, 60_000);
+        assert.equal(later.length, 2);
+        for (const r of later) {
+          assert.equal(r.errno, EIO, `a later read of the outage: ${JSON.stringify(r)}`);
+        }
+        figures.softLaterEioAfterS = later.map((r) => r.secs);
+        const away = await lazyfs.status(m.id);
+        assert.equal(away.originState, "unreachable");
+        assert.equal(away.originLink?.state, "unreachable");
         await restore();
         // Later reads work once the daemon, which kept trying, is connected again.
         await waitFor(
@@ -182,7 +201,7 @@ describe("origin outages", { concurrency: false }, () => {
           120_000,
         );
         await goReader(pair, m.pid);
-        const reads = await stageDone(pair.b, onB, 1, 180_000);
+        const reads = await stageDone(pair.b, onB, 2, 180_000);
         assertExact(reads, data);
       });
     } finally {

@@ -91,6 +91,15 @@ function verdictLines(rows: Row[]): string {
   return lines.map((l) => `${l}\n`).join("");
 }
 
+/** `ok`, or `full since 10:02:03 (12 requests failed)`. */
+function cacheDiskText(s: DaemonStatus): string {
+  const d = s.cacheDisk;
+  if (!d) return "-";
+  if (!d.full || d.fullSinceMs === null) return "ok";
+  const since = new Date(d.fullSinceMs).toISOString().slice(11, 19);
+  return `full since ${since} (${d.failedRequests} request${d.failedRequests === 1 ? "" : "s"} failed)`;
+}
+
 function table(rows: Row[]): string {
   return formatTable(
     [
@@ -106,6 +115,7 @@ function table(rows: Row[]): string {
       "DIRTY",
       "ONLY ON ORIGIN",
       "PREFETCH",
+      "CACHE DISK",
       "BYTES FROM",
     ],
     rows.map((r) => {
@@ -114,9 +124,9 @@ function table(rows: Row[]): string {
       if (d) {
         const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
         const row = [r.id, "-", "not needed", pid, "-", "-", "-", `plain files in ${d.root}`];
-        return [...row, "-", "-", "-", "detached", "-"];
+        return [...row, "-", "-", "-", "detached", "-", "-"];
       }
-      if (!s) return [r.id, "-", "daemon not running", ...Array<string>(10).fill("-")];
+      if (!s) return [r.id, "-", "daemon not running", ...Array<string>(11).fill("-")];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
       return [
@@ -132,6 +142,7 @@ function table(rows: Row[]): string {
         formatBytes(s.total.bytesDirty),
         formatBytes(s.total.bytesOnOrigin),
         prefetchText(s),
+        cacheDiskText(s),
         sourcesText(s),
       ];
     }),

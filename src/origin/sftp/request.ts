@@ -13,9 +13,6 @@ import type { Connection } from "./connection.js";
 
 const log = logger("origin/sftp");
 
-/** Soft mode: how long a request after a long outage waits for the fresh attempt it starts. */
-const FRESH_TRY_MS = 2000;
-
 export class FatalError extends UserError {}
 
 /** A check refused the data: not an outage, never retried. */
@@ -55,17 +52,19 @@ export async function request<T>(
 ): Promise<T> {
   const policy = ctx.outage;
   // Soft: the origin may be given `timeoutMs` per request, and no more than that since it
-  // went away (a request after a long outage fails at once; reconnecting goes on).
-  // A request that finds the origin away and the reconnect loop waiting tries at once, and
-  // gets a little time for that fresh attempt.
-  const lostSince = ctx.keeper.lostSince() ?? Number.POSITIVE_INFINITY;
-  const fresh = ctx.keeper.kick();
+  // went away. Once that has passed the origin is declared away: a request fails at once (no
+  // wait for the reconnect loop's next attempt) until the link is back, and only wakes the
+  // loop so that the link is found again as soon as it returns.
+  const lostSince = ctx.keeper.lostSince();
+  if (policy.mode === "soft" && lostSince !== null && Date.now() - lostSince >= policy.timeoutMs) {
+    ctx.keeper.kick();
+    throw new UserError(
+      `${ctx.name()}: ${what}: origin unreachable for more than ${policy.timeoutMs} ms (${ctx.keeper.status().lastError ?? "connection lost"})`,
+    );
+  }
   const deadline =
     policy.mode === "soft"
-      ? Math.max(
-          Math.min(Date.now(), lostSince) + policy.timeoutMs,
-          fresh ? Date.now() + Math.min(FRESH_TRY_MS, policy.timeoutMs) : 0,
-        )
+      ? (lostSince ?? Date.now()) + policy.timeoutMs
       : Number.POSITIVE_INFINITY;
   const maxFailures = policy.mode === "retries" ? policy.maxRetries : Number.POSITIVE_INFINITY;
   let delay = ctx.backoffMs;
