@@ -7,7 +7,6 @@
  * it runs.
  */
 import { rm } from "node:fs/promises";
-import { logger } from "../common/log.js";
 import { writeFileAtomic } from "../common/private-files.js";
 import { Supervisor } from "../fuse/index.js";
 import { lazyMountOptions, withMountPoint } from "../lazy/index.js";
@@ -15,7 +14,6 @@ import { migrationPaths, readManifest } from "../migration/index.js";
 import { secretsPayload } from "./secrets.js";
 import { CLI_MAIN } from "./start.js";
 
-const log = logger("supervisor");
 
 /** Supervises migration `id` until its mount is gone; exits the process with the result. */
 export async function runSupervisor(id: string): Promise<never> {
@@ -36,7 +34,6 @@ export async function runSupervisor(id: string): Promise<never> {
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void sup.stop());
   const end = await sup.done;
   await rm(paths.supervisorPid, { force: true });
-  if (end.kind === "gave-up") log.error("not serving any more", { id, reason: end.reason });
   // "failed": the server printed why; "unmounted": its own exit code.
   process.exit(end.kind === "unmounted" ? end.code : 1);
 }
