@@ -23,7 +23,9 @@ import fs from "node:fs";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import {
+  ADOPT_ENV,
   type Adoption,
+  HANDOVER_ENV,
   handoverEnv,
   type NegotiatedJson,
   negotiatedFromJson,
@@ -203,11 +205,14 @@ export class Supervisor {
 
   private spawnProcess(standby: boolean): ChildProcess {
     const input = this.opts.childInput?.() ?? { env: {} };
+    // What this supervisor was handed is not for its servers: a server handed FUSE_ADOPT
+    // would take itself for a supervisor.
+    const { [ADOPT_ENV]: _a, [HANDOVER_ENV]: _h, ...base } = this.opts.env ?? process.env;
     const child = spawn(this.opts.command, this.opts.args, {
       // fd 3: the device; fd 4: the IPC channel (INIT reports, take-over orders).
       stdio: [input.stdin === undefined ? "ignore" : "pipe", "inherit", "inherit", this.fd, "ipc"],
       env: {
-        ...(this.opts.env ?? process.env),
+        ...base,
         ...input.env,
         ...handoverEnv({
           fd: 3,

@@ -105,6 +105,8 @@ class Fixed implements FileSystem {
 if (process.argv[1]?.endsWith("failover-server.js")) {
   const handed = inheritedDevice();
   if (!handed) throw new Error("failover-server: not started by a supervisor");
+  // A server must not be handed what its supervisor was handed to adopt a connection.
+  if (process.env.FUSE_ADOPT) throw new Error("failover-server: handed FUSE_ADOPT");
   const crashWhile = process.env.FAILOVER_CRASH_WHILE;
   if (handed.restarts > 0 && crashWhile && fs.existsSync(crashWhile)) process.exit(3);
   const h = await takeOver(handed);
