@@ -257,4 +257,84 @@ describe("supervision: no single point of failure, and a truthful status", {
       await pair.a.exec("rm", ["-rf", dir]).catch(() => {});
     }
   });
+
+  test("a daemon that dies at start is retried for as long as it takes; status says so meanwhile", async () => {
+    const dir = `${DATA_DIR}/dies-at-start-${process.pid}`;
+    const db = `${dir}/test.db`;
+    const out = `${dir}/out.txt`;
+    await pair.a.exec("mkdir", ["-p", dir]);
+    const wl = await pair.a.startWorkload("python3", ["-c", SQLITE_WRITER, db], { stdout: out });
+    await waitFor("inserts on A", async () =>
+      (await linesIn(pair.a, out)).includes("before") ? true : undefined,
+    );
+    let m: Migrated | undefined;
+    const cache = () => `${lazyfs.stateDir}/${m!.id}/cache`;
+    try {
+      m = await lazyfs.migrate(wl.pid, ["--file-locks"]);
+      const id = m.id;
+      const onB = (p: string) => `${m!.mountpoint}${p}`;
+      await pair.b.exec("kill", ["-USR1", String(m.pid)]);
+      const first = await waitFor("a healthy start", async () => {
+        const s = await row(id);
+        return s.health.state === "ok" ? s : undefined;
+      });
+      // Every new daemon fails to open its block store, until it is put back.
+      await pair.b.exec("sh", ["-c", 'mv "$1" "$1.away" && touch "$1"', "sh", cache()]);
+      assert.ok(await pair.b.kill(first.daemonPid, "SIGKILL"), "the daemon to kill");
+      const broken = await waitFor(
+        "status to say the daemon keeps dying at start",
+        async () => {
+          const s = await row(id);
+          const m = /died (\d+) time\(s\) in a row at start .*tries again in/.exec(
+            s.health.reason ?? "",
+          );
+          return m && Number(m[1]) >= 6 ? s : undefined;
+        },
+        90_000,
+      );
+      assert.equal(broken.health.state, "broken");
+      assert.match(await tableLine(id), /broken: the daemon died \d+ time\(s\) in a row at start/);
+      const log = await pair.b.readFile(`${lazyfs.stateDir}/${id}/daemon.log`);
+      assert.match(log, /server died at start again; retrying/);
+      await pair.b.exec("sh", ["-c", 'rm "$1" && mv "$1.away" "$1"', "sh", cache()]);
+      const healed = await waitFor(
+        "a daemon that serves again",
+        async () => {
+          const s = await row(id);
+          return s.health.state === "ok" ? s : undefined;
+        },
+        60_000,
+      );
+      assert.equal(healed.supervisorPid, first.supervisorPid, "the same supervisor went on");
+      assert.ok(healed.serverRestarts >= 6);
+      const progress = (await linesIn(pair.b, onB(out))).length;
+      await waitFor("inserts after the recovery", async () =>
+        (await linesIn(pair.b, onB(out))).length > progress + 4 ? true : undefined,
+      );
+      await pair.b.exec("kill", ["-USR2", String(m.pid)]);
+      const lines = await waitFor("the writer to stop", async () => {
+        const l = await linesIn(pair.b, onB(out));
+        return l.some((x) => x.startsWith("DONE")) ? l : undefined;
+      });
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("ERROR")),
+        [],
+        "the writer waited, and saw no error",
+      );
+    } finally {
+      if (m) {
+        await pair.b
+          .exec(
+            "sh",
+            ["-c", '[ -e "$1.away" ] && rm -f "$1" && mv "$1.away" "$1"', "sh", cache()],
+            {
+              allowFailure: true,
+            },
+          )
+          .catch(() => {});
+        await lazyfs.stop(m);
+      }
+      await pair.a.exec("rm", ["-rf", dir]).catch(() => {});
+    }
+  });
 });
