@@ -16,7 +16,10 @@ import type { DaemonStatus } from "./status.js";
 import { readSupervisorRecord } from "./supervisor.js";
 
 export interface Health {
-  /** ok: served; broken: the process or its files are not served as they must be; stopped. */
+  /**
+   * ok: served; broken: the process or its files are not served as they must be; stopped: no
+   * daemon runs and no restored process needs one.
+   */
   state: "ok" | "broken" | "stopped";
   /** What is wrong, when not ok. */
   reason?: string;
@@ -47,7 +50,12 @@ const seconds = (ms: number) => `${Math.max(0, Math.round(ms / 100) / 10)} s`;
 export async function checkHealth(id: string, status?: DaemonStatus): Promise<Health> {
   const paths = migrationPaths(id);
   const manifest = await readManifest(paths.manifest).catch(() => undefined);
-  if (!manifest) return broken("its manifest cannot be read", `lazyfs unmount ${id} --purge`);
+  // Nothing is served from a directory without a manifest; no command to offer (not even
+  // --purge: the directory may hold something else).
+  if (!manifest) {
+    const reason = "no readable manifest";
+    return { state: "stopped", reason, text: `stopped: ${reason}` };
+  }
   const restored = await readRestored(paths.restored);
   const pid = restored.pid;
   // The restored process, and not a later one with its pid: same mount namespace.
