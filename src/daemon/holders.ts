@@ -76,3 +76,11 @@ export async function findHolders(
   }
   return out;
 }
+
+/** The first few holders, for a message. */
+export function holdersText(holders: Holder[]): string {
+  return holders
+    .slice(0, 3)
+    .map((h) => `pid ${h.pid} (${h.comm}): ${h.uses.slice(0, 2).join(", ")}`)
+    .join("; ");
+}

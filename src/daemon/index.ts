@@ -7,6 +7,7 @@
  */
 export { accessLogOf, followAccessLog, type LogFilter, readAccessLog } from "./access-log.js";
 export { callControl, callDaemon, stopDaemon } from "./control.js";
+export { checkHealth, type Health } from "./health.js";
 export { metricsRegistry, parseListen, sampleMigrations, serveMetrics } from "./metrics.js";
 export type { OriginMoved } from "./origin-move.js";
 export { runDaemon } from "./server.js";

@@ -15,7 +15,7 @@ import {
   type MigrationPaths,
   recordEvent,
 } from "../migration/index.js";
-import type { SftpOrigin } from "../origin/index.js";
+import type { Origin, SftpOrigin } from "../origin/index.js";
 import { type MigrationSample, serveMetrics } from "./metrics.js";
 import { originFigures } from "./origin-figures.js";
 import type { ObservedFigures } from "./status.js";
@@ -74,4 +74,21 @@ export class Observer {
     this.metricsServer?.closeAllConnections();
     await this.accessLog?.close();
   }
+}
+
+/** Wraps the origin to learn when it was first read (the timeline's "first origin fetch"). */
+export function watchOrigin(origin: Origin, onRead: () => void): Origin {
+  return new Proxy(origin, {
+    get(target, prop, receiver) {
+      if (prop === "read") {
+        // Forward every argument: the engine's onPart stores pieces as they arrive.
+        return (...args: Parameters<Origin["read"]>) => {
+          onRead();
+          return target.read(...args);
+        };
+      }
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }

@@ -16,7 +16,13 @@ import { openServingOrigin } from "../chain/index.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { Engine } from "../fetch/index.js";
-import { type Handover, inheritedDevice, takeOver } from "../fuse/index.js";
+import {
+  type Adoption,
+  adoptedDevice,
+  type Handover,
+  inheritedDevice,
+  takeOver,
+} from "../fuse/index.js";
 import { LazyFileSystem, type LazyMount, mountLazyFs, serveLazyFs } from "../lazy/index.js";
 import {
   bindsOfOthers,
@@ -26,16 +32,17 @@ import {
   readRestored,
   removeMountPoints,
 } from "../migration/index.js";
-import type { Origin, SftpOrigin } from "../origin/index.js";
+import type { SftpOrigin } from "../origin/index.js";
 import { removeSnapshots } from "../origin-host/index.js";
 import { type ControlRequest, serveControl } from "./control.js";
-import { findHolders, type Holder } from "./holders.js";
-import { Observer } from "./observe.js";
+import { alive } from "./health.js";
+import { findHolders, holdersText } from "./holders.js";
+import { Observer, watchOrigin } from "./observe.js";
 import { checkpointIdentity, moveOrigin, outagePolicy } from "./origin-move.js";
 import { RemoteFollower } from "./remote-follow.js";
 import { receiveSecrets } from "./secrets.js";
 import type { DaemonStatus, OriginState } from "./status.js";
-import { runSupervisor } from "./supervisor.js";
+import { replaceSupervisor, runSupervisor } from "./supervisor.js";
 
 const log = logger("daemon");
 
@@ -44,43 +51,9 @@ function planned(m: Manifest): boolean {
   return m.files.length > 0 || m.lazyDirs.length > 0;
 }
 
-/** Wraps the origin to learn when it was first read (the timeline's "first origin fetch"). */
-function watchOrigin(origin: Origin, onRead: () => void): Origin {
-  return new Proxy(origin, {
-    get(target, prop, receiver) {
-      if (prop === "read") {
-        // Forward every argument: the engine's onPart stores pieces as they arrive.
-        return (...args: Parameters<Origin["read"]>) => {
-          onRead();
-          return target.read(...args);
-        };
-      }
-      const v = Reflect.get(target, prop, receiver);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-}
-
 async function restoredPid(file: string): Promise<number | null> {
   const r = await readRestored(file);
   return typeof r.pid === "number" ? r.pid : null;
-}
-
-function alive(pid: number | null): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function holdersText(holders: Holder[]): string {
-  return holders
-    .slice(0, 3)
-    .map((h) => `pid ${h.pid} (${h.comm}): ${h.uses.slice(0, 2).join(", ")}`)
-    .join("; ");
 }
 
 /** What a serving daemon holds. */
@@ -107,6 +80,8 @@ class Daemon {
   /** Set while releasing the origin waits for the cache to be made durable (a full disk). */
   private releaseRetry?: NodeJS.Timeout;
   private readonly observer;
+  /** Changes when this daemon starts a new supervisor in place of one that died. */
+  private supervisorPid: number | null;
 
   constructor(
     readonly id: string,
@@ -114,6 +89,19 @@ class Daemon {
   ) {
     this.paths = migrationPaths(id);
     this.observer = new Observer(this.paths);
+    this.supervisorPid = handover?.supervisorPid ?? null;
+  }
+
+  /** The supervisor died (this daemon outlived it): a new one adopts the connection. */
+  private replaceSupervisor(adopt: Omit<Adoption, "fd">): void {
+    const h = this.handover;
+    if (this.stopping || !h) return;
+    this.observer.event("supervisor-replaced", { dead: this.supervisorPid });
+    this.supervisorPid = replaceSupervisor(this.id, h.fd, adopt, (livedMs) => {
+      // One that dies at once (it could not start) is tried again less eagerly.
+      const t = setTimeout(() => this.replaceSupervisor(adopt), livedMs < 2000 ? 1000 : 0);
+      t.unref();
+    });
   }
 
   /** Reads the manifest, opens the engine and mounts; later calls add what the manifest added. */
@@ -192,7 +180,9 @@ class Daemon {
       await this.addFiles(engine, manifest, fs);
       await fs.dropOrphans(engine.status().files.map((f) => f.id));
       const served = await this.observer.serveAs(manifest, fs);
-      mount = h ? await serveLazyFs(manifest, served, h) : await mountLazyFs(manifest, served);
+      mount = h
+        ? await serveLazyFs(manifest, served, h, (adopt) => this.replaceSupervisor(adopt))
+        : await mountLazyFs(manifest, served);
     } catch (err) {
       await engine.close();
       await sftp.close();
@@ -298,7 +288,7 @@ class Daemon {
       originState: this.originState,
       mountpoint: manifest.mountpoint,
       daemonPid: process.pid,
-      supervisorPid: this.handover?.supervisorPid ?? null,
+      supervisorPid: this.supervisorPid,
       serverRestarts: this.handover?.restarts ?? 0,
       startedMs: this.startedMs,
       restoredPid: pid,
@@ -380,7 +370,7 @@ class Daemon {
   }
 
   private pids() {
-    return { daemonPid: process.pid, supervisorPid: this.handover?.supervisorPid ?? null };
+    return { daemonPid: process.pid, supervisorPid: this.supervisorPid };
   }
 
   async listen(): Promise<void> {
@@ -416,6 +406,8 @@ class Daemon {
 export async function runDaemon(id: string): Promise<void> {
   // The supervisor takes the passphrases first and hands them to every server it starts.
   await receiveSecrets();
+  const adoption = adoptedDevice();
+  if (adoption) await runSupervisor(id, adoption);
   const handed = inheritedDevice();
   if (!handed) await runSupervisor(id);
   // A standby (started in advance by the supervisor) waits here for a failover.

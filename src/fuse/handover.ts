@@ -11,6 +11,11 @@
  * Protocol between the two: the environment variable FUSE_HANDOVER (JSON, below) and a Node
  * IPC channel on which the server sends `{ fuse: "init", negotiated }` once it serves, and the
  * supervisor sends a standby `{ fuse: "takeover", restarts, resume }`.
+ *
+ * A server whose supervisor dies keeps serving and starts a new supervisor that adopts the
+ * connection (FUSE_ADOPT, below): the device is inherited as fd 3, the running server is
+ * watched by its pid, and a standby is started again; so neither process alone is a single
+ * point of failure.
  */
 import fs from "node:fs";
 import { errorMessage, UserError } from "../common/errors.js";
@@ -23,6 +28,7 @@ import type { Negotiated, SessionOptions } from "./session-options.js";
 const log = logger("fuse");
 
 export const HANDOVER_ENV = "FUSE_HANDOVER";
+export const ADOPT_ENV = "FUSE_ADOPT";
 
 /** What a supervised server is handed. */
 export interface Handover {
@@ -68,25 +74,66 @@ export function handoverEnv(h: Handover): Record<string, string> {
   return { [HANDOVER_ENV]: JSON.stringify(json) };
 }
 
-/** The descriptor this process was handed by a supervisor, if it was started by one. */
-export function inheritedDevice(env: NodeJS.ProcessEnv = process.env): Handover | undefined {
-  const raw = env[HANDOVER_ENV];
+/** Reads the JSON in `env[name]` that names an open descriptor and a mount point. */
+function handedJson<T extends { fd: number; mountpoint: string }>(
+  env: NodeJS.ProcessEnv,
+  name: string,
+): T | undefined {
+  const raw = env[name];
   if (!raw) return undefined;
-  let j: HandoverJson;
+  let j: T;
   try {
-    j = JSON.parse(raw) as HandoverJson;
+    j = JSON.parse(raw) as T;
   } catch {
-    throw new UserError(`${HANDOVER_ENV} is not valid JSON`);
+    throw new UserError(`${name} is not valid JSON`);
   }
   if (!Number.isInteger(j.fd) || j.fd < 0 || typeof j.mountpoint !== "string")
-    throw new UserError(`${HANDOVER_ENV} names no descriptor and mount point`);
+    throw new UserError(`${name} names no descriptor and mount point`);
   try {
     fs.fstatSync(j.fd);
   } catch (e) {
-    throw new UserError(`${HANDOVER_ENV}: fd ${j.fd} is not open (${errorMessage(e)})`);
+    throw new UserError(`${name}: fd ${j.fd} is not open (${errorMessage(e)})`);
   }
+  return j;
+}
+
+/** The descriptor this process was handed by a supervisor, if it was started by one. */
+export function inheritedDevice(env: NodeJS.ProcessEnv = process.env): Handover | undefined {
+  const j = handedJson<HandoverJson>(env, HANDOVER_ENV);
+  if (!j) return undefined;
   const { resume, ...rest } = j;
   return { ...rest, ...(resume ? { resume: negotiatedFromJson(resume) } : {}) };
+}
+
+/** What a new supervisor is handed by the server that outlived the old one. */
+export interface Adoption {
+  /** The /dev/fuse descriptor in the new supervisor. */
+  fd: number;
+  mountpoint: string;
+  /** The server that serves the connection now (not a child of the new supervisor). */
+  serverPid: number;
+  restarts: number;
+  resume: Negotiated;
+}
+
+interface AdoptionJson extends Omit<Adoption, "resume"> {
+  resume: NegotiatedJson;
+}
+
+/** The environment (without the server's own FUSE_HANDOVER) for a supervisor that adopts. */
+export function adoptionEnv(a: Adoption, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { [HANDOVER_ENV]: _, ...rest } = env;
+  const json: AdoptionJson = { ...a, resume: negotiatedToJson(a.resume) };
+  return { ...rest, [ADOPT_ENV]: JSON.stringify(json) };
+}
+
+/** The connection this process is to adopt as a supervisor, if it was started for that. */
+export function adoptedDevice(env: NodeJS.ProcessEnv = process.env): Adoption | undefined {
+  const j = handedJson<AdoptionJson>(env, ADOPT_ENV);
+  if (!j) return undefined;
+  if (!Number.isInteger(j.serverPid) || !j.resume)
+    throw new UserError(`${ADOPT_ENV} names no server and no agreed parameters`);
+  return { ...j, resume: negotiatedFromJson(j.resume) };
 }
 
 /**
@@ -123,6 +170,7 @@ export async function serveInherited(
   h: Handover,
   fileSystem: FileSystem,
   options: MountOptions & SessionOptions = {},
+  onSupervisorGone?: (adopt: Omit<Adoption, "fd">) => void,
 ): Promise<Mount> {
   if (h.standby) throw new Error("serveInherited: a standby must takeOver() first");
   const session = new Session(h.fd, fileSystem, {
@@ -145,11 +193,15 @@ export async function serveInherited(
   if (process.send) {
     process.send({ fuse: "init", negotiated: negotiatedToJson(session.negotiated) });
     process.channel?.unref();
-    process.once("disconnect", () =>
-      log.warn("the supervisor is gone: this server is no longer restarted if it dies", {
+    process.once("disconnect", () => {
+      log.warn("the supervisor is gone", { mountpoint: h.mountpoint });
+      onSupervisorGone?.({
         mountpoint: h.mountpoint,
-      }),
-    );
+        serverPid: process.pid,
+        restarts: h.restarts,
+        resume: session.negotiated,
+      });
+    });
   }
   // From the mount table, not stat(2): a stat of the mount is a request to this server, and a
   // thread of a server killed while it waits for that answer keeps the dying process from

@@ -7,6 +7,9 @@ export { MemoryFileSystem, type MemoryOptions } from "./examples/memory.js";
 export { PassthroughFileSystem, type PassthroughOptions } from "./examples/passthrough.js";
 export * from "./filesystem.js";
 export {
+  type Adoption,
+  adoptedDevice,
+  adoptionEnv,
   type Handover,
   handoverEnv,
   inheritedDevice,
@@ -15,6 +18,7 @@ export {
 } from "./handover.js";
 export {
   abortConnection,
+  deviceMountArgs,
   Mount,
   type MountOptions,
   mount,
@@ -26,5 +30,10 @@ export {
 export { FOpen, FUSE_ROOT_ID, Init, Op } from "./protocol.js";
 export { type PassthroughStatus, Session } from "./session.js";
 export type { Negotiated, SessionOptions } from "./session-options.js";
-export { Supervisor, type SupervisorEnd, type SupervisorOptions } from "./supervisor.js";
+export {
+  Supervisor,
+  type SupervisorEnd,
+  type SupervisorOptions,
+  type SupervisorState,
+} from "./supervisor.js";
 export { ensureThreadPool } from "./threadpool.js";

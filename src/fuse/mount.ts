@@ -188,38 +188,43 @@ export async function mountDevice(
     throw new UserError(`mount point ${mountpoint}: ${errorMessage(e)}`);
   }
   if (mountInfo(real)) throw new UserError(`${mountpoint} is already a mount point`);
-  const subtype = options.subtype ?? "node";
-  if (!/^[A-Za-z0-9_-]+$/.test(subtype)) throw new UserError(`bad FUSE subtype "${subtype}"`);
-  const fsName = options.fsName ?? subtype;
-  if (/[,\s]/.test(fsName))
-    throw new UserError(`bad FUSE fsName "${fsName}" (no commas or spaces)`);
-
+  const args = deviceMountArgs(real, options);
   let fd: number;
   try {
     fd = fs.openSync("/dev/fuse", fs.constants.O_RDWR);
   } catch (e) {
     throw new UserError(`cannot open /dev/fuse: ${errorMessage(e)}`);
   }
+  const r = await run("mount", args, fd);
+  if (r.code !== 0) {
+    fs.closeSync(fd);
+    throw new UserError(`mount of ${real} failed: ${r.out || `exit ${r.code}`}`);
+  }
+  return { fd, mountpoint: real };
+}
+
+/**
+ * mount(8)'s arguments that mount the /dev/fuse descriptor at fd 3 on `target`. Given a
+ * descriptor whose connection is mounted already, the kernel mounts that same connection once
+ * more (e.g. in another mount namespace).
+ */
+export function deviceMountArgs(target: string, options: MountOptions = {}): string[] {
+  const subtype = options.subtype ?? "node";
+  if (!/^[A-Za-z0-9_-]+$/.test(subtype)) throw new UserError(`bad FUSE subtype "${subtype}"`);
+  const fsName = options.fsName ?? subtype;
+  if (/[,\s]/.test(fsName))
+    throw new UserError(`bad FUSE fsName "${fsName}" (no commas or spaces)`);
   const opts = [
     "fd=3",
     "rootmode=40000",
-    `user_id=${options.uid ?? process.getuid()}`,
+    `user_id=${options.uid ?? process.getuid?.() ?? 0}`,
     `group_id=${options.gid ?? process.getgid?.() ?? 0}`,
     "nosuid",
     "nodev",
   ];
   if (options.allowOther) opts.push("allow_other");
   if (options.defaultPermissions) opts.push("default_permissions");
-  const r = await run(
-    "mount",
-    ["-i", "-c", "-t", `fuse.${subtype}`, "-o", opts.join(","), fsName, real],
-    fd,
-  );
-  if (r.code !== 0) {
-    fs.closeSync(fd);
-    throw new UserError(`mount of ${real} failed: ${r.out || `exit ${r.code}`}`);
-  }
-  return { fd, mountpoint: real };
+  return ["-i", "-c", "-t", `fuse.${subtype}`, "-o", opts.join(","), fsName, target];
 }
 
 /** Mounts `fileSystem` at `mountpoint` and serves it until unmounted. Root only. */

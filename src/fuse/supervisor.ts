@@ -8,24 +8,31 @@
  * failover does not wait for a process to start.
  *
  * A server that keeps dying before it serves, or within `quickMs` of its start (a request that
- * crashes every server it is resent to), is restarted with a doubling delay,
- * and after `maxQuickFailures` such deaths in a row the supervisor gives up with one log line;
- * the mount stays in the mount table (stale once the supervisor is gone, so the usual recovery
- * of a crashed server applies). A first server that dies before answering INIT is not
- * restarted: nothing was served yet, the mount is removed and its failure is the result.
+ * crashes every server it is resent to, a full disk), is restarted with a doubling delay up to
+ * `maxBackoffMs`, for as long as it takes: giving up would leave every process on the mount
+ * with ENOTCONN for good, while waiting keeps them waiting until a server starts again (each
+ * try is logged and reported through `onState`). A first server that dies before answering
+ * INIT is not restarted: nothing was served yet, the mount is removed and its failure is the
+ * result.
+ *
+ * A supervisor that dies is replaced by the server (handover.ts): the new one `adopt`s the
+ * connection and watches the running server by its pid, as it is not its child.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
-import { signalName } from "../common/signals.js";
 import {
+  ADOPT_ENV,
+  type Adoption,
+  HANDOVER_ENV,
   handoverEnv,
   type NegotiatedJson,
   negotiatedFromJson,
   negotiatedToJson,
 } from "./handover.js";
 import { abortConnection, type MountOptions, mountDevice, mountInfo } from "./mount.js";
+import { exitText, mainThread, ZOMBIE_CHECK_MS } from "./process-watch.js";
 import type { Negotiated } from "./session-options.js";
 
 const log = logger("supervisor");
@@ -47,15 +54,14 @@ export interface SupervisorOptions {
    * for their successors; removed when the supervisor mounts afresh and when it ends.
    */
   stateFile?: string;
-  /**
-   * Give up after this many servers in a row died before serving or within `quickMs` of
-   * starting; default 5.
-   */
-  maxQuickFailures?: number;
-  /** default 2000 */
+  /** A server that dies within this many ms of serving counts as dying at start; default 2000. */
   quickMs?: number;
-  /** First restart delay after a quick death, doubled each time up to 5 s; default 100. */
+  /** First restart delay after a quick death, doubled each time; default 100. */
   backoffMs?: number;
+  /** The longest delay between two restarts of servers that die at start; default 10000. */
+  maxBackoffMs?: number;
+  /** Told whenever a server starts serving or dies (e.g. to show it in a status). */
+  onState?: (state: SupervisorState) => void;
   /**
    * Keep a standby server started in advance (waiting in `takeOver()`), so that a failover
    * does not wait for a process to start; default true.
@@ -68,40 +74,24 @@ export type SupervisorEnd =
   /** A server unmounted (or the mount went away) and exited. */
   | { kind: "unmounted"; code: number }
   /** The first server died before the kernel's INIT was answered. */
-  | { kind: "failed"; reason: string }
-  /** Servers kept dying at start; the mount is left for a later recovery. */
-  | { kind: "gave-up"; reason: string };
+  | { kind: "failed"; reason: string };
 
-function exitText(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `killed by ${signal}` : `exit code ${code}`;
-}
-
-/** How often a server's main thread is checked for having exited alone (see `serve`). */
-const ZOMBIE_CHECK_MS = 250;
-
-/**
- * Process `pid`'s main thread, from /proc: its state letter and, once it has exited, how
- * (stat's exit_code field, as waitpid reports it). Undefined when the process is gone.
- */
-function mainThread(
-  pid: number,
-): { state: string; code: number | null; signal: NodeJS.Signals | null } | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
-  }
-  // Fields after the command name (which may hold spaces and parentheses): state is field 3.
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const status = Number(f[52 - 3] ?? 0);
-  const sig = status & 0x7f;
-  const signal = sig ? (signalName(sig) ?? null) : null;
-  return { state: f[0] ?? "", code: sig ? null : (status >> 8) & 0xff, signal };
+/** What a supervisor is doing, for a status. */
+export interface SupervisorState {
+  /** The server serving now; 0 while none does. */
+  servingPid: number;
+  restarts: number;
+  /** Servers in a row that died at start (0: the current one is fine). */
+  quickFailures: number;
+  /** How the last server died, if one did. */
+  lastExit?: string;
+  /** When the next server is started, while one is awaited after a death (epoch ms). */
+  retryAtMs?: number;
 }
 
 interface Server {
-  proc: ChildProcess;
+  pid: number;
+  kill(signal: NodeJS.Signals): void;
   /** When it started serving (or was started, if it has not yet). */
   started: number;
   /** Reported serving (INIT answered, or connection taken over). */
@@ -124,15 +114,17 @@ export class Supervisor {
   /** A server started in advance, waiting to take over (`standby`). */
   private spare?: ChildProcess;
   private quickFailures = 0;
+  private lastExit?: string;
+  private retryAtMs?: number;
   private stopping = false;
   private finished = false;
   private finish!: (end: SupervisorEnd) => void;
   private dev = 0;
   private retryTimer?: NodeJS.Timeout;
   private readonly opts: Required<
-    Omit<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile">
+    Omit<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile" | "onState">
   > &
-    Pick<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile">;
+    Pick<SupervisorOptions, "mount" | "env" | "childInput" | "stateFile" | "onState">;
 
   private constructor(
     private readonly fd: number,
@@ -140,7 +132,7 @@ export class Supervisor {
     opts: SupervisorOptions,
   ) {
     this.mountpoint = mountpoint;
-    this.opts = { maxQuickFailures: 5, quickMs: 2000, backoffMs: 100, standby: true, ...opts };
+    this.opts = { quickMs: 2000, backoffMs: 100, maxBackoffMs: 10_000, standby: true, ...opts };
     this.done = new Promise((res) => {
       this.finish = (end) => {
         if (this.finished) return;
@@ -171,13 +163,56 @@ export class Supervisor {
     return s;
   }
 
+  /**
+   * Supervises a connection whose supervisor died, handed over by the server that serves it
+   * (`a.serverPid`, watched by its pid): from now on as if this one had mounted it.
+   */
+  static adopt(opts: SupervisorOptions, a: Adoption): Supervisor {
+    const s = new Supervisor(a.fd, a.mountpoint, opts);
+    s.dev = mountInfo(a.mountpoint)?.dev ?? 0;
+    s.negotiated = a.resume;
+    s.restarts = a.restarts;
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(a.serverPid, signal);
+      } catch {
+        /* gone already */
+      }
+    };
+    s.track(a.serverPid, kill, true);
+    s.startSpare();
+    log.info("adopted the connection of a supervisor that died", {
+      mountpoint: a.mountpoint,
+      serverPid: a.serverPid,
+    });
+    return s;
+  }
+
+  /** The /dev/fuse descriptor of the connection (e.g. to mount it once more elsewhere). */
+  get device(): number {
+    return this.fd;
+  }
+
+  private report(): void {
+    this.opts.onState?.({
+      servingPid: this.servingPid,
+      restarts: this.restarts,
+      quickFailures: this.quickFailures,
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      ...(this.retryAtMs ? { retryAtMs: this.retryAtMs } : {}),
+    });
+  }
+
   private spawnProcess(standby: boolean): ChildProcess {
     const input = this.opts.childInput?.() ?? { env: {} };
+    // What this supervisor was handed is not for its servers: a server handed FUSE_ADOPT
+    // would take itself for a supervisor.
+    const { [ADOPT_ENV]: _a, [HANDOVER_ENV]: _h, ...base } = this.opts.env ?? process.env;
     const child = spawn(this.opts.command, this.opts.args, {
       // fd 3: the device; fd 4: the IPC channel (INIT reports, take-over orders).
       stdio: [input.stdin === undefined ? "ignore" : "pipe", "inherit", "inherit", this.fd, "ipc"],
       env: {
-        ...(this.opts.env ?? process.env),
+        ...base,
         ...input.env,
         ...handoverEnv({
           fd: 3,
@@ -199,43 +234,64 @@ export class Supervisor {
 
   /** Makes `proc` the server. */
   private serve(proc: ChildProcess): void {
-    const server: Server = { proc, started: Date.now(), served: false };
-    this.server = server;
-    this.serverPid = proc.pid ?? 0;
+    const server = this.track(proc.pid ?? 0, (signal) => proc.kill(signal), false);
     proc.on("message", (m: { fuse?: string; negotiated?: NegotiatedJson }) => {
-      if (m?.fuse !== "init" || !m.negotiated) return;
+      if (m?.fuse !== "init" || !m.negotiated || this.server !== server) return;
       this.negotiated ??= negotiatedFromJson(m.negotiated);
       server.served = true;
       server.started = Date.now();
-      this.servingPid = proc.pid ?? 0;
+      this.servingPid = server.pid;
+      this.retryAtMs = undefined;
+      this.report();
       this.startSpare();
     });
     proc.on("error", (e) => log.error("cannot start the server", { error: errorMessage(e) }));
-    const gone = (code: number | null, signal: NodeJS.Signals | null) => {
-      clearInterval(watch);
-      if (this.server !== server) return;
-      this.server = undefined;
-      this.serverPid = 0;
-      this.servingPid = 0;
-      this.exited(code, signal, server.served ? Date.now() - server.started : 0);
-    };
-    // A server killed while one of its threads waits for an answer from this very mount
-    // (any file operation on it) does not finish exiting: that thread waits for the next
-    // server, which is started only after the exit. Its main thread is then a zombie; seen so
-    // twice in a row, the server counts as gone (its last thread ends once the next answers).
+    proc.on("exit", (code, signal) => this.gone(server, code, signal));
+    log.info("server started", { pid: this.serverPid, restarts: this.restarts });
+  }
+
+  /**
+   * Makes process `pid` the server (`served`: it serves already) and watches its main thread:
+   * a server killed while one of its threads waits for an answer from this very mount (any
+   * file operation on it) does not finish exiting: that thread waits for the next server,
+   * which is started only after the exit. Its main thread is then a zombie; seen so twice in a
+   * row (or gone from /proc: a server that is not our child), the server counts as gone (its
+   * last thread ends once the next answers).
+   */
+  private track(pid: number, kill: (signal: NodeJS.Signals) => void, served: boolean): Server {
+    const server: Server = { pid, kill, started: Date.now(), served };
+    this.server = server;
+    this.serverPid = pid;
+    if (served) {
+      this.servingPid = pid;
+      this.report();
+    }
     let zombieChecks = 0;
     const watch = setInterval(() => {
-      const main = proc.pid ? mainThread(proc.pid) : undefined;
+      if (this.server !== server) {
+        clearInterval(watch);
+        return;
+      }
+      const main = mainThread(pid);
       zombieChecks = main?.state === "Z" ? zombieChecks + 1 : 0;
-      if (!main || zombieChecks < 2) return;
-      log.warn("the server's main thread has exited; a thread of it waits for the mount", {
-        pid: proc.pid,
-      });
-      gone(main.code, main.signal);
+      if (main && zombieChecks < 2) return;
+      if (main) {
+        log.warn("the server's main thread has exited; a thread of it waits for the mount", {
+          pid,
+        });
+      }
+      this.gone(server, main?.code ?? null, main?.signal ?? null);
     }, ZOMBIE_CHECK_MS);
     watch.unref();
-    proc.on("exit", (code, signal) => gone(code, signal));
-    log.info("server started", { pid: this.serverPid, restarts: this.restarts });
+    return server;
+  }
+
+  private gone(server: Server, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.server !== server) return;
+    this.server = undefined;
+    this.serverPid = 0;
+    this.servingPid = 0;
+    this.exited(code, signal, server.served ? Date.now() - server.started : 0);
   }
 
   /** Starts a standby server (Node and the server's code loaded) unless one waits already. */
@@ -289,7 +345,8 @@ export class Supervisor {
     const how = exitText(code, signal);
     if (!mountInfo(this.mountpoint)) {
       log.info("server ended and the mount is gone", { how });
-      this.finish({ kind: "unmounted", code: code ?? 1 });
+      // A server not our child (adopted) ended: its unmount is how it ended well.
+      this.finish({ kind: "unmounted", code: code ?? (signal ? 1 : 0) });
       return;
     }
     // A server that ends by itself, or is stopped, or never served: the mount goes with it.
@@ -302,21 +359,16 @@ export class Supervisor {
       return;
     }
     this.quickFailures = livedMs < this.opts.quickMs ? this.quickFailures + 1 : 0;
-    if (this.quickFailures >= this.opts.maxQuickFailures) {
-      const reason = `the server of ${this.mountpoint} died ${this.quickFailures} times within ${this.opts.quickMs} ms of starting (last: ${how})`;
-      log.error(`${reason}; giving up, the mount is left for a later recovery`);
-      this.finish({ kind: "gave-up", reason });
-      return;
-    }
     const delay =
       this.quickFailures <= 1
         ? 0
-        : Math.min(this.opts.backoffMs * 2 ** (this.quickFailures - 2), 5000);
-    log.warn("server died; starting a new one on the same connection", {
-      how,
-      livedMs,
-      delayMs: delay,
-    });
+        : Math.min(this.opts.backoffMs * 2 ** (this.quickFailures - 2), this.opts.maxBackoffMs);
+    this.lastExit = how;
+    this.retryAtMs = Date.now() + delay;
+    const fields = { how, livedMs, delayMs: delay, diedAtStart: this.quickFailures };
+    if (this.quickFailures > 1) log.error("server died at start again; retrying", fields);
+    else log.warn("server died; starting a new one on the same connection", fields);
+    this.report();
     this.retryTimer = setTimeout(() => this.next(), delay);
   }
 
@@ -326,7 +378,7 @@ export class Supervisor {
    */
   stop(signal: NodeJS.Signals = "SIGTERM"): Promise<SupervisorEnd> {
     this.stopping = true;
-    if (this.server) this.server.proc.kill(signal);
+    if (this.server) this.server.kill(signal);
     else this.detach({ kind: "unmounted", code: 1 });
     return this.done;
   }

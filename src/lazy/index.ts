@@ -130,7 +130,8 @@ export async function serveLazyFs(
   spec: { mountpoint: string; id?: string },
   fileSystem: LazyFileSystem,
   handover: Handover,
+  onSupervisorGone?: Parameters<typeof serveInherited>[3],
 ): Promise<LazyMount> {
-  const m = await serveInherited(handover, fileSystem, lazyMountOptions(spec));
+  const m = await serveInherited(handover, fileSystem, lazyMountOptions(spec), onSupervisorGone);
   return lazyMount(spec, fileSystem, m);
 }

@@ -34,6 +34,8 @@ export {
   mountNamespaceOf,
   namespacePrefix,
   prepareMountPoints,
+  probeView,
+  reattachView,
   removeMountPoints,
   rewriteForNamespace,
 } from "./namespace.js";

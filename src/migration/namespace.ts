@@ -6,14 +6,16 @@
  * while the rest of the target, and every other process on it, sees the target's own files.
  * Two migrations from the same origin path never see each other: each has its namespace.
  */
+import { spawn } from "node:child_process";
 import { lstat, mkdir, readlink, rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
-import { errnoCode, UserError } from "../common/errors.js";
+import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { isUnder } from "../common/paths.js";
+import { deadConnection, type Probe, probePath } from "../common/probe.js";
 import { rewriteImages } from "../criu/index.js";
 import { type Manifest, type ManifestFile, readManifest } from "./manifest.js";
-import { listMigrations, migrationPaths } from "./state.js";
+import { listMigrations, migrationPaths, type RestoredRecord } from "./state.js";
 
 const log = logger("namespace");
 
@@ -135,4 +137,69 @@ export async function bindsOfOthers(id: string): Promise<Set<string>> {
     for (const b of m?.binds ?? []) out.add(b);
   }
   return out;
+}
+
+/** Where the restored process `pid` sees its first bind root, from this namespace. */
+export function viewPath(manifest: Manifest, pid: number): string | undefined {
+  const b = manifest.binds[0];
+  return b === undefined ? undefined : `/proc/${pid}${b === "/" ? "/root" : `/root${b}`}`;
+}
+
+/** Whether the restored process's own view answers (see common/probe.ts). */
+export async function probeView(manifest: Manifest, pid: number): Promise<Probe> {
+  const path = viewPath(manifest, pid);
+  return path ? probePath(path) : { ok: true };
+}
+
+function runIn(pid: number, args: string[], device?: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const stdio: ("ignore" | "pipe" | number)[] = ["ignore", "ignore", "pipe"];
+    if (device !== undefined) stdio.push(device);
+    const child = spawn("nsenter", [`--mount=/proc/${pid}/ns/mnt`, "--", ...args], { stdio });
+    let err = "";
+    child.stderr?.on("data", (d) => {
+      err += d;
+    });
+    child.on("error", (e) => resolve(errorMessage(e)));
+    child.on("close", (code) => resolve(code === 0 ? undefined : err.trim() || `exit ${code}`));
+  });
+}
+
+/**
+ * After the daemon and its supervisor both died, the FUSE connection the process's view is
+ * bound to is gone for good: every access through it fails with ENOTCONN, and a new mount
+ * at the mount point does not reach the process's private mount namespace. When the view is
+ * dead, this mounts the new connection (`device`, mounted here already: the kernel mounts the
+ * same connection once more) at the mount point inside that namespace and binds it over each
+ * dead bind root. The process's descriptors opened before stay on the dead connection (EIO or
+ * ENOTCONN; nothing can move them); what it opens by name from now on works, a cwd inside the
+ * view included only once it changes directory by name. Returns what was done.
+ */
+export async function reattachView(
+  manifest: Manifest,
+  restored: RestoredRecord,
+  device: number,
+  mountArgs: (target: string) => string[],
+): Promise<string> {
+  const pid = restored.pid;
+  if (!pid || !restored.mountNs) return "no restored process";
+  if ((await mountNamespaceOf(pid)) !== restored.mountNs) return "the restored process is gone";
+  if ((await mountNamespaceOf(process.pid)) === restored.mountNs) return "not in a namespace";
+  const before = await probeView(manifest, pid);
+  if (!deadConnection(before)) {
+    return before.ok ? "the view answers" : `the view does not answer (${before.reason})`;
+  }
+  const mp = manifest.mountpoint;
+  // Innermost first, the dead mount point last; "not mounted" is fine.
+  for (const p of [...manifest.binds].reverse().concat(mp))
+    await runIn(pid, ["umount", "-l", "-c", p]);
+  const mounted = await runIn(pid, ["mount", ...mountArgs(mp)], device);
+  if (mounted) throw new Error(`cannot mount ${mp} in the process's namespace: ${mounted}`);
+  for (const b of manifest.binds) {
+    const bound = await runIn(pid, ["mount", "--bind", `${mp}${b}`, b]);
+    if (bound) throw new Error(`cannot bind ${b} in the process's namespace: ${bound}`);
+  }
+  const after = await probeView(manifest, pid);
+  if (!after.ok) throw new Error(`the process's view still does not answer: ${after.reason}`);
+  return "reattached";
 }

@@ -51,6 +51,8 @@ export interface MigrationPaths {
   log: string;
   socket: string;
   supervisorPid: string;
+  /** What the supervisor is doing (daemon/supervisor.ts), for a status without a daemon. */
+  supervisorState: string;
   /** The FUSE connection's passthrough table, for a restarted server (fuse/supervisor.ts). */
   passthroughState: string;
   restored: string;
@@ -70,6 +72,7 @@ export function migrationPaths(id: string, root = stateRoot()): MigrationPaths {
     log: join(dir, "daemon.log"),
     socket: join(dir, "control.sock"),
     supervisorPid: join(dir, "supervisor.pid"),
+    supervisorState: join(dir, "supervisor.json"),
     passthroughState: join(dir, "passthrough.json"),
     restored: join(dir, "restored.json"),
     events: join(dir, "events.jsonl"),

@@ -6,14 +6,19 @@
  * content: 8-byte words, word k = k * 0x9E3779B97F4A7C15 mod 2^64 (little-endian).
  *
  * FAILOVER_BACKING=FILE: also "pt.bin" (3), FILE's content served by kernel passthrough.
- * FAILOVER_CRASH_RESTARTED=1: every server but the first exits at once with code 3.
+ * FAILOVER_SUPERVISOR=SCRIPT: when the supervisor dies, start SCRIPT (failover-supervisor.ts)
+ *   to adopt the connection.
+ * FAILOVER_CRASH_WHILE=FILE: every server but the first exits at once with code 3 while FILE
+ *   exists.
  * FAILOVER_READ_DELAY_MS: the delay of each read (default 5; the benchmark uses 0).
  * FAILOVER_HANG_OWN_STAT=1: the first server stats its own mount from a thread and never
  *   answers that GETATTR (a server killed then does not finish exiting).
  */
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import {
   type Attr,
+  adoptionEnv,
   type FileSystem,
   FuseError,
   inheritedDevice,
@@ -100,12 +105,25 @@ class Fixed implements FileSystem {
 if (process.argv[1]?.endsWith("failover-server.js")) {
   const handed = inheritedDevice();
   if (!handed) throw new Error("failover-server: not started by a supervisor");
-  if (handed.restarts > 0 && process.env.FAILOVER_CRASH_RESTARTED === "1") process.exit(3);
+  // A server must not be handed what its supervisor was handed to adopt a connection.
+  if (process.env.FUSE_ADOPT) throw new Error("failover-server: handed FUSE_ADOPT");
+  const crashWhile = process.env.FAILOVER_CRASH_WHILE;
+  if (handed.restarts > 0 && crashWhile && fs.existsSync(crashWhile)) process.exit(3);
   const h = await takeOver(handed);
-  const m = await serveInherited(h, new Fixed(), {
-    subtype: "failovertest",
-    passthrough: BACKING !== undefined,
-  });
+  const replacement = process.env.FAILOVER_SUPERVISOR;
+  const m = await serveInherited(
+    h,
+    new Fixed(),
+    { subtype: "failovertest", passthrough: BACKING !== undefined },
+    replacement
+      ? (adopt) =>
+          spawn(process.execPath, [replacement], {
+            detached: true,
+            stdio: ["ignore", "inherit", "inherit", h.fd],
+            env: adoptionEnv({ ...adopt, fd: 3 }, process.env),
+          }).unref()
+      : undefined,
+  );
   unmountOnSignals(m);
   if (handed.restarts === 0 && process.env.FAILOVER_HANG_OWN_STAT === "1") {
     hangRootGetattr = true;

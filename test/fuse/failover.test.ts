@@ -3,7 +3,7 @@
  * supervisor in this process owns /dev/fuse, a child serves it; the child is killed with
  * SIGKILL while a reader in a third process reads a file with direct I/O (every read a FUSE
  * READ): the reader sees no error and exact bytes. Also: a server that keeps crashing at start
- * makes the supervisor give up and leave the mount; unmounting ends the supervision.
+ * is retried with a bounded backoff for as long as it takes; unmounting ends the supervision.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -12,8 +12,15 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { MemoryFileSystem, mountInfo, Supervisor } from "../../src/fuse/index.js";
+import {
+  MemoryFileSystem,
+  mountInfo,
+  Supervisor,
+  type SupervisorOptions,
+  type SupervisorState,
+} from "../../src/fuse/index.js";
 import { DATA_SIZE, pattern } from "./failover-server.js";
+import { SUPERVISOR } from "./failover-supervisor.js";
 import { Scratch, sha256 } from "./helpers.js";
 
 const SERVER = fileURLToPath(new URL("./failover-server.js", import.meta.url));
@@ -25,8 +32,10 @@ function supervise(
   env: NodeJS.ProcessEnv = {},
   quickMs?: number,
   stateFile?: string,
+  extra: Partial<SupervisorOptions> = {},
 ): Promise<Supervisor> {
   return Supervisor.start({
+    ...extra,
     ...(quickMs === undefined ? {} : { quickMs }),
     ...(stateFile ? { stateFile } : {}),
     mountpoint: scratch.sub(name),
@@ -170,17 +179,106 @@ describe("supervised FUSE server", () => {
     assert.equal(end.kind, "unmounted");
   });
 
-  test("a server that keeps dying at start: the supervisor gives up and leaves the mount", async () => {
-    const s = await supervise("crashing", { FAILOVER_CRASH_RESTARTED: "1" });
+  test("the supervisor killed: the server starts one that adopts the connection; a later server kill is survived", async (t) => {
+    const mountpoint = scratch.sub("adopt");
+    const stateFile = path.join(scratch.dir, "adopt-state.json");
+    const state = () => {
+      try {
+        return JSON.parse(fs.readFileSync(stateFile, "utf8")) as SupervisorState & { pid: number };
+      } catch {
+        return undefined;
+      }
+    };
+    const until = async <T>(what: string, f: () => T | undefined): Promise<T> => {
+      for (let i = 0; i < 2000; i++) {
+        const v = f();
+        if (v !== undefined) return v;
+        await sleep(10);
+      }
+      throw new Error(`timed out waiting for ${what}`);
+    };
+    const first = spawn(process.execPath, [SUPERVISOR, mountpoint], {
+      stdio: "inherit",
+      env: { ...process.env, FAILOVER_SUP_STATE: stateFile },
+    });
+    scratch.track(first);
+    const s0 = await until("a server", () => {
+      const st = state();
+      return st?.servingPid ? st : undefined;
+    });
+    const stop = path.join(scratch.dir, "stop-adopt-reader");
+    const reader = python(READER, path.join(mountpoint, "data.bin"), stop);
+    let lastSupervisor = s0.pid;
+    t.after(() => {
+      fs.writeFileSync(stop, "");
+      try {
+        process.kill(lastSupervisor, "SIGTERM");
+      } catch {
+        /* gone */
+      }
+    });
+    await sleep(200);
+    first.kill("SIGKILL");
+    const s1 = await until("a new supervisor", () => {
+      const st = state();
+      return st && st.pid !== s0.pid ? st : undefined;
+    });
+    lastSupervisor = s1.pid;
+    assert.equal(s1.servingPid, s0.servingPid, "the server went on serving");
+    await sleep(300);
+    process.kill(s1.servingPid, "SIGKILL");
+    const s2 = await until("a new server", () => {
+      const st = state();
+      return st?.servingPid && st.servingPid !== s0.servingPid ? st : undefined;
+    });
+    assert.equal(s2.pid, s1.pid);
+    assert.equal(s2.restarts, 1);
+    await sleep(200);
+    fs.writeFileSync(stop, "");
+    assert.equal(await reader.exited, 0);
+    assert.equal(reader.err, "");
+    for (const h of reader.out.trim().split("\n")) assert.equal(h, sha256(pattern(0, DATA_SIZE)));
+    process.kill(s1.pid, "SIGTERM");
+    await until("the mount to go", () => (mountInfo(mountpoint) ? undefined : true));
+    await until("the supervisor to end", () =>
+      fs.existsSync(`/proc/${s1.pid}`) ? undefined : true,
+    );
+  });
+
+  test("a server that keeps dying at start: retried with a bounded backoff until one serves", async () => {
+    const crashing = path.join(scratch.sub("crash-flag"), "crash");
+    fs.writeFileSync(crashing, "");
+    const states: SupervisorState[] = [];
+    const s = await supervise(
+      "crashing",
+      { FAILOVER_CRASH_WHILE: crashing },
+      undefined,
+      undefined,
+      {
+        backoffMs: 10,
+        maxBackoffMs: 200,
+        onState: (st) => states.push(st),
+      },
+    );
     const pid = await serving(s);
     process.kill(pid, "SIGKILL");
-    const end = await s.done;
-    assert.equal(end.kind, "gave-up");
-    assert.match(end.kind === "gave-up" ? end.reason : "", /died 5 times .*exit code 3/);
-    assert.equal(s.restarts, 4, "the killed server and four that died at start");
-    assert.ok(mountInfo(s.mountpoint), "the mount stays for a later recovery");
-    // Nobody holds the device any more: the mount is stale, as after any crash.
-    assert.throws(() => fs.readdirSync(s.mountpoint), /ENOTCONN|ECONNABORTED/);
+    // More deaths at start than the five after which it used to give up for good.
+    for (let i = 0; i < 3000 && s.restarts < 8; i++) await sleep(10);
+    assert.ok(s.restarts >= 8, `still restarting (${s.restarts} restarts)`);
+    assert.ok(mountInfo(s.mountpoint), "the mount stays");
+    const failing = states.filter((st) => st.servingPid === 0).at(-1);
+    assert.ok(failing && failing.quickFailures >= 6, "the deaths at start are reported");
+    assert.equal(failing?.lastExit, "exit code 3");
+    assert.ok(failing?.retryAtMs, "so is the next try");
+    const delays = states.filter((st) => st.retryAtMs).length;
+    assert.ok(delays >= 8);
+    fs.rmSync(crashing);
+    const next = await serving(s, pid);
+    assert.notEqual(next, pid);
+    assert.deepEqual(fs.readdirSync(s.mountpoint), ["data.bin"]);
+    assert.equal(states.at(-1)?.servingPid, next, "serving again is reported");
+    const end = await s.stop();
+    assert.equal(end.kind, "unmounted");
   });
 });
 

@@ -1,7 +1,7 @@
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import { callDaemon, type DaemonStatus } from "../../daemon/index.js";
+import { callDaemon, checkHealth, type DaemonStatus, type Health } from "../../daemon/index.js";
 import { type DetachedRecord, detachedAlive, readDetached } from "../../detach/index.js";
 import { listMigrations, migrationPaths } from "../../migration/index.js";
 import { formatTable, printJson } from "../table.js";
@@ -13,6 +13,8 @@ type Row = {
   id: string;
   status?: DaemonStatus;
   error?: string;
+  /** Whether it is really served (not for a detached one). */
+  health?: Health;
   /** A detached migration: no daemon, the process on plain files. */
   detached?: DetachedRecord & { alive: boolean };
 };
@@ -42,11 +44,12 @@ async function collect(ids?: string[]): Promise<Row[]> {
           { op: "status" },
           5000,
         )) as DaemonStatus;
-        return { id, status };
+        return { id, status, health: await checkHealth(id, status) };
       } catch (err) {
         const d = await readDetached(id);
         if (d) return { id, detached: { ...d, alive: await detachedAlive(d) } };
-        return { id, error: err instanceof Error ? err.message : String(err) };
+        const error = err instanceof Error ? err.message : String(err);
+        return { id, error, health: await checkHealth(id) };
       }
     }),
   );
@@ -117,6 +120,7 @@ function table(rows: Row[]): string {
       "PREFETCH",
       "CACHE DISK",
       "BYTES FROM",
+      "HEALTH",
     ],
     rows.map((r) => {
       const s = r.status;
@@ -124,9 +128,10 @@ function table(rows: Row[]): string {
       if (d) {
         const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
         const row = [r.id, "-", "not needed", pid, "-", "-", "-", `plain files in ${d.root}`];
-        return [...row, "-", "-", "-", "detached", "-", "-"];
+        return [...row, "-", "-", "-", "detached", "-", "-", "ok"];
       }
-      if (!s) return [r.id, "-", "daemon not running", ...Array<string>(11).fill("-")];
+      const health = r.health?.text ?? "-";
+      if (!s) return [r.id, "-", "daemon not running", ...Array<string>(11).fill("-"), health];
       const pid =
         s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
       return [
@@ -144,6 +149,7 @@ function table(rows: Row[]): string {
         prefetchText(s),
         cacheDiskText(s),
         sourcesText(s),
+        health,
       ];
     }),
   );
@@ -221,10 +227,12 @@ export function registerStatus(program: Command): void {
       const rows = await collect(ids);
       if (o.json) {
         printJson(
-          rows.map(
-            (r) =>
-              r.status ??
-              (r.detached ? { id: r.id, detached: r.detached } : { id: r.id, error: r.error }),
+          rows.map((r) =>
+            r.status
+              ? { ...r.status, health: r.health }
+              : r.detached
+                ? { id: r.id, detached: r.detached }
+                : { id: r.id, error: r.error, health: r.health },
           ),
         );
         return;
