@@ -32,8 +32,8 @@ const ORIG_RAX = 15 * 8;
 const RIP = 16 * 8;
 const RSP = 19 * 8;
 
-/** `syscall; int3`, padded with int3. */
-const CODE = Buffer.from([0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+/** `syscall; int3` */
+const CODE = Buffer.from([0x0f, 0x05, 0xcc]);
 
 type Ptrace = (req: number, pid: number, addr: number, data: number) => number;
 type PtraceBuf = (req: number, pid: number, addr: number, data: Buffer) => number;

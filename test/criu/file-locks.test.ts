@@ -128,7 +128,7 @@ describe("criu restore --file-locks keeps every POSIX lock", () => {
     while (counter(dir) < n + 3) await sleep(10);
   });
 
-  test("filelocks.img entries decode to kind, type and range", async () => {
+  test("filelocks.img entries and /proc lock lines decode to kind, type and range", async () => {
     const sub = join(dir, "decode");
     mkdirSync(sub);
     const entry = (flag: number, type: number, start: number, len: number) =>
@@ -149,5 +149,16 @@ describe("criu restore --file-locks keeps every POSIX lock", () => {
       { pid: 42, fd: 5, kind: "ofd", type: "write", start: 5, len: 9 },
     ]);
     assert.deepEqual(await imageLocks(join(dir, "none")), []);
+    const proc = [
+      "1: POSIX  ADVISORY  READ 7051 fe:00:2173266 128 128",
+      "1: -> POSIX  ADVISORY  WRITE 7060 fe:00:2173266 128 128",
+      "2: OFDLCK ADVISORY  WRITE -1 00:3a:12 0 EOF",
+      "lock:\t3: FLOCK  ADVISORY  WRITE 9 00:3a:13 0 EOF",
+    ].join("\n");
+    assert.deepEqual(parseLockLines(proc), [
+      { kind: "POSIX", type: "READ", pid: 7051, start: 128, end: 128 },
+      { kind: "OFDLCK", type: "WRITE", pid: -1, start: 0, end: "EOF" },
+      { kind: "FLOCK", type: "WRITE", pid: 9, start: 0, end: "EOF" },
+    ]);
   });
 });
