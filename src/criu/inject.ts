@@ -19,6 +19,9 @@ const PTRACE_INTERRUPT = 0x4207;
 const PTRACE_GETSIGMASK = 0x420a;
 const PTRACE_SETSIGMASK = 0x420b;
 const WALL = 0x40000000;
+const WNOHANG = 1;
+const STOP_WAIT_MS = 10_000;
+const nap = new Int32Array(new SharedArrayBuffer(4));
 const SIGTRAP = 5;
 const SIGSTOP = 19;
 
@@ -95,7 +98,15 @@ export function injectSyscall(pid: number, call: Syscall): number {
   const status = Buffer.alloc(4);
   /** Waits for the next stop; the stop signal, and the ptrace event in the high bits. */
   const waitStop = (): { sig: number; event: number } => {
-    if (c.waitpid(pid, status, WALL) !== pid) fail("waitpid");
+    // Polled, never blocking: a process that does not stop must not hang the restore.
+    const until = Date.now() + STOP_WAIT_MS;
+    for (;;) {
+      const r = c.waitpid(pid, status, WALL | WNOHANG);
+      if (r === pid) break;
+      if (r < 0) fail("waitpid");
+      if (Date.now() > until) throw new UserError(`process ${pid} did not stop for ptrace`);
+      Atomics.wait(nap, 0, 0, 1);
+    }
     const s = status.readInt32LE(0);
     if ((s & 0xff) !== 0x7f) throw new UserError(`process ${pid} ended while being relocked`);
     return { sig: (s >> 8) & 0xff, event: s >>> 16 };
