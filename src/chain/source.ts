@@ -37,7 +37,7 @@ export async function originProcessView(
     // LazyFS restores into a namespace of its own; namespace numbers are reused, so the pid
     // must match too.
     '[ "$ns" = "$self" ] && exit 0',
-    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && echo "dir \${f%/restored.json}"; done`,
+    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
     "true",
   ].join("\n");
   const r = await origin.exec(script);
@@ -45,14 +45,22 @@ export async function originProcessView(
   const ns = lines.find((l) => l.startsWith("ns "))?.split(" ");
   if (!ns) return { ownMountNs: false };
   const ownMountNs = ns[1] !== ns[2];
-  const dirs = lines.filter((l) => l.startsWith("dir ")).map((l) => l.slice(4));
-  if (dirs.length === 0) return { ownMountNs };
-  if (dirs.length > 1) {
+  const claims = lines
+    .filter((l) => l.startsWith("dir "))
+    .map((l) => {
+      const [, ms, ...dir] = l.split(" ");
+      return { restoredMs: Number(ms) || 0, dir: dir.join(" ") };
+    })
+    .sort((x, y) => y.restoredMs - x.restoredMs);
+  if (claims.length === 0) return { ownMountNs };
+  // An ended migration whose process had the same pid and whose namespace number was reused
+  // (the process migrated away and back) matches too: the newest restore is the live one.
+  if (claims.length > 1 && claims[0]!.restoredMs === claims[1]!.restoredMs) {
     throw new UserError(
-      `${origin.name}: pid ${pid} is claimed by more than one LazyFS migration there (${dirs.join(", ")})`,
+      `${origin.name}: pid ${pid} is claimed by more than one LazyFS migration there (${claims.map((c) => c.dir).join(", ")})`,
     );
   }
-  const stateDir = dirs[0]!;
+  const stateDir = claims[0]!.dir;
   let manifest: Manifest;
   try {
     const st = await origin.stat(`${stateDir}/manifest.json`);

@@ -7,6 +7,7 @@ export {
   WRAPPER_MARK,
   wrapperScript,
 } from "./bundle.js";
+export { type HeldLock, type ImageLock, imageLocks, parseLockLines } from "./file-locks.js";
 export {
   type CriuImage,
   decodeEntries,

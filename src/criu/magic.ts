@@ -97,7 +97,7 @@ const KINDS: ImageKind[] = [
   { name: "TTY_FILES", magic: 0x59433025, message: "tty_file_entry" },
   { name: "TTY_INFO", magic: 0x59453036 },
   { name: "TTY_DATA", magic: 0x59413026 },
-  { name: "FILE_LOCKS", magic: 0x54323616 },
+  { name: "FILE_LOCKS", magic: 0x54323616, message: "file_lock_entry" },
   { name: "RLIMIT", magic: 0x57113925 },
   { name: "FANOTIFY_FILE", magic: 0x55096122 },
   { name: "FANOTIFY_MARK", magic: 0x56506035 },

@@ -10,6 +10,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { readTail } from "../common/bounded-read.js";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
+import { dumpedProcesses, imageLocks, retakeLostLocks } from "./file-locks.js";
 import { LOG_TAIL_BYTES } from "./limits.js";
 import { locateCriu } from "./locate.js";
 
@@ -136,16 +137,42 @@ export interface RestoreOptions extends Omit<RunCriuOptions, "args"> {
   extraArgs?: string[];
 }
 
-/** `criu restore -d --pidfile`: returns once the tree runs detached, with its root pid. */
+/**
+ * `criu restore -d --pidfile`: returns once the tree runs detached, with its root pid. With
+ * `--file-locks` and POSIX locks in the images, the tree is restored stopped, the locks CRIU
+ * lost are taken back (file-locks.ts), and only then does it run.
+ */
 export async function criuRestore(opts: RestoreOptions): Promise<CriuRun & { pid: number }> {
   const pidFile = resolve(opts.pidFile ?? join(opts.imagesDir, "restore.pid"));
   const args = ["-d", "--pidfile", pidFile];
   if (opts.shellJob) args.push("--shell-job");
+  const locks = opts.extraArgs?.includes("--file-locks") ? await imageLocks(opts.imagesDir) : [];
+  const relock = locks.some((l) => l.kind === "posix");
+  if (relock) args.push("--leave-stopped");
   const run = await runCriu("restore", { ...opts, args: [...args, ...(opts.extraArgs ?? [])] });
   const text = await readFile(isAbsolute(pidFile) ? pidFile : resolve(pidFile), "utf8");
   const pid = Number.parseInt(text.trim(), 10);
   if (!Number.isInteger(pid) || pid <= 0) {
     throw new CriuError(`criu restore wrote no pid to ${pidFile}`, [], run.logFile);
   }
+  if (relock) {
+    const tree = await dumpedProcesses(opts.imagesDir);
+    try {
+      await retakeLostLocks(locks);
+    } catch (err) {
+      // Never let the process run without a lock it held: the restore failed.
+      for (const t of tree) signal(t.pid, "SIGKILL");
+      throw err;
+    }
+    for (const t of tree) if (t.running) signal(t.pid, "SIGCONT");
+  }
   return { ...run, pid };
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Already gone: nothing to stop or continue.
+  }
 }

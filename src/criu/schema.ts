@@ -78,6 +78,15 @@ message core_entry {
   optional thread_core_entry thread_core = 5;
 }
 
+message file_lock_entry {
+  required uint32 flag = 1;
+  required uint32 type = 2;
+  required int32 pid = 3;
+  required int32 fd = 4;
+  required int64 start = 5;
+  required int64 len = 6;
+}
+
 message fdinfo_entry {
   required uint32 id = 1;
   required uint32 flags = 2;

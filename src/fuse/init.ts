@@ -52,6 +52,10 @@ export function negotiate(
   o: InitOptions,
   kpt: Pick<KernelPassthrough, "negotiate">,
 ): Agreed {
+  // Never POSIX_LOCKS or FLOCK_LOCKS: without them the kernel keeps fcntl and flock locks
+  // itself, on the inode every process using the mount shares, where /proc/locks (and so a
+  // CRIU dump) sees them and a server restart keeps them. With them, locks would live only in
+  // the server and vanish from /proc/locks.
   let want =
     Init.ASYNC_READ |
     Init.BIG_WRITES |
