@@ -93,6 +93,21 @@ while True:
 let pair: HostPair;
 let lazyfs: LazyfsOnB;
 
+/** Asks the SQLite writer to stop (SIGUSR2); its output lines, which hold no ERROR. */
+async function stopWriter(pid: number, output: string, noError: string): Promise<string[]> {
+  await pair.b.exec("kill", ["-USR2", String(pid)]);
+  const lines = await waitFor("the writer to stop", async () => {
+    const l = await linesIn(pair.b, output);
+    return l.some((x) => x.startsWith("DONE")) ? l : undefined;
+  });
+  assert.deepEqual(
+    lines.filter((l) => l.startsWith("ERROR")),
+    [],
+    noError,
+  );
+  return lines;
+}
+
 async function row(id: string): Promise<Row> {
   const r = await lazyfs.run(["status", id, "--json"]);
   return (JSON.parse(r.stdout) as Row[])[0]!;
@@ -157,16 +172,7 @@ describe("supervision: no single point of failure, and a truthful status", {
       await waitFor("inserts after the failover", async () =>
         (await acked()) > progress + 4 ? true : undefined,
       );
-      await pair.b.exec("kill", ["-USR2", String(m.pid)]);
-      const lines = await waitFor("the writer to stop", async () => {
-        const l = await linesIn(pair.b, onB(out));
-        return l.some((x) => x.startsWith("DONE")) ? l : undefined;
-      });
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("ERROR")),
-        [],
-        "the writer saw no error",
-      );
+      const lines = await stopWriter(m.pid, onB(out), "the writer saw no error");
       const [, count, errors] = lines.find((l) => l.startsWith("DONE"))!.split(" ");
       assert.equal(errors, "0");
       assert.ok(await pair.b.pidAlive(m.pid), "the process lives on");
@@ -311,16 +317,7 @@ describe("supervision: no single point of failure, and a truthful status", {
       await waitFor("inserts after the recovery", async () =>
         (await linesIn(pair.b, onB(out))).length > progress + 4 ? true : undefined,
       );
-      await pair.b.exec("kill", ["-USR2", String(m.pid)]);
-      const lines = await waitFor("the writer to stop", async () => {
-        const l = await linesIn(pair.b, onB(out));
-        return l.some((x) => x.startsWith("DONE")) ? l : undefined;
-      });
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("ERROR")),
-        [],
-        "the writer waited, and saw no error",
-      );
+      await stopWriter(m.pid, onB(out), "the writer waited, and saw no error");
     } finally {
       if (m) {
         await pair.b
