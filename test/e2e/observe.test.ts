@@ -172,7 +172,9 @@ time.sleep(600)`;
       assert.equal(sampleValue(fams, "lazyfs_independent", { migration: m.id }), 1);
       assert.equal(fams.get("lazyfs_origin_bytes")?.type, "counter");
 
-      const dead = `mdead${randomBytes(3).toString("hex")}`;
+      // A migration whose daemon is gone: a state directory with a migration's name.
+      let dead = m.id;
+      while (dead === m.id) dead = `m${randomBytes(3).toString("hex")}`;
       await pair.b.exec("mkdir", ["-p", `${lazyfs.stateDir}/${dead}`]);
       const hostPort = port + 1;
       const wl = await pair.b.startWorkload(
