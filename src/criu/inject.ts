@@ -6,9 +6,8 @@
  * one). x86_64 only; ptrace, waitpid and the errno come through koffi (Node has no ptrace).
  */
 import { closeSync, openSync, readSync, writeSync } from "node:fs";
-import { createRequire } from "node:module";
-import { constants } from "node:os";
 import { errorMessage, UserError } from "../common/errors.js";
+import { errnoName, loadLibc } from "../common/libc.js";
 
 const PTRACE_GETREGS = 12;
 const PTRACE_SETREGS = 13;
@@ -49,29 +48,24 @@ interface Libc {
   errno: () => number;
 }
 
-const codes = new Map(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
-const errnoName = (n: number) => codes.get(n) ?? `errno ${n}`;
-
 let libc: Libc | string | undefined;
 
 function load(): Libc | string {
   if (process.platform !== "linux" || process.arch !== "x64") {
     return `only on Linux x86_64 (this is ${process.platform} ${process.arch})`;
   }
+  const shared = loadLibc();
+  if (typeof shared === "string") return shared;
   try {
-    const koffi = createRequire(import.meta.url)("koffi") as {
-      load(name: string): { func(name: string, ret: string, args: string[]): unknown };
-      errno(): number;
-    };
-    const c = koffi.load("libc.so.6");
+    const c = shared.lib;
     return {
       ptrace: c.func("ptrace", "long", ["int", "int", "uintptr_t", "uintptr_t"]) as Ptrace,
       ptraceBuf: c.func("ptrace", "long", ["int", "int", "uintptr_t", "void *"]) as PtraceBuf,
       waitpid: c.func("waitpid", "int", ["int", "void *", "int"]) as Waitpid,
-      errno: () => koffi.errno(),
+      errno: shared.errno,
     };
   } catch (err) {
-    return `koffi (FFI) not available: ${errorMessage(err)}`;
+    return `koffi: ${errorMessage(err)}`;
   }
 }
 

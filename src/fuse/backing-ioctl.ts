@@ -9,9 +9,9 @@
  * The kernel allows them only to a caller with CAP_SYS_ADMIN. koffi is loaded on first use;
  * when it cannot be loaded the caller gets the reason and serves files without passthrough.
  */
-import { createRequire } from "node:module";
-import { constants } from "node:os";
+
 import { errorMessage } from "../common/errors.js";
+import { errnoName, loadLibc } from "../common/libc.js";
 
 const FUSE_DEV_IOC_MAGIC = 229;
 const IOC_WRITE = 1;
@@ -44,8 +44,6 @@ export interface BackingIoctls {
 
 type Ioctl = (fd: number, request: number, type: string, arg: Buffer) => number;
 
-const codes = new Map(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
-
 let loaded: { ioctls?: BackingIoctls; reason?: string } | undefined;
 
 /** The ioctls, or why they cannot be made here (koffi missing, not Linux, no libc). */
@@ -56,33 +54,31 @@ export function backingIoctls(): { ioctls?: BackingIoctls; reason?: string } {
 
 function load(): { ioctls?: BackingIoctls; reason?: string } {
   if (process.platform !== "linux") return { reason: `not Linux (${process.platform})` };
+  const c = loadLibc();
+  if (typeof c === "string") return { reason: c };
+  let ioctl: Ioctl;
   try {
-    const koffi = createRequire(import.meta.url)("koffi") as {
-      load(name: string): { func(decl: string): unknown };
-      errno(): number;
-    };
-    const ioctl = koffi.load("libc.so.6").func("int ioctl(int, unsigned long, ...)") as Ioctl;
-    const fail = (what: string): never => {
-      const n = koffi.errno();
-      throw new IoctlError(codes.get(n) ?? `errno ${n}`, what);
-    };
-    return {
-      ioctls: {
-        open(devFd, fd) {
-          const map = Buffer.alloc(16);
-          map.writeInt32LE(fd, 0);
-          const id = ioctl(devFd, FUSE_DEV_IOC_BACKING_OPEN, "void *", map);
-          return id > 0 ? id : fail(`FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
-        },
-        close(devFd, id) {
-          const arg = Buffer.alloc(4);
-          arg.writeUInt32LE(id, 0);
-          if (ioctl(devFd, FUSE_DEV_IOC_BACKING_CLOSE, "void *", arg) < 0)
-            fail(`FUSE_DEV_IOC_BACKING_CLOSE of id ${id}`);
-        },
-      },
-    };
+    ioctl = c.lib.func("int ioctl(int, unsigned long, ...)") as Ioctl;
   } catch (err) {
-    return { reason: `koffi (FFI) not available: ${errorMessage(err)}` };
+    return { reason: `koffi: no ioctl in libc: ${errorMessage(err)}` };
   }
+  const fail = (what: string): never => {
+    throw new IoctlError(errnoName(c.errno()), what);
+  };
+  return {
+    ioctls: {
+      open(devFd, fd) {
+        const map = Buffer.alloc(16);
+        map.writeInt32LE(fd, 0);
+        const id = ioctl(devFd, FUSE_DEV_IOC_BACKING_OPEN, "void *", map);
+        return id > 0 ? id : fail(`FUSE_DEV_IOC_BACKING_OPEN of fd ${fd}`);
+      },
+      close(devFd, id) {
+        const arg = Buffer.alloc(4);
+        arg.writeUInt32LE(id, 0);
+        if (ioctl(devFd, FUSE_DEV_IOC_BACKING_CLOSE, "void *", arg) < 0)
+          fail(`FUSE_DEV_IOC_BACKING_CLOSE of id ${id}`);
+      },
+    },
+  };
 }
