@@ -8,18 +8,6 @@
 import { Command, CommanderError } from "commander";
 import { UserError } from "../common/errors.js";
 import { printable } from "../common/printable.js";
-import { registerDemo } from "./commands/demo.js";
-import { registerDetach } from "./commands/detach.js";
-import { registerInspect } from "./commands/inspect.js";
-import { registerLog } from "./commands/log.js";
-import { registerMetrics } from "./commands/metrics.js";
-import { registerMigrate } from "./commands/migrate.js";
-import { registerMount } from "./commands/mount.js";
-import { registerOrigin } from "./commands/origin.js";
-import { registerRestore } from "./commands/restore.js";
-import { registerRewrite } from "./commands/rewrite.js";
-import { registerStatus } from "./commands/status.js";
-import { registerUnmount } from "./commands/unmount.js";
 import { requireRootForPrivilegedCommands } from "./root.js";
 
 const program = new Command();
@@ -31,18 +19,37 @@ program
   .configureOutput({ outputError: () => {} });
 
 requireRootForPrivilegedCommands(program);
-registerInspect(program);
-registerMount(program);
-registerRewrite(program);
-registerRestore(program);
-registerMigrate(program);
-registerStatus(program);
-registerOrigin(program);
-registerUnmount(program);
-registerDetach(program);
-registerLog(program);
-registerMetrics(program);
-registerDemo(program);
+
+/**
+ * Each command's module, loaded only when needed: a command run loads its own module and
+ * what that imports, not every command's (a whole-program load costs ~0.3 s of Node start-up
+ * per call, which `lazyfs status` in a loop or a script would pay each time).
+ */
+const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
+  inspect: async () => (await import("./commands/inspect.js")).registerInspect,
+  mount: async () => (await import("./commands/mount.js")).registerMount,
+  rewrite: async () => (await import("./commands/rewrite.js")).registerRewrite,
+  restore: async () => (await import("./commands/restore.js")).registerRestore,
+  migrate: async () => (await import("./commands/migrate.js")).registerMigrate,
+  status: async () => (await import("./commands/status.js")).registerStatus,
+  origin: async () => (await import("./commands/origin.js")).registerOrigin,
+  unmount: async () => (await import("./commands/unmount.js")).registerUnmount,
+  detach: async () => (await import("./commands/detach.js")).registerDetach,
+  log: async () => (await import("./commands/log.js")).registerLog,
+  metrics: async () => (await import("./commands/metrics.js")).registerMetrics,
+  demo: async () => (await import("./commands/demo.js")).registerDemo,
+};
+
+/** The command named on the command line (its first word that is not an option), if any. */
+const named = process.argv.slice(2).find((arg) => !arg.startsWith("-"));
+const versionOnly =
+  named === undefined && process.argv.some((a) => a === "-V" || a === "--version");
+// Help or a mistyped command: every command is registered, as commander expects.
+const wanted =
+  named !== undefined && named in COMMANDS ? [named] : versionOnly ? [] : Object.keys(COMMANDS);
+for (const register of await Promise.all(wanted.map((name) => COMMANDS[name]!()))) {
+  register(program);
+}
 
 try {
   await program.parseAsync(process.argv);

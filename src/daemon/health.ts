@@ -5,15 +5,12 @@
  * never hangs status). When something does not, one reason and the command that repairs it.
  */
 import { deadConnection, type Probe, probePath } from "../common/probe.js";
-import {
-  migrationPaths,
-  mountNamespaceOf,
-  probeView,
-  readManifest,
-  readRestored,
-} from "../migration/index.js";
+// The files themselves, not migration/index.js: status loads only what it uses.
+import { readManifest } from "../migration/manifest.js";
+import { mountNamespaceOf, probeView } from "../migration/namespace.js";
+import { migrationPaths, readRestored } from "../migration/state.js";
 import type { DaemonStatus } from "./status.js";
-import { readSupervisorRecord } from "./supervisor.js";
+import { readSupervisorRecord } from "./supervisor-record.js";
 
 export interface Health {
   /**

@@ -11,7 +11,7 @@
  * old connection with them) binds the new connection into the process's own view too.
  */
 import { spawn } from "node:child_process";
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { errorMessage } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { writeFileAtomic } from "../common/private-files.js";
@@ -33,23 +33,9 @@ import {
 } from "../migration/index.js";
 import { secretsForChild, secretsPayload } from "./secrets.js";
 import { CLI_MAIN } from "./start.js";
+import type { SupervisorRecord } from "./supervisor-record.js";
 
 const log = logger("supervisor");
-
-/** What `supervisor.json` holds. */
-export interface SupervisorRecord extends SupervisorState {
-  pid: number;
-}
-
-export async function readSupervisorRecord(id: string): Promise<SupervisorRecord | undefined> {
-  try {
-    return JSON.parse(
-      await readFile(migrationPaths(id).supervisorState, "utf8"),
-    ) as SupervisorRecord;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Binds the new connection into the restored process's view if that one is dead. */
 async function reattach(id: string, manifest: Manifest, device: number): Promise<void> {

@@ -6,12 +6,9 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../common/errors.js";
-import {
-  bindsOfOthers,
-  migrationPaths,
-  mountNamespaceOf,
-  removeMountPoints,
-} from "../migration/index.js";
+// The files themselves, not migration/index.js: status reads this and loads only what it uses.
+import { bindsOfOthers, mountNamespaceOf, removeMountPoints } from "../migration/namespace.js";
+import { migrationPaths } from "../migration/state.js";
 
 /** What `<state>/<id>/detached.json` records: the migration lives on without LazyFS. */
 export interface DetachedRecord {

@@ -13,7 +13,6 @@ import { errnoCode, errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { isUnder } from "../common/paths.js";
 import { deadConnection, type Probe, probePath } from "../common/probe.js";
-import { rewriteImages } from "../criu/index.js";
 import { type Manifest, type ManifestFile, readManifest } from "./manifest.js";
 import { listMigrations, migrationPaths, type RestoredRecord } from "./state.js";
 
@@ -113,6 +112,8 @@ function pathInNamespace(manifest: Manifest, f: ManifestFile): string {
  * size check is dropped for files whose origin content keeps changing (policy remote).
  */
 export async function rewriteForNamespace(manifest: Manifest, outDir: string): Promise<number> {
+  // Loaded here, not at the top: `lazyfs status` uses this file and needs no CRIU image code.
+  const { rewriteImages } = await import("../criu/index.js");
   const byOrigin = new Map(manifest.files.map((f) => [f.originPath, f]));
   const changes = await rewriteImages(manifest.imagesDir, outDir, (path) => {
     const f = byOrigin.get(path);

@@ -4,8 +4,9 @@
  */
 import { existsSync } from "node:fs";
 import { UserError } from "../../common/errors.js";
-import type { DaemonStatus } from "../../daemon/index.js";
-import { type MigrationEvent, migrationPaths, readEvents } from "../../migration/index.js";
+import type { DaemonStatus } from "../../daemon/status.js";
+import { type MigrationEvent, readEvents } from "../../migration/events.js";
+import { migrationPaths } from "../../migration/state.js";
 import { formatTable, printable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 

@@ -1,9 +1,13 @@
-import cliProgress from "cli-progress";
+import type { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import { callDaemon, checkHealth, type DaemonStatus, type Health } from "../../daemon/index.js";
-import { type DetachedRecord, detachedAlive, readDetached } from "../../detach/index.js";
-import { listMigrations, migrationPaths } from "../../migration/index.js";
+// The files themselves, not the folders' index.js: status loads only what it uses (the whole
+// daemon alone costs ~0.3 s of start-up; status stays well under 200 ms).
+import { callDaemon } from "../../daemon/control.js";
+import { checkHealth, type Health } from "../../daemon/health.js";
+import type { DaemonStatus } from "../../daemon/status.js";
+import { type DetachedRecord, detachedAlive, readDetached } from "../../detach/detached.js";
+import { listMigrations, migrationPaths } from "../../migration/state.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs, formatRate } from "../units.js";
 import { originStateText } from "./origin-state.js";
@@ -156,6 +160,8 @@ function table(rows: Row[]): string {
 }
 
 async function watch(ids: string[] | undefined, intervalMs: number): Promise<void> {
+  // Only --watch draws bars: a plain status does not load the library.
+  const { default: cliProgress } = await import("cli-progress");
   const bars = new cliProgress.MultiBar(
     {
       format:
@@ -165,7 +171,7 @@ async function watch(ids: string[] | undefined, intervalMs: number): Promise<voi
     },
     cliProgress.Presets.shades_classic,
   );
-  const byId = new Map<string, cliProgress.SingleBar>();
+  const byId = new Map<string, SingleBar>();
   let stop = false;
   process.once("SIGINT", () => {
     stop = true;
