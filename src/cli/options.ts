@@ -185,7 +185,7 @@ export function parsePid(text: string, what: string, min = 1): number {
   return n;
 }
 
-function positiveInt(text: string, what: string): number {
+export function positiveInt(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n <= 0)
     throw new UserError(`${what} ${text}: expected a positive integer`);

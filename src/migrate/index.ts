@@ -5,6 +5,7 @@
  * May import every folder below it: daemon/, detach/, chain/, origin-host/, migration/, lazy/
  * and the rest. Only cli/ (and the demo) import it.
  */
+export { type DrainResult, type DrainSelection, drainProcesses } from "./drain.js";
 export { Interruption, MigrationInterrupted } from "./interrupt.js";
 export { migrateProcess } from "./migrate.js";
 export { parseMaps, parsePolicyRules, planMigration } from "./plan.js";

@@ -16,11 +16,14 @@ import {
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 import { detachRows, parseRemoteChoice } from "./detach.js";
+import { drainCommand } from "./drain.js";
 
 interface MigrateOpts extends CommonOpts, CriuOpts {
   from: string;
   onRestored?: string;
-  pid: string;
+  pid?: string;
+  unit?: string;
+  parallel: string;
   originCriu?: string;
   keepOriginImages?: boolean;
   originSnapshot?: string;
@@ -45,7 +48,15 @@ export function registerMigrate(program: Command): void {
       "--from <dest>",
       "the origin host as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
     )
-    .requiredOption("--pid <pid>", "root of the process tree to migrate (on the origin)")
+    .option(
+      "--pid <pid[,pid...]>",
+      "root of the process tree to migrate (on the origin); several, comma-separated, drain many trees in one command",
+    )
+    .option(
+      "--unit <name>",
+      "migrate every process tree of a systemd unit on the origin (or of a cgroup: --unit /path/in/sys/fs/cgroup)",
+    )
+    .option("--parallel <n>", "with several trees: how many migrate at once", "4")
     .option(
       "--origin-criu <path>",
       "CRIU on the origin (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
@@ -73,7 +84,13 @@ export function registerMigrate(program: Command): void {
     // Held until the result is printed: a migration that completed says so, whatever came.
     const interruption = Interruption.listen();
     try {
-      await migrate(cmd, o, interruption);
+      const pids = o.pid?.split(",");
+      if ((o.pid === undefined) === (o.unit === undefined)) {
+        throw new UserError("give --pid PID[,PID...] or --unit NAME (one of the two)");
+      }
+      if (o.unit !== undefined || (pids && pids.length > 1)) {
+        await drainCommand(cmd, o, interruption);
+      } else await migrate(cmd, o, interruption);
     } finally {
       interruption.close();
     }
@@ -90,7 +107,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
   }
   const r = await migrateProcess({
     origin: o.from,
-    pid: parsePid(o.pid, "--pid"),
+    pid: parsePid(o.pid!, "--pid"),
     ...common,
     criu: criuOptions(o),
     ...(o.onRestored ? { onRestored: o.onRestored } : {}),
