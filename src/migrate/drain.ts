@@ -9,7 +9,7 @@ import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import { openOrigin } from "../migration/index.js";
 import type { SftpOrigin } from "../origin/index.js";
-import { Interruption } from "./interrupt.js";
+import type { Interruption } from "./interrupt.js";
 import { migrateProcess } from "./migrate.js";
 import type { MigrateRequest, MigrateResult } from "./request.js";
 
@@ -77,7 +77,7 @@ export async function drainProcesses(req: DrainRequest): Promise<DrainResult> {
   };
 }
 
-/** One tree, with an Interruption of its own that hears the same signals as the drain's. */
+/** One tree, with an Interruption of its own that hears the drain's signals. */
 async function migrateTree(
   common: Omit<MigrateRequest, "pid" | "interruption">,
   pid: number,
@@ -86,7 +86,7 @@ async function migrateTree(
   if (drain.signal) {
     return { pid, error: `not started: interrupted (${drain.signal})`, exitCode: 130 };
   }
-  const interruption = Interruption.listen();
+  const interruption = drain.child();
   try {
     return { pid, migrated: await migrateProcess({ ...common, pid, interruption }) };
   } catch (err) {

@@ -34,11 +34,15 @@ export class Interruption {
   #signal: NodeJS.Signals | undefined;
   #committed = false;
   #wake: (() => void) | undefined;
+  /** Interruptions of the migrations a drain runs: each hears this one's signal. */
+  readonly #children = new Set<Interruption>();
+  #parent: Interruption | undefined;
   readonly #onSignal = (sig: NodeJS.Signals) => {
     if (this.#signal) return;
     this.#signal = sig;
     if (this.#committed) log.warn(`${sig} received: finishing the migration first (a few seconds)`);
     this.#wake?.();
+    for (const child of this.#children) child.#onSignal(sig);
   };
 
   /** Takes over the three signals until close(). */
@@ -46,6 +50,18 @@ export class Interruption {
     const i = new Interruption();
     for (const s of SIGNALS) process.on(s, i.#onSignal);
     return i;
+  }
+
+  /**
+   * One migration's Interruption inside a drain: it hears this one's signals (a signal that
+   * already came counts) without listening to the process itself, and has its own dump point.
+   */
+  child(): Interruption {
+    const c = new Interruption();
+    c.#parent = this;
+    this.#children.add(c);
+    if (this.#signal) c.#signal = this.#signal;
+    return c;
   }
 
   /** The first signal received, if any. */
@@ -87,8 +103,9 @@ export class Interruption {
     this.#committed = true;
   }
 
-  /** Gives the signals back to their default action. */
+  /** Gives the signals back to their default action (a child: stops hearing its parent). */
   close(): void {
+    if (this.#parent) this.#parent.#children.delete(this);
     for (const s of SIGNALS) process.off(s, this.#onSignal);
   }
 }
