@@ -104,11 +104,12 @@ describe("draining many trees in one command", { concurrency: false }, () => {
         "--pid",
         given.join(","),
         "--parallel",
-        "3",
+        "4",
         ...lazyfs!.sshArgs(),
         "--json",
       ],
       true,
+      900_000,
     );
     // Kill the daemon of the first migration that runs, while the others are still moving.
     let killed: { id: string; daemonPid: number } | undefined;
@@ -186,15 +187,19 @@ describe("draining many trees in one command", { concurrency: false }, () => {
       for (const pid of [...pids, child, sleeper]) {
         await a.exec("sh", ["-c", `echo ${pid} > '${root}${name}/cgroup.procs'`]);
       }
-      const r = await lazyfs!.run([
-        "migrate",
-        "--from",
-        `ssh://root@${pair!.a.address}`,
-        "--unit",
-        name,
-        ...lazyfs!.sshArgs(),
-        "--json",
-      ]);
+      const r = await lazyfs!.run(
+        [
+          "migrate",
+          "--from",
+          `ssh://root@${pair!.a.address}`,
+          "--unit",
+          name,
+          ...lazyfs!.sshArgs(),
+          "--json",
+        ],
+        false,
+        900_000,
+      );
       const report = JSON.parse(r.stdout) as DrainJson;
       assert.equal(report.cgroup, `${root}${name}`);
       assert.deepEqual(

@@ -60,11 +60,12 @@ export class LazyfsOnB {
     private readonly sshd: SshdHandle,
   ) {}
 
-  run(args: string[], allowFailure = false) {
+  /** `timeoutMs`: a drain of many trees on a loaded 2-core machine takes minutes. */
+  run(args: string[], allowFailure = false, timeoutMs = 120_000) {
     return this.pair.b.exec(process.execPath, [CLI, ...args], {
       allowFailure,
       env: { ...process.env, LAZYFS_STATE_DIR: this.stateDir },
-      timeoutMs: 120_000,
+      timeoutMs,
     });
   }
 
