@@ -124,6 +124,10 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdHandle> {
       "MaxSessions 100",
       "Subsystem sftp internal-sftp",
       "LogLevel INFO",
+      // A login shell that sources pyenv's init runs `pyenv rehash`, which waits 60 s for a
+      // lock that a killed shell (a test cuts links and kills sessions) may have left behind:
+      // every later command over SSH would stall. One try is enough for a test host.
+      "SetEnv PYENV_REHASH_TIMEOUT=0",
       "",
     ].join("\n"),
     { mode: 0o600 },
