@@ -132,8 +132,9 @@ function table(rows: Row[]): string {
       }
       const health = r.health?.text ?? "-";
       if (!s) return [r.id, "-", "daemon not running", ...Array<string>(11).fill("-"), health];
+      const ns = s.restoredNsPid === undefined ? "" : ` (ns ${s.restoredNsPid})`;
       const pid =
-        s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
+        s.restoredPid === null ? "-" : `${s.restoredPid}${ns}${s.restoredAlive ? "" : " (exited)"}`;
       return [
         s.id,
         s.origin,
