@@ -63,7 +63,7 @@ export async function originProcessView(
     // LazyFS restores into a namespace of its own; namespace numbers are reused, so the pid
     // must match too.
     '[ "$ns" = "$self" ] && exit 0',
-    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
+    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && ! grep -qF "\\"detached\\":true" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
     "true",
   ].join("\n");
   const [r, pidns] = await Promise.all([origin.exec(script), origin.exec(pidNamespaceScript(pid))]);

@@ -64,6 +64,7 @@ export {
   nsPids,
   PID_NAMESPACE_MODES,
   type PidNamespaceMode,
+  pidNamespacePrefix,
 } from "./pidns.js";
 export {
   type RegFileInfo,

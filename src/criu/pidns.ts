@@ -4,8 +4,8 @@
  *
  * `unshare --pid` (no --fork) puts the children of the command it runs into a new pid
  * namespace; that command is a small Perl launcher (perl-base is part of every Debian). Its
- * first child is the namespace's pid 1, our init: it mounts /proc for that namespace (in the
- * migration's private mount namespace, so nothing else sees it), runs `criu restore -d` as
+ * first child is the namespace's pid 1, our init: it mounts /proc for that namespace (in a
+ * private mount namespace, so nothing else sees it), runs `criu restore -d` as
  * its own child so the tree's root gets its original pid there, reports CRIU's exit status
  * to the launcher, and then stays as the namespace's reaper until the tree is gone (when pid
  * 1 of a namespace exits, the kernel kills everything in it). The launcher prints the init's
@@ -50,9 +50,13 @@ print "${INIT_MARK}$init\\n";
 exit(defined $rc ? $rc + 0 : 114);
 `;
 
-/** The command prefix that runs `criu restore -d ...` inside a new pid namespace. */
+/**
+ * The command prefix that runs `criu restore -d ...` inside a new pid namespace. A private
+ * mount namespace of its own too (a copy of the caller's, binds included): the init's /proc
+ * must never cover the host's.
+ */
 export function pidNamespacePrefix(): string[] {
-  return ["unshare", "--pid", "--", "perl", "-e", LAUNCHER];
+  return ["unshare", "--mount", "--propagation", "private", "--pid", "--", "perl", "-e", LAUNCHER];
 }
 
 /** Environment for the launcher. */

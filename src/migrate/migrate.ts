@@ -71,6 +71,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
+  /** The process lives in a pid namespace below the origin's: the images hold its pids there. */
+  let inOriginPidNs = false;
   let planOrigin: SftpOrigin | undefined;
   try {
     await interruption.race(origin.connect(), origin.name);
@@ -132,6 +134,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     checkpoint();
     remoteDir = await makeRemoteDumpDir(origin);
     const inPidNs = view.pidNamespace;
+    inOriginPidNs = inPidNs !== undefined;
     const dumpArgv = [
       // CRIU inside the process's own mount namespace: the images hold the paths it sees.
       // In a pid namespace of its own there, CRIU dumps it from inside, by its pid there.
@@ -310,6 +313,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
             keepStopped,
             imagesDir: paths.images,
             pid: req.pid,
+            inPidNamespace: inOriginPidNs,
             criu: criuOpts,
             originCriu,
           })

@@ -101,8 +101,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
     interruption,
   });
   const t = r.timeline;
-  if (r.pidNamespace && !o.json)
-    process.stderr.write(`${pidNamespaceLine(r.pid, r.pidNamespace)}\n`);
+  if (r.pidNamespace) process.stderr.write(`${pidNamespaceLine(r.pid, r.pidNamespace)}\n`);
   let detached: DetachResult | undefined;
   if (o.detach) {
     // The wait for independence may be long: Ctrl-C ends it (the migration is done).
