@@ -1,11 +1,13 @@
 /**
  * End to end: a process whose pid is taken on the target migrates with no extra flags. Its
  * tree is restored into a new pid namespace of its own (it keeps its pid there), the CLI says
- * so in one line, `status` shows both pids, detach restores it into a pid namespace again
- * (its pid is still taken), and a second migration from there (B -> C, run on C) dumps it
- * from inside its namespace. A counter's output goes on exactly through all of it.
+ * so in one line, and `status` shows both pids. A second migration from there (B -> C, run on
+ * C) dumps it from inside its namespace and, its pid being taken on C too, restores it into a
+ * new one again; detach there does the same once more. A counter's output goes on exactly
+ * through all of it.
  */
 import assert from "node:assert/strict";
+import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import type { DaemonStatus } from "../../src/daemon/index.js";
 import type { DetachResult } from "../../src/detach/index.js";
@@ -28,6 +30,8 @@ import {
 let pair: ClientHostPair;
 let lazyfs: LazyfsOnB;
 let sshdB: SshdHandle;
+/** known_hosts with A's and B's keys; B's client key is admitted by A's sshd too. */
+let knownHosts: string;
 const stateC = `/var/lib/lazyfs-test-${process.pid}-c`;
 
 type WithNs = Migrated & { pidNamespace?: { nsPid: number; initPid: number; taken?: number } };
@@ -76,6 +80,15 @@ describe("pid namespaces: a taken pid never blocks a migration", { concurrency: 
   before(async () => {
     ({ pair, lazyfs } = await startHosts({ client: true }));
     sshdB = await pair.startSshdOn(pair.b);
+    const sshdA = lazyfs.sshArgs();
+    knownHosts = `${sshdB.dir}/known_hosts_ab`;
+    const aKnown = await readFile(sshdA[3]!, "utf8");
+    await writeFile(knownHosts, `${aKnown.trim()}\n${sshdB.hostKeyLine}\n`, { mode: 0o600 });
+    const aDir = sshdA[1]!.replace(/\/id_ed25519$/, "");
+    await appendFile(
+      `${aDir}/authorized_keys`,
+      await readFile(`${sshdB.identityFile}.pub`, "utf8"),
+    );
   });
   after(async () => {
     await onC(["unmount", "--all", "--force"], true).catch(() => {});
@@ -101,8 +114,10 @@ describe("pid namespaces: a taken pid never blocks a migration", { concurrency: 
       ["-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done"],
       { stdout: out, cwd: dir },
     );
-    const holder = await holdPid(pair.b, wl.pid);
-    assert.equal(holder, wl.pid, "the workload's pid is taken on b");
+    const holderB = await holdPid(pair.b, wl.pid);
+    const holderC = await holdPid(pair.c, wl.pid);
+    assert.equal(holderB, wl.pid, "the workload's pid is taken on b");
+    assert.equal(holderC, wl.pid, "the workload's pid is taken on c");
 
     // never: today's refusal, in one line; the process runs on on a.
     const refused = await lazyfs.run(
@@ -117,7 +132,7 @@ describe("pid namespaces: a taken pid never blocks a migration", { concurrency: 
     await grows(pair.a, wl.pid, out, before);
 
     // auto (no flag): restored into a new pid namespace, said in one line.
-    const r = await lazyfs.run(lazyfs.migrateArgs(wl.pid, ["--prefetch", "immediate"]));
+    const r = await lazyfs.run(lazyfs.migrateArgs(wl.pid));
     const m = JSON.parse(r.stdout) as WithNs;
     assert.equal(m.pidNamespace?.nsPid, wl.pid);
     assert.equal(m.pidNamespace?.taken, wl.pid);
@@ -140,33 +155,44 @@ describe("pid namespaces: a taken pid never blocks a migration", { concurrency: 
     const table = await lazyfs.run(["status", m.id]);
     assert.ok(table.stdout.includes(`${m.pid} (ns ${wl.pid})`), table.stdout);
 
-    // detach: dumped from inside its namespace, restored into a new one (the pid is still taken).
-    const d = JSON.parse(
-      (await lazyfs.run(["detach", m.id, "--wait", "60000", "--json"])).stdout,
-    ) as DetachResult;
-    assert.equal(d.nsPid, wl.pid);
-    const detached = await grows(pair.b, d.pid, out, onB.length + 20);
-    assertExact(detached);
-
-    // B -> C, run on C: CRIU dumps it inside its pid namespace on B.
+    // B -> C, run on C: CRIU dumps it inside its pid namespace on B; taken on C too.
     const c = await onC([
       "migrate",
       "--from",
       `ssh://root@${pair.b.address}`,
       "--pid",
-      String(d.pid),
+      String(m.pid),
       "-i",
       sshdB.identityFile,
       "--known-hosts",
-      sshdB.knownHostsFile,
+      knownHosts,
+      "--prefetch",
+      "immediate",
       "--json",
     ]);
     const mc = JSON.parse(c.stdout) as WithNs;
-    const onCLines = await grows(pair.c, mc.pid, out, detached.length + 20);
+    assert.equal(mc.pidNamespace?.nsPid, wl.pid, "the process keeps its pid");
+    const onCLines = await grows(pair.c, mc.pid, out, onB.length + 20);
     assertExact(onCLines);
-    const nsPidOnC = mc.pidNamespace?.nsPid ?? mc.pid;
-    assert.equal(nsPidOnC, wl.pid, "the process keeps its pid");
-    await pair.c.exec("kill", ["-KILL", String(mc.pidNamespace?.initPid ?? mc.pid)]);
-    await pair.b.exec("kill", ["-KILL", String(holder)], { allowFailure: true });
+
+    // detach on C: dumped from inside its namespace, restored into a new one.
+    const d = JSON.parse(
+      (await onC(["detach", mc.id, "--wait", "90000", "--json"])).stdout,
+    ) as DetachResult;
+    assert.equal(d.nsPid, wl.pid);
+    const detached = await grows(pair.c, d.pid, out, onCLines.length + 20);
+    assertExact(detached);
+    const stC = JSON.parse((await onC(["status", mc.id, "--json"])).stdout) as {
+      detached?: { pid: number; alive: boolean };
+    }[];
+    assert.equal(stC[0]?.detached?.pid, d.pid);
+    assert.equal(stC[0]?.detached?.alive, true);
+    await pair.c.exec("kill", ["-KILL", String(d.pid)]);
+    await lazyfs.run(["unmount", m.id, "--force"], true);
+    for (const [host, pid] of [
+      [pair.b, holderB],
+      [pair.c, holderC],
+    ] as const)
+      await host.exec("kill", ["-KILL", String(pid)], { allowFailure: true });
   });
 });
