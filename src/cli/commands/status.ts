@@ -126,7 +126,8 @@ function table(rows: Row[]): string {
       const s = r.status;
       const d = r.detached;
       if (d) {
-        const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
+        const ns = d.nsPid === undefined ? "" : ` (ns ${d.nsPid})`;
+        const pid = `${d.pid}${ns}${d.alive ? "" : " (exited)"}`;
         const row = [r.id, "-", "not needed", pid, "-", "-", "-", `plain files in ${d.root}`];
         return [...row, "-", "-", "-", "detached", "-", "-", "ok"];
       }
