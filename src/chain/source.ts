@@ -20,6 +20,32 @@ export interface OriginProcessView {
   ownMountNs: boolean;
   /** When the process runs on LazyFS there: the migration it came with. */
   chain?: ChainSource;
+  /**
+   * The process lives in a pid namespace below the origin's (e.g. restored there by LazyFS
+   * into one of its own): CRIU must dump it from inside (`nsenter -t INIT -p -m`), by its pid
+   * there.
+   */
+  pidNamespace?: { initPid: number; nsPid: number };
+}
+
+/**
+ * Prints `pidns INIT NSPID` when `pid` lives in a pid namespace below ours: the init is the
+ * nearest ancestor that is pid 1 of that namespace (the reaper every orphan goes to).
+ */
+function pidNamespaceScript(pid: number): string {
+  return [
+    `s=$(grep '^NSpid:' /proc/${pid}/status) || exit 0`,
+    "set -- $s",
+    '[ "$#" -gt 2 ] || exit 0',
+    "for x; do inner=$x; done",
+    `ns=$(readlink /proc/${pid}/ns/pid); p=${pid}`,
+    'while [ "$p" -gt 1 ]; do',
+    '  p=$(sed -n "s/^PPid:[[:space:]]*//p" /proc/$p/status) || exit 0',
+    '  [ -n "$p" ] && [ "$(readlink /proc/$p/ns/pid)" = "$ns" ] || exit 0',
+    '  set -- $(grep "^NSpid:" /proc/$p/status); for x; do last=$x; done',
+    '  [ "$last" = 1 ] && { echo "pidns $p $inner"; exit 0; }',
+    "done",
+  ].join("\n");
 }
 
 const DEFAULT_ROOTS = ["/var/lib/lazyfs", "/var/lib/lazyfs-*"];
@@ -37,13 +63,16 @@ export async function originProcessView(
     // LazyFS restores into a namespace of its own; namespace numbers are reused, so the pid
     // must match too.
     '[ "$ns" = "$self" ] && exit 0',
-    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
+    `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && ! grep -qF "\\"detached\\":true" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
     "true",
   ].join("\n");
-  const r = await origin.exec(script);
+  const [r, pidns] = await Promise.all([origin.exec(script), origin.exec(pidNamespaceScript(pid))]);
+  const nsLine = pidns.stdout.split("\n").find((l) => l.startsWith("pidns "));
+  const [initPid, nsPid] = (nsLine?.split(" ").slice(1) ?? []).map(Number);
+  const pidNamespace = initPid && nsPid ? { pidNamespace: { initPid, nsPid } } : {};
   const lines = r.stdout.split("\n");
   const ns = lines.find((l) => l.startsWith("ns "))?.split(" ");
-  if (!ns) return { ownMountNs: false };
+  if (!ns) return { ownMountNs: false, ...pidNamespace };
   const ownMountNs = ns[1] !== ns[2];
   const claims = lines
     .filter((l) => l.startsWith("dir "))
@@ -52,7 +81,7 @@ export async function originProcessView(
       return { restoredMs: Number(ms) || 0, dir: dir.join(" ") };
     })
     .sort((x, y) => y.restoredMs - x.restoredMs);
-  if (claims.length === 0) return { ownMountNs };
+  if (claims.length === 0) return { ownMountNs, ...pidNamespace };
   // An ended migration whose process had the same pid and whose namespace number was reused
   // (the process migrated away and back) matches too: the newest restore is the live one.
   if (claims.length > 1 && claims[0]!.restoredMs === claims[1]!.restoredMs) {
@@ -85,6 +114,7 @@ export async function originProcessView(
   }
   return {
     ownMountNs,
+    ...pidNamespace,
     chain: {
       firstOrigin: manifest.origin,
       id: manifest.id,

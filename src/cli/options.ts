@@ -6,7 +6,13 @@ import { UserError } from "../common/errors.js";
 import { normalizeAbsolute } from "../common/paths.js";
 import { printable } from "../common/printable.js";
 import { shq } from "../common/shell.js";
-import { addCriuOpt, type CriuOptions, parseCgroupMode, parseNetworkLock } from "../criu/index.js";
+import {
+  addCriuOpt,
+  type CriuOptions,
+  parseCgroupMode,
+  parseNetworkLock,
+  parsePidNamespaceMode,
+} from "../criu/index.js";
 import { parseListen } from "../daemon/index.js";
 import type { PolicyRule } from "../fetch/index.js";
 import { parseMaps, parsePolicyRules } from "../migrate/index.js";
@@ -109,6 +115,11 @@ export function addCriuOptions(cmd: Command): Command {
     )
     .option("--shell-job", "the process tree uses a controlling terminal")
     .option(
+      "--pid-namespace <when>",
+      "restore into a new pid namespace of its own: auto (default: when a pid of the tree is taken here), always, never (refuse instead)",
+      "auto",
+    )
+    .option(
       "--criu-opt <opt>",
       "any other CRIU option, for dump and restore; dump:OPT or restore:OPT for one side (repeatable; write --criu-opt=--flag)",
       collect,
@@ -149,6 +160,7 @@ export interface CriuOpts {
   manageCgroups?: boolean | string;
   networkLock?: string;
   shellJob?: boolean;
+  pidNamespace?: string;
   criuOpt?: string[];
 }
 
@@ -169,6 +181,7 @@ export function criuOptions(o: CriuOpts): CriuOptions {
     ...(o.manageCgroups !== undefined ? { manageCgroups: parseCgroupMode(o.manageCgroups) } : {}),
     ...(o.networkLock ? { networkLock: parseNetworkLock(o.networkLock) } : {}),
     ...(o.shellJob ? { shellJob: true } : {}),
+    ...(o.pidNamespace ? { pidNamespace: parsePidNamespaceMode(o.pidNamespace) } : {}),
     extra,
   };
 }

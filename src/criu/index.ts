@@ -57,7 +57,15 @@ export {
   type NetworkLock,
   parseCgroupMode,
   parseNetworkLock,
+  parsePidNamespaceMode,
 } from "./options.js";
+export {
+  hostPidsIn,
+  nsPids,
+  PID_NAMESPACE_MODES,
+  type PidNamespaceMode,
+  pidNamespacePrefix,
+} from "./pidns.js";
 export {
   type RegFileInfo,
   type RewriteChange,
@@ -72,6 +80,7 @@ export {
   criuErrorLines,
   criuRestore,
   type DumpOptions,
+  type RestoredRoot,
   type RestoreOptions,
   type RunCriuOptions,
   runCriu,

@@ -4,6 +4,7 @@
  * mistake (CRIU refuses e.g. a restore without `--tcp-close` when the dump had it).
  */
 import { UserError } from "../common/errors.js";
+import { PID_NAMESPACE_MODES, type PidNamespaceMode } from "./pidns.js";
 
 export interface CriuOptions {
   /** Checkpoint and restore established TCP connections (both sides). */
@@ -24,6 +25,8 @@ export interface CriuOptions {
   shellJob?: boolean;
   /** How CRIU locks the network while TCP connections are frozen (dump; restore reads it). */
   networkLock?: NetworkLock;
+  /** Restore into a new pid namespace: always, never, or when a pid is taken (auto, default). */
+  pidNamespace?: PidNamespaceMode;
   /** Anything else, verbatim (`--criu-opt`). */
   extra?: { dump: string[]; restore: string[] };
 }
@@ -164,4 +167,15 @@ export function parseCgroupMode(v: boolean | string): boolean | string {
   throw new UserError(
     `--manage-cgroups ${JSON.stringify(v)}: expected one of ${CGROUP_MODES.join(", ")}`,
   );
+}
+
+/** `--pid-namespace always|never|auto`. */
+export function parsePidNamespaceMode(text: string): PidNamespaceMode {
+  const mode = PID_NAMESPACE_MODES.find((m) => m === text);
+  if (!mode) {
+    throw new UserError(
+      `--pid-namespace ${JSON.stringify(text)}: not one of ${PID_NAMESPACE_MODES.join(", ")}`,
+    );
+  }
+  return mode;
 }

@@ -13,6 +13,7 @@ import { logger } from "../common/log.js";
 import { dumpedProcesses, imageLocks, retakeLostLocks } from "./file-locks.js";
 import { LOG_TAIL_BYTES } from "./limits.js";
 import { locateCriu } from "./locate.js";
+import { hostPidsIn, initPidFrom, pidNamespaceEnv, pidNamespacePrefix } from "./pidns.js";
 
 const log = logger("criu");
 
@@ -44,6 +45,8 @@ export interface RunCriuOptions {
    * terminal.
    */
   ownSession?: boolean;
+  /** Further environment for the command. */
+  env?: Record<string, string>;
 }
 
 export interface CriuRun {
@@ -80,6 +83,7 @@ export async function runCriu(action: string, opts: RunCriuOptions): Promise<Cri
       const child = spawn(command[0]!, command.slice(1), {
         stdio: ["ignore", "pipe", "pipe"],
         detached: opts.ownSession ?? false,
+        ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
       });
       let stdout = "";
       let stderr = "";
@@ -135,6 +139,16 @@ export interface RestoreOptions extends Omit<RunCriuOptions, "args"> {
   /** Where CRIU writes the restored root pid; default `<imagesDir>/restore.pid`. */
   pidFile?: string;
   extraArgs?: string[];
+  /** Restore into a new pid namespace of its own (pidns.ts). */
+  newPidNamespace?: boolean;
+}
+
+export interface RestoredRoot {
+  /** The root's pid on this host. */
+  pid: number;
+  /** With a new pid namespace: the root's pid inside it (its original pid) and its init's host pid. */
+  nsPid?: number;
+  initPid?: number;
 }
 
 /**
@@ -142,34 +156,63 @@ export interface RestoreOptions extends Omit<RunCriuOptions, "args"> {
  * `--file-locks` and POSIX locks in the images, the tree is restored stopped, the locks CRIU
  * lost are taken back (file-locks.ts), and only then does it run.
  */
-export async function criuRestore(opts: RestoreOptions): Promise<CriuRun & { pid: number }> {
+export async function criuRestore(opts: RestoreOptions): Promise<CriuRun & RestoredRoot> {
   const pidFile = resolve(opts.pidFile ?? join(opts.imagesDir, "restore.pid"));
   const args = ["-d", "--pidfile", pidFile];
   if (opts.shellJob) args.push("--shell-job");
   const locks = opts.extraArgs?.includes("--file-locks") ? await imageLocks(opts.imagesDir) : [];
   const relock = locks.some((l) => l.kind === "posix");
   if (relock) args.push("--leave-stopped");
-  const run = await runCriu("restore", { ...opts, args: [...args, ...(opts.extraArgs ?? [])] });
+  const inNs = opts.newPidNamespace ?? false;
+  const run = await runCriu("restore", {
+    ...opts,
+    args: [...args, ...(opts.extraArgs ?? [])],
+    ...(inNs
+      ? {
+          prefix: [...(opts.prefix ?? []), ...pidNamespacePrefix()],
+          env: { ...opts.env, ...pidNamespaceEnv(opts.ownSession ?? false) },
+        }
+      : {}),
+  });
   const text = await readFile(isAbsolute(pidFile) ? pidFile : resolve(pidFile), "utf8");
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0) {
+  const rootPid = Number.parseInt(text.trim(), 10);
+  if (!Number.isInteger(rootPid) || rootPid <= 0) {
     throw new CriuError(`criu restore wrote no pid to ${pidFile}`, [], run.logFile);
   }
+  const tree = relock || inNs ? await dumpedProcesses(opts.imagesDir) : [];
+  // The pids CRIU and the images speak of are the namespace's; ptrace and signals need ours.
+  let hostPid = (p: number) => p;
+  let root: RestoredRoot = { pid: rootPid };
+  if (inNs) {
+    const initPid = initPidFrom(run.stdout);
+    if (!initPid) throw new CriuError("criu restore: no pid namespace init", [], run.logFile);
+    const map = await hostPidsIn(initPid, [rootPid, ...tree.map((t) => t.pid)]);
+    const pid = map.get(rootPid);
+    if (!pid) {
+      throw new CriuError(
+        `the restored process ${rootPid} ended right after its restore`,
+        [],
+        run.logFile,
+      );
+    }
+    hostPid = (p) => map.get(p) ?? -1;
+    root = { pid, nsPid: rootPid, initPid };
+  }
   if (relock) {
-    const tree = await dumpedProcesses(opts.imagesDir);
     try {
-      await retakeLostLocks(locks);
+      await retakeLostLocks(locks.map((l) => ({ ...l, pid: hostPid(l.pid) })));
     } catch (err) {
       // Never let the process run without a lock it held: the restore failed.
-      for (const t of tree) signal(t.pid, "SIGKILL");
+      for (const t of tree) signal(hostPid(t.pid), "SIGKILL");
       throw err;
     }
-    for (const t of tree) if (t.running) signal(t.pid, "SIGCONT");
+    for (const t of tree) if (t.running) signal(hostPid(t.pid), "SIGCONT");
   }
-  return { ...run, pid };
+  return { ...run, ...root };
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
+  if (pid <= 0) return;
   try {
     process.kill(pid, sig);
   } catch {

@@ -51,11 +51,6 @@ function planned(m: Manifest): boolean {
   return m.files.length > 0 || m.lazyDirs.length > 0;
 }
 
-async function restoredPid(file: string): Promise<number | null> {
-  const r = await readRestored(file);
-  return typeof r.pid === "number" ? r.pid : null;
-}
-
 /** What a serving daemon holds. */
 interface Serving {
   manifest: Manifest;
@@ -281,7 +276,8 @@ class Daemon {
       first && last && last.t > first.t
         ? ((last.bytes - first.bytes) * 1000) / (last.t - first.t)
         : 0;
-    const pid = await restoredPid(this.paths.restored);
+    const restored = await readRestored(this.paths.restored);
+    const pid = typeof restored.pid === "number" ? restored.pid : null;
     return {
       id: this.id,
       origin: manifest.origin,
@@ -292,6 +288,7 @@ class Daemon {
       serverRestarts: this.handover?.restarts ?? 0,
       startedMs: this.startedMs,
       restoredPid: pid,
+      ...(typeof restored.nsPid === "number" ? { restoredNsPid: restored.nsPid } : {}),
       restoredAlive: alive(pid),
       files: manifest.files.filter((f) => f.served).length,
       dirs: st.dirs,

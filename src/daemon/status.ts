@@ -24,6 +24,8 @@ export interface DaemonStatus extends ObservedFigures {
   serverRestarts: number;
   startedMs: number;
   restoredPid: number | null;
+  /** Restored into a new pid namespace: the root's pid there (restoredPid is the host's). */
+  restoredNsPid?: number;
   restoredAlive: boolean;
   files: number;
   /** Lazy directories: listed on the origin (crawled) or not yet, files found not yet fetched. */

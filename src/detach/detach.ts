@@ -19,7 +19,7 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
@@ -31,6 +31,7 @@ import {
   criuRestore,
   criuRestoreArgs,
   encodeImage,
+  loadDump,
   locateCriu,
   type RewritePath,
   readImage,
@@ -39,13 +40,13 @@ import {
 import { callControl, type DaemonStatus, stopDaemon } from "../daemon/index.js";
 import { snapshotTree } from "../lazy/index.js";
 import {
+  choosePidNamespace,
   migrationPaths,
   mountNamespaceOf,
   namespacePrefix,
   prepareMountPoints,
   readManifest,
   readRestored,
-  waitPidsFree,
   writeManifest,
 } from "../migration/index.js";
 import { DEFAULT_BLOCK_SIZE } from "../store/index.js";
@@ -78,8 +79,10 @@ export interface DetachRequest {
 
 export interface DetachResult {
   id: string;
-  /** The process (its root pid is kept by CRIU). */
+  /** The process's host pid (CRIU keeps its root pid, inside a new pid namespace if need be). */
   pid: number;
+  /** Restored into a new pid namespace: the root's pid there. */
+  nsPid?: number;
   root: string;
   /** The directories bind-mounted in the process's new mount namespace. */
   binds: string[];
@@ -128,22 +131,6 @@ async function awaitIndependence(req: DetachRequest): Promise<DaemonStatus> {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-/** Every pid and tid of the tree rooted at `pid` (they must be free for the restore). */
-async function treePids(pid: number): Promise<number[]> {
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length > 0) {
-    const p = todo.pop()!;
-    const tids = await readdir(`/proc/${p}/task`).catch(() => [] as string[]);
-    for (const t of tids) {
-      out.push(Number(t));
-      const kids = await readFile(`/proc/${p}/task/${t}/children`, "utf8").catch(() => "");
-      for (const k of kids.split(/\s+/).filter(Boolean)) todo.push(Number(k));
-    }
-  }
-  return [...new Set([pid, ...out])];
 }
 
 /** `sync -f`: the mount's dirty pages (shared mappings) reach the daemon, hence the store. */
@@ -236,7 +223,6 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   await mkdir(root, { recursive: true, mode: 0o700 }).catch((err) => {
     throw new UserError(`cannot make ${root} for the process's files: ${errorMessage(err)}`);
   });
-  const pids = await treePids(pid);
   // Remote files as the images name them: the process's paths (planned files' ids).
   const remoteSet = new Set(
     status.perFile.filter((f) => f.policy === "remote").flatMap((f) => [f.path, f.id]),
@@ -245,12 +231,16 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
 
   // ---- the freeze: dump, materialise, restore ---------------------------------------------
   const tDump = Date.now();
+  // A tree in a pid namespace of its own is dumped from inside it, by its pid there.
+  const inNs = restored.nsPid !== undefined && restored.initPid !== undefined;
   await criuDump({
-    pid,
+    pid: inNs ? restored.nsPid! : pid,
     imagesDir: images,
     logFile: join(work, "dump.log"),
     criuPath: criu.path,
-    prefix: ["nsenter", `--mount=/proc/${pid}/ns/mnt`, "--"],
+    prefix: inNs
+      ? ["nsenter", "-t", String(restored.initPid), "-p", "-m", "--"]
+      : ["nsenter", `--mount=/proc/${pid}/ns/mnt`, "--"],
     extraArgs: criuDumpArgs(criuOpts),
   }).catch((err: unknown) => {
     // CRIU lets the tree run on when its dump fails.
@@ -264,7 +254,14 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   const tDumped = Date.now();
   let materialized: MaterializeResult;
   let newPid: number;
+  let newNsPid: number | undefined;
+  let newInitPid: number | undefined;
   let tPlaced: number;
+  // The pids the restore needs: the tree's own, as the images name them.
+  const pids = await loadDump(images).then(
+    (d) => [...new Set(d.tasks.flatMap((t) => [t.pid, ...t.threads]))],
+    () => [] as number[],
+  );
   try {
     await syncMount(manifest.mountpoint);
     const entries = await snapshotTree(manifest.cacheDir);
@@ -282,14 +279,19 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     // A served file outside every bind root was opened through the mount's own path.
     await rewriteInPlace(images, moveAndDrop(manifest.mountpoint, root, remoteSet));
     await prepareMountPoints(manifest.binds);
-    await waitPidsFree(pids, 10_000);
+    const choice = await choosePidNamespace(criuOpts.pidNamespace ?? "auto", pids, 10_000);
     tPlaced = Date.now();
-    ({ pid: newPid } = await criuRestore({
+    ({
+      pid: newPid,
+      nsPid: newNsPid,
+      initPid: newInitPid,
+    } = await criuRestore({
       imagesDir: images,
       logFile: join(work, "restore.log"),
       criuPath: criu.path,
       extraArgs: criuRestoreArgs(criuOpts),
       prefix: detachedNamespacePrefix(root, manifest.binds),
+      newPidNamespace: choice.newNamespace,
     }));
   } catch (err) {
     throw await rollBack(err);
@@ -298,8 +300,10 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
 
   // ---- after the freeze: LazyFS goes ------------------------------------------------------
   const mountNs = (await mountNamespaceOf(newPid)) ?? null;
+  const inNewNs = newNsPid !== undefined ? { nsPid: newNsPid, initPid: newInitPid } : {};
   const record: DetachedRecord = {
     pid: newPid,
+    ...inNewNs,
     mountNs,
     root,
     binds: manifest.binds,
@@ -318,7 +322,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   await writeFile(detachedPath(req.id), `${JSON.stringify(record)}\n`);
   await writeFile(
     paths.restored,
-    `${JSON.stringify({ pid: newPid, mountNs, restoredMs: tRestored, detached: true })}\n`,
+    `${JSON.stringify({ pid: newPid, ...inNewNs, mountNs, restoredMs: tRestored, detached: true })}\n`,
   );
   // The process's namespace mounts on the directories LazyFS created: they are its now, and
   // the daemon must not remove them when it stops.
@@ -339,6 +343,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   return {
     id: req.id,
     pid: newPid,
+    ...(newNsPid !== undefined ? { nsPid: newNsPid } : {}),
     root,
     binds: manifest.binds,
     materialized,
@@ -356,18 +361,20 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     try {
       await rewriteInPlace(images, moveAndDrop(root, manifest.mountpoint, remoteSet));
       await prepareMountPoints(manifest.binds);
-      await waitPidsFree(pids, 10_000);
+      const choice = await choosePidNamespace(criuOpts.pidNamespace ?? "auto", pids, 10_000);
       const back = await criuRestore({
         imagesDir: images,
         logFile: join(work, "restore-back.log"),
         criuPath: criu.path,
         extraArgs: criuRestoreArgs(criuOpts),
         prefix: namespacePrefix(manifest),
+        newPidNamespace: choice.newNamespace,
       });
       const ns = await mountNamespaceOf(back.pid);
+      const inNs = back.nsPid !== undefined ? { nsPid: back.nsPid, initPid: back.initPid } : {};
       await writeFile(
         paths.restored,
-        `${JSON.stringify({ pid: back.pid, mountNs: ns, restoredMs: Date.now() })}\n`,
+        `${JSON.stringify({ pid: back.pid, ...inNs, mountNs: ns, restoredMs: Date.now() })}\n`,
       );
       await rm(work, { recursive: true, force: true });
       return new UserError(

@@ -12,7 +12,11 @@ import { migrationPaths } from "../migration/state.js";
 
 /** What `<state>/<id>/detached.json` records: the migration lives on without LazyFS. */
 export interface DetachedRecord {
+  /** The process's host pid. */
   pid: number;
+  /** In a pid namespace of its own: its pid there, and the namespace init's host pid. */
+  nsPid?: number;
+  initPid?: number;
   mountNs: string | null;
   root: string;
   binds: string[];

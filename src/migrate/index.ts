@@ -10,4 +10,4 @@ export { Interruption, MigrationInterrupted } from "./interrupt.js";
 export { migrateProcess } from "./migrate.js";
 export { parseMaps, parsePolicyRules, planMigration } from "./plan.js";
 export type { MigrateResult } from "./request.js";
-export { prepare, restoreLazily, rewriteForMount } from "./restore.js";
+export { pidNamespaceLine, prepare, restoreLazily, rewriteForMount } from "./restore.js";

@@ -71,6 +71,8 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
   let originCriu: OriginCriu | undefined;
   /** The original waits frozen for the verdict (false: one kernel and pid namespace). */
   let keepStopped = true;
+  /** The process lives in a pid namespace below the origin's: the images hold its pids there. */
+  let inOriginPidNs = false;
   let planOrigin: SftpOrigin | undefined;
   try {
     await interruption.race(origin.connect(), origin.name);
@@ -131,13 +133,20 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     const originCriuMs = Date.now() - tCriu;
     checkpoint();
     remoteDir = await makeRemoteDumpDir(origin);
+    const inPidNs = view.pidNamespace;
+    inOriginPidNs = inPidNs !== undefined;
     const dumpArgv = [
       // CRIU inside the process's own mount namespace: the images hold the paths it sees.
-      ...(view.ownMountNs ? ["nsenter", `--mount=/proc/${req.pid}/ns/mnt`, "--"] : []),
+      // In a pid namespace of its own there, CRIU dumps it from inside, by its pid there.
+      ...(inPidNs
+        ? ["nsenter", "-t", String(inPidNs.initPid), "-p", "-m", "--"]
+        : view.ownMountNs
+          ? ["nsenter", `--mount=/proc/${req.pid}/ns/mnt`, "--"]
+          : []),
       originCriu.path,
       "dump",
       "-t",
-      String(req.pid),
+      String(inPidNs ? inPidNs.nsPid : req.pid),
       "-D",
       remoteDir,
       "-o",
@@ -208,12 +217,14 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
       daemon,
       ...(chain ? { chain } : {}),
     });
-    restoredPid = restored.pid;
+    // A tree in a pid namespace of its own ends with its init.
+    restoredPid = restored.pidNamespace?.initPid ?? restored.pid;
     const tRestored = Date.now();
     if (req.onRestored) {
       await runOnRestored(req.onRestored, {
         LAZYFS_ID: id,
         LAZYFS_PID: String(restored.pid),
+        ...(restored.pidNamespace ? { LAZYFS_NS_PID: String(restored.pidNamespace.nsPid) } : {}),
         LAZYFS_ORIGIN: req.origin,
       });
     }
@@ -222,7 +233,14 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
     dumped = false;
     restoredPid = undefined;
     if (keepStopped) {
-      await originTree(origin, restored.dumped, req.pid, criuOpts, originCriu.nftPath)
+      // The images name the tree by its pids in its namespace there: walk it by ours.
+      await originTree(
+        origin,
+        inPidNs ? undefined : restored.dumped,
+        req.pid,
+        criuOpts,
+        originCriu.nftPath,
+      )
         .then((tree) => tree.end())
         .catch((err) =>
           log.warn("could not end the original on the origin; it is still stopped there", {
@@ -295,6 +313,7 @@ export async function migrateProcess(req: MigrateRequest): Promise<MigrateResult
             keepStopped,
             imagesDir: paths.images,
             pid: req.pid,
+            inPidNamespace: inOriginPidNs,
             criu: criuOpts,
             originCriu,
           })

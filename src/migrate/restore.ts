@@ -21,6 +21,7 @@ import {
   type ChainSource,
   checkDestination,
   checkMountpoint,
+  choosePidNamespace,
   discardMigration,
   type Manifest,
   makeStateDir,
@@ -37,7 +38,6 @@ import {
   type ServeOptions,
   type Snapshot,
   type SshOptions,
-  waitPidsFree,
   writeManifest,
 } from "../migration/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
@@ -78,7 +78,10 @@ export interface RestoreRequest {
 
 export interface RestoreResult {
   id: string;
+  /** The restored root's pid on this host. */
   pid: number;
+  /** Restored into a new pid namespace: the root's pid there (its original), and why. */
+  pidNamespace?: RestoredPidNamespace;
   manifest: Manifest;
   /** The dumped tree as the images describe it: its processes (root first) and CRIU's run id. */
   dumped: DumpedTree;
@@ -88,6 +91,20 @@ export interface RestoreResult {
   criuRestoreMs: number;
   /** Paths rewritten into the mount. */
   rewritten: number;
+}
+
+export interface RestoredPidNamespace {
+  nsPid: number;
+  /** The host pid of the namespace's init (LazyFS's reaper, criu/pidns.ts). */
+  initPid: number;
+  /** Auto: a pid of the tree that was taken here. */
+  taken?: number;
+}
+
+/** The one line that tells the user the tree got a pid namespace of its own. */
+export function pidNamespaceLine(pid: number, ns: RestoredPidNamespace): string {
+  const why = ns.taken !== undefined ? `pid ${ns.taken} in use here` : "--pid-namespace always";
+  return `${why}: restored into a new pid namespace; host pid ${pid} (pid ${ns.nsPid} inside)`;
 }
 
 export interface DumpedTree {
@@ -181,7 +198,11 @@ export async function restoreLazily(req: RestoreRequest): Promise<RestoreResult>
 async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
   const { manifest, pids, dumped, ms: planMs } = await prepare(req);
   const paths = migrationPaths(manifest.id);
-  await waitPidsFree(pids, req.pidWaitMs ?? 10_000);
+  const pidChoice = await choosePidNamespace(
+    req.criu?.pidNamespace ?? "auto",
+    pids,
+    req.pidWaitMs ?? 10_000,
+  );
   // The daemon loads the plan while the images are rewritten: both only need the manifest.
   let t = Date.now();
   let mountMs = 0;
@@ -192,6 +213,7 @@ async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
   );
   mounting.catch(() => {}); // awaited below; a rewrite error must not leave it unhandled
   let pid: number;
+  let pidNamespace: RestoredPidNamespace | undefined;
   let rewritten = 0;
   let rewriteMs = 0;
   try {
@@ -202,14 +224,23 @@ async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
     await mounting;
     t = Date.now();
     const restoreArgs = criuRestoreArgs(req.criu ?? {});
-    ({ pid } = await criuRestore({
+    const root = await criuRestore({
       imagesDir: paths.lazyImages,
       logFile: `${paths.dir}/restore.log`,
       ...(req.criuPath ? { criuPath: req.criuPath } : {}),
       extraArgs: restoreArgs,
       prefix: namespacePrefix(manifest),
       ownSession: !restoreArgs.some((a) => a === "--shell-job" || a === "-j"),
-    }));
+      newPidNamespace: pidChoice.newNamespace,
+    });
+    pid = root.pid;
+    if (root.nsPid !== undefined && root.initPid !== undefined) {
+      pidNamespace = {
+        nsPid: root.nsPid,
+        initPid: root.initPid,
+        ...(pidChoice.taken !== undefined ? { taken: pidChoice.taken } : {}),
+      };
+    }
     if (!(await mountNamespaceOf(pid))) {
       throw new UserError(`the restored process ${pid} ended right after its restore`);
     }
@@ -220,15 +251,27 @@ async function restoreWithId(req: RestoreRequest): Promise<RestoreResult> {
     throw err;
   }
   const criuRestoreMs = Date.now() - t;
-  recordEvent(paths.dir, "restore", { pid, durationMs: criuRestoreMs, rewritten });
+  recordEvent(paths.dir, "restore", {
+    pid,
+    durationMs: criuRestoreMs,
+    rewritten,
+    ...(pidNamespace ? { nsPid: pidNamespace.nsPid } : {}),
+  });
+  if (pidNamespace) log.info(pidNamespaceLine(pid, pidNamespace));
   const mountNs = await mountNamespaceOf(pid);
   await writeFileAtomic(
     paths.restored,
-    `${JSON.stringify({ pid, mountNs, restoredMs: Date.now() })}\n`,
+    `${JSON.stringify({
+      pid,
+      ...(pidNamespace ? { nsPid: pidNamespace.nsPid, initPid: pidNamespace.initPid } : {}),
+      mountNs,
+      restoredMs: Date.now(),
+    })}\n`,
   );
   return {
     id: manifest.id,
     pid,
+    ...(pidNamespace ? { pidNamespace } : {}),
     manifest,
     dumped,
     planMs,

@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { errorMessage, UserError } from "../common/errors.js";
 import { shq } from "../common/shell.js";
-import { type CriuOptions, loadDump } from "../criu/index.js";
+import { type CriuOptions, loadDump, pidNamespacePrefix } from "../criu/index.js";
 import type { SftpOrigin } from "../origin/index.js";
 import { type OriginCriu, OriginTree, originTreePids } from "../origin-host/index.js";
 import { type DumpedTree, dumpedTree } from "./restore.js";
@@ -61,6 +61,8 @@ export interface DumpedOnOrigin {
   keepStopped: boolean;
   imagesDir: string;
   pid: number;
+  /** The tree lived in a pid namespace below the origin's: the images name it by its pids there. */
+  inPidNamespace?: boolean;
   criu: CriuOptions;
   originCriu: OriginCriu | undefined;
 }
@@ -99,8 +101,11 @@ export async function bringBack(b: DumpedOnOrigin): Promise<BroughtBack> {
 /** The frozen original resumed; returns the tail of the error line. */
 async function resumeFrozen(b: DumpedOnOrigin): Promise<string> {
   const { origin, pid, originCriu } = b;
-  // Without the images (their transfer failed) the origin's /proc knows the tree.
-  const dumped = await loadDump(b.imagesDir).then(dumpedTree, () => undefined);
+  // Without the images (their transfer failed), or when they name the tree by its pids in a
+  // pid namespace of its own, the origin's /proc knows the tree.
+  const dumped = b.inPidNamespace
+    ? undefined
+    : await loadDump(b.imagesDir).then(dumpedTree, () => undefined);
   const tree = await originTree(origin, dumped, pid, b.criu, originCriu?.nftPath);
   await tree.resume();
   const running = await tree.alive();
@@ -115,10 +120,23 @@ async function restoreBack(b: DumpedOnOrigin): Promise<BroughtBack> {
   const { origin, remoteDir, pid, originCriu } = b;
   const wait = `i=0; while [ -e /proc/${pid} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; `;
   const criu = originCriu?.path ?? "criu";
-  const back = await origin.exec(
-    wait +
-      [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"].map(shq).join(" "),
+  const restore = [criu, "restore", "-d", "-D", remoteDir, "-o", "restore-back.log", "-v4"];
+  // Its pids may be taken there meanwhile: a new pid namespace, as a restore here would do.
+  const mode = b.criu.pidNamespace ?? "auto";
+  const pids = await loadDump(b.imagesDir).then(
+    (d) => d.tasks.flatMap((t) => [t.pid, ...t.threads]),
+    () => [] as number[],
   );
+  const taken = pids.map((p) => `[ -e /proc/${p} ]`).join(" || ") || "false";
+  const plain = restore.map(shq).join(" ");
+  const inNs = [...pidNamespacePrefix(), ...restore].map(shq).join(" ");
+  const choose =
+    mode === "never"
+      ? plain
+      : mode === "always"
+        ? inNs
+        : `if ${taken}; then ${inNs}; else ${plain}; fi`;
+  const back = await origin.exec(wait + choose);
   return back.code === 0
     ? { fate: `; the process was restored back on ${origin.name}`, keepImages: false }
     : {

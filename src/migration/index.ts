@@ -49,7 +49,7 @@ export {
   type ServeOptions,
   type SshOptions,
 } from "./options.js";
-export { waitPidsFree } from "./pids.js";
+export { choosePidNamespace, type PidNamespaceChoice, waitPidsFree } from "./pids.js";
 export {
   listMigrations,
   type MigrationPaths,

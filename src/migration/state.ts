@@ -105,7 +105,11 @@ export async function listMigrations(root = stateRoot()): Promise<string[]> {
 
 /** What restored.json records of the restored tree. */
 export interface RestoredRecord {
+  /** The restored root's pid on this host. */
   pid?: number;
+  /** Restored into a new pid namespace: the root's pid there, and the namespace init's host pid. */
+  nsPid?: number;
+  initPid?: number;
   /** The mount namespace the restored tree lives in. */
   mountNs?: string;
 }

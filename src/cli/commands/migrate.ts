@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
 import { type DetachResult, detachMigration } from "../../detach/index.js";
-import { Interruption, migrateProcess } from "../../migrate/index.js";
+import { Interruption, migrateProcess, pidNamespaceLine } from "../../migrate/index.js";
 import { parsePrefetch } from "../../migration/index.js";
 import { parseSnapshotMode } from "../../origin-host/index.js";
 import {
@@ -68,7 +68,7 @@ export function registerMigrate(program: Command): void {
     )
     .option(
       "--on-restored <command>",
-      "shell command run here once the process runs here, before its original is ended (e.g. move a service address); $LAZYFS_PID, $LAZYFS_ID are set; failure aborts the migration",
+      "shell command run here once the process runs here, before its original is ended (e.g. move a service address); $LAZYFS_PID (host pid), $LAZYFS_ID (and $LAZYFS_NS_PID in a new pid namespace) are set; failure aborts the migration",
     )
     .option(
       "--detach",
@@ -118,6 +118,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
     interruption,
   });
   const t = r.timeline;
+  if (r.pidNamespace) process.stderr.write(`${pidNamespaceLine(r.pid, r.pidNamespace)}\n`);
   let detached: DetachResult | undefined;
   if (o.detach) {
     // The wait for independence may be long: Ctrl-C ends it (the migration is done).
@@ -139,6 +140,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
     printJson({
       id: r.id,
       pid: r.pid,
+      ...(r.pidNamespace ? { pidNamespace: r.pidNamespace } : {}),
       mountpoint: r.manifest.mountpoint,
       criu: r.criu,
       originKept: r.originKept,

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { UserError } from "../../common/errors.js";
-import { restoreLazily } from "../../migrate/index.js";
+import { pidNamespaceLine, restoreLazily } from "../../migrate/index.js";
 import {
   addCommonOptions,
   addCriuOptions,
@@ -41,6 +41,7 @@ export function registerRestore(program: Command): void {
       printJson({
         id: r.id,
         pid: r.pid,
+        ...(r.pidNamespace ? { pidNamespace: r.pidNamespace } : {}),
         mountpoint: r.manifest.mountpoint,
         served: r.manifest.files.filter((f) => f.served).length,
         rewritten: r.rewritten,
@@ -51,6 +52,7 @@ export function registerRestore(program: Command): void {
       });
     } else {
       process.stdout.write(`${r.pid}\n`);
+      if (r.pidNamespace) process.stderr.write(`${pidNamespaceLine(r.pid, r.pidNamespace)}\n`);
       process.stderr.write(
         `restored pid ${r.pid} as migration ${r.id}; ${r.rewritten} path(s) served from ${r.manifest.mountpoint}\n`,
       );

@@ -130,14 +130,16 @@ function table(rows: Row[]): string {
       const s = r.status;
       const d = r.detached;
       if (d) {
-        const pid = `${d.pid}${d.alive ? "" : " (exited)"}`;
+        const ns = d.nsPid === undefined ? "" : ` (ns ${d.nsPid})`;
+        const pid = `${d.pid}${ns}${d.alive ? "" : " (exited)"}`;
         const row = [r.id, "-", "not needed", pid, "-", "-", "-", `plain files in ${d.root}`];
         return [...row, "-", "-", "-", "detached", "-", "-", "ok"];
       }
       const health = r.health?.text ?? "-";
       if (!s) return [r.id, "-", "daemon not running", ...Array<string>(11).fill("-"), health];
+      const ns = s.restoredNsPid === undefined ? "" : ` (ns ${s.restoredNsPid})`;
       const pid =
-        s.restoredPid === null ? "-" : `${s.restoredPid}${s.restoredAlive ? "" : " (exited)"}`;
+        s.restoredPid === null ? "-" : `${s.restoredPid}${ns}${s.restoredAlive ? "" : " (exited)"}`;
       return [
         s.id,
         s.origin,
