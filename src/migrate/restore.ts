@@ -22,6 +22,7 @@ import {
   checkDestination,
   checkMountpoint,
   discardMigration,
+  hostPathsFor,
   type Manifest,
   makeStateDir,
   migrationPaths,
@@ -37,6 +38,7 @@ import {
   type ServeOptions,
   type Snapshot,
   type SshOptions,
+  type View,
   waitPidsFree,
   writeManifest,
 } from "../migration/index.js";
@@ -74,6 +76,10 @@ export interface RestoreRequest {
   snapshotDirs?: string[];
   /** The origin runs the process on LazyFS itself: a chained migration (chain/source.ts). */
   chain?: ChainSource;
+  /** What the process sees of the origin (default `dirs`; the CLI's default is `whole`). */
+  view?: View;
+  /** Further target paths the whole view leaves to the target (`--host-path`). */
+  hostPaths?: string[];
 }
 
 export interface RestoreResult {
@@ -120,6 +126,7 @@ export async function prepare(
     const dump = await loadDump(req.imagesDir);
     const conn = req.originConnection ?? openOrigin(req.origin, req.ssh);
     origin = conn;
+    const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     const manifest = await planMigration({
       id,
       dump,
@@ -127,7 +134,7 @@ export async function prepare(
       statOrigin: (p) => conn.stat(p),
       ...(req.checkpointStats ? { checkpointStats: req.checkpointStats } : {}),
       mtimePrecisionMs: conn.mtimePrecisionMs,
-      mountpoint: req.mountpoint ?? paths.defaultMountpoint,
+      mountpoint,
       cacheDir: req.cacheDir ?? paths.cache,
       imagesDir: req.imagesDir,
       policies: req.policies,
@@ -136,6 +143,17 @@ export async function prepare(
       serve: req.serve,
       ...(req.lazyDirs ? { lazyDirPaths: req.lazyDirs } : {}),
       ...(req.snapshots ? { snapshots: req.snapshots } : {}),
+      ...(req.view === "whole"
+        ? {
+            view: "whole" as const,
+            hostPaths: hostPathsFor({
+              mountpoint,
+              ...(req.hostPaths ? { extra: req.hostPaths } : {}),
+              ...(req.criuPath ? { criuPath: req.criuPath } : {}),
+            }),
+            listOriginRoot: () => conn.readdir("/"),
+          }
+        : {}),
     });
     if (req.snapshotDirs?.length) manifest.snapshotDirs = req.snapshotDirs;
     if (req.chain) manifest.chain = req.chain;

@@ -72,31 +72,54 @@ export async function removeMountPoints(
  * `[...namespacePrefix(manifest), "criu", "restore", ...]`.
  */
 export function namespacePrefix(manifest: Manifest): string[] {
-  return bindNamespacePrefix(manifest.mountpoint, manifest.binds);
+  return bindNamespacePrefix(manifest.mountpoint, manifest.binds, "", manifest.hostPaths ?? []);
 }
 
 /**
+ * Binds by descriptor: every source is opened before the first bind, so a bind over `/usr` or
+ * `/var` hides neither the LazyFS tree nor a host path that is to be put back on top of it.
+ * `mount -c` keeps `/proc/self/fd/N` as given (canonicalized, it would name the covered path).
+ * A host path that is not a plain file or directory on the target has nothing to put back.
+ */
+const BIND_SCRIPT = `mp=$1; shift
+exec {src}<"$mp" || exit 111
+binds=(); while [ "$1" != -- ]; do binds+=("$1"); shift; done; shift
+kept=(); while [ "$1" != -- ]; do
+  if [ -f "$1" ] || [ -d "$1" ]; then exec {fd}<"$1" || exit 111; kept+=("$fd:$1"); fi; shift
+done; shift
+for b in "\${binds[@]}"; do mount -c --bind "/proc/self/fd/$src$b" "$b" || exit 111; done
+for k in "\${kept[@]}"; do
+  fd=\${k%%:*}; mount -c --rbind "/proc/self/fd/$fd" "\${k#*:}" || exit 111; exec {fd}<&-
+done
+exec {src}<&-
+exec "$@"`;
+
+/**
  * A new private mount namespace in which each of `binds` is a bind mount of `<source><bind>`,
- * after the shell commands `before` ran in it.
+ * then each of `hostPaths` is the target's own again (bound back over those binds), after the
+ * shell commands `before` ran in it.
  */
 export function bindNamespacePrefix(
   source: string,
   binds: readonly string[],
   before = "",
+  hostPaths: readonly string[] = [],
 ): string[] {
-  const script = `${before}${before ? "\n" : ""}mp=$1; shift; while [ "$1" != -- ]; do mount --bind "$mp$1" "$1" || exit 111; shift; done; shift; exec "$@"`;
+  const script = `${before}${before ? "\n" : ""}${BIND_SCRIPT}`;
   return [
     "unshare",
     "--mount",
     "--propagation",
     "private",
     "--",
-    "sh",
+    "bash",
     "-c",
     script,
-    "sh",
+    "bash",
     source,
     ...binds,
+    "--",
+    ...hostPaths,
     "--",
   ];
 }
