@@ -6,12 +6,12 @@
  * document root and reloading its configuration.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
+import { type ClientHostPair, DATA_DIR } from "../../src/hosts/index.js";
 import { AWAIT_GO, type LazyfsOnB, linesIn, startHosts, stopHosts, waitFor } from "./helpers.js";
 
-let pair: HostPair;
+let pair: ClientHostPair;
 let lazyfs: LazyfsOnB;
 
 const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -35,7 +35,7 @@ while True: time.sleep(1)
 
 describe("the whole-origin view", { concurrency: false }, () => {
   before(async () => {
-    ({ pair, lazyfs } = await startHosts());
+    ({ pair, lazyfs } = await startHosts({ client: true }));
   });
   after(() => stopHosts({ pair, lazyfs }));
 
@@ -94,6 +94,96 @@ describe("the whole-origin view", { concurrency: false }, () => {
       assert.equal(st.identical.hashMismatches, 1, JSON.stringify(st.identical));
     } finally {
       await lazyfs.stop(m);
+    }
+  });
+
+  test("nginx (master + 2 workers) serves files of its document root no process had open at the dump, byte-exact, and nginx -s reload works", async () => {
+    const dir = `${DATA_DIR}/wv-nginx`;
+    const www = `${DATA_DIR}/wv-www`;
+    const conf = `${dir}/nginx.conf`;
+    await pair.a.exec("mkdir", ["-p", dir, www]);
+    const files = [1, 2, 3, 4, 5].map((i) => ({ name: `f${i}.bin`, data: randomBytes(i << 18) }));
+    for (const f of files) await pair.a.writeFile(`${www}/${f.name}`, f.data);
+    await pair.a.writeFile(`${www}/index.html`, "<h1>nginx on LazyFS</h1>\n");
+    await pair.addServiceAddress(pair.a);
+    await pair.addServiceAddress(pair.b);
+    await pair.routeServiceTo(pair.a);
+    const s = pair.serviceAddress;
+    // Workers as root: CRIU's parasite cannot raise RLIMIT_NOFILE inside a worker that gave up
+    // its privileges (user nobody), on a plain CRIU dump too.
+    const config = (extra: string) => `daemon off;
+user root;
+master_process on;
+worker_processes 2;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 64; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server { listen ${s}:8080; root ${www};${extra} }
+}
+`;
+    await pair.a.writeFile(conf, config(""));
+    const master = await pair.a.startWorkload("nginx", ["-c", conf], {
+      stdout: `${dir}/stdout.log`,
+    });
+    const get = async (path: string) =>
+      (
+        await pair.c.exec(
+          "python3",
+          [
+            "-c",
+            "import sys,urllib.request,hashlib\nb=urllib.request.urlopen(sys.argv[1],timeout=10).read()\nprint(hashlib.sha256(b).hexdigest(), b[:40].decode('latin-1').strip())",
+            `http://${s}:8080${path}`,
+          ],
+          { timeoutMs: 30_000 },
+        )
+      ).stdout.trim();
+    await waitFor("nginx on A", async () =>
+      (await get("/index.html").catch(() => "")) ? true : undefined,
+    );
+    const workers = async (host: typeof pair.a, pid: number) =>
+      (await host.exec("pgrep", ["-P", String(pid)], { allowFailure: true })).stdout
+        .split("\n")
+        .filter(Boolean);
+    assert.equal((await workers(pair.a, master.pid)).length, 2, "master and 2 workers on A");
+    const m = await lazyfs.migrate(master.pid);
+    try {
+      await pair.routeServiceTo(pair.b);
+      await pair.removeServiceAddress(pair.a);
+      assert.equal((await workers(pair.b, m.pid)).length, 2, "master and 2 workers on B");
+      for (const f of files) {
+        assert.equal((await get(`/${f.name}`)).split(" ")[0], sha256(f.data), f.name);
+      }
+      // The configuration is read by name again, from the origin's tree, in the process's view.
+      await pair.b.writeFile(
+        `${m.mountpoint}${conf}`,
+        config(' location = /reloaded { return 200 "reloaded\\n"; }'),
+      );
+      await pair.b.exec("nsenter", [
+        `--mount=/proc/${m.pid}/ns/mnt`,
+        "--",
+        "nginx",
+        "-c",
+        conf,
+        "-s",
+        "reload",
+      ]);
+      await waitFor("the reloaded configuration", async () =>
+        (await get("/reloaded").catch(() => "")).endsWith("reloaded") ? true : undefined,
+      );
+      assert.equal((await get("/f3.bin")).split(" ")[0], sha256(files[2]!.data));
+      const errors = await pair.b.readFile(`${m.mountpoint}${dir}/error.log`);
+      assert.doesNotMatch(errors, /\[emerg\]|No such file/, errors);
+    } finally {
+      await lazyfs.stop(m);
+      await pair.removeServiceAddress(pair.b).catch(() => {});
+      await pair.removeServiceAddress(pair.a).catch(() => {});
     }
   });
 });
