@@ -80,6 +80,8 @@ class Daemon {
   private sampler?: NodeJS.Timeout;
   /** Set while releasing the origin waits for the cache to be made durable (a full disk). */
   private releaseRetry?: NodeJS.Timeout;
+  /** Independent, but the whole view keeps the origin until detach (said once). */
+  private keptForView = false;
   /** Identical copies on the target (the whole view). */
   private twins?: Twins;
   private readonly observer;
@@ -265,6 +267,8 @@ class Daemon {
     if ((this.originState as OriginState) === "released") return;
     // The rest of the whole view stays a fetch on reference until detach: the origin stays.
     if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
+      if (this.keptForView) return;
+      this.keptForView = true;
       log.info(
         "the process's data and referenced files are local; the whole view keeps the origin until detach",
         { origin: s.manifest.origin },

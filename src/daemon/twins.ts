@@ -26,6 +26,12 @@ const log = logger("twins");
 /** SSH servers allow 10 sessions per connection by default; leave room for the rest. */
 const MAX_HASHES = 3;
 
+/**
+ * Up to this size a file is hashed in the connection's long-lived shell (one round trip);
+ * a larger one on an exec channel of its own, so as not to hold up the shell's other scripts.
+ */
+const SHELL_HASH_MAX_BYTES = 16 * 1024 * 1024;
+
 function localSha256(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
@@ -69,24 +75,27 @@ export class Twins {
     const st = await lstat(localPath).catch(() => undefined);
     if (!st?.isFile() || st.size !== size) return undefined;
     if (!sameMtime(st.mtimeMs, mtimeMs, this.origin.mtimePrecisionMs)) return undefined;
-    const same = size === 0 || (await this.sameContent(originPath, localPath));
+    const same = size === 0 || (await this.sameContent(originPath, localPath, size));
     if (!same) return undefined;
     this.found.files++;
     this.found.bytes += size;
     return localPath;
   };
 
-  private async sameContent(originPath: string, localPath: string): Promise<boolean> {
+  private async sameContent(originPath: string, localPath: string, size: number) {
     await this.slot();
     try {
       // A chained migration's origin shows the file in its own view, under its mount.
       const chain = this.manifest.chain;
       const there = chain ? viewPathOn(chain, originPath) : originPath;
+      const command = `sha256sum -- ${shq(there)} 2>/dev/null`;
       const [theirs, ours] = await Promise.all([
-        this.origin.exec(`sha256sum -- ${shq(there)}`, { timeoutMs: 120_000 }),
+        size <= SHELL_HASH_MAX_BYTES
+          ? this.origin.shellScript(command)
+          : this.origin.exec(command, { timeoutMs: 600_000 }).then((r) => r.stdout),
         localSha256(localPath),
       ]);
-      const hash = theirs.code === 0 ? theirs.stdout.split(" ")[0] : undefined;
+      const hash = /^[0-9a-f]{64} /.test(theirs) ? theirs.slice(0, 64) : undefined;
       if (hash === ours) return true;
       if (hash) this.mismatches++;
       return false;
