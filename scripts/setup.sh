@@ -31,6 +31,7 @@ PACKAGES=(
   python3
   redis-server     # e2e: a real database with AOF and TCP clients migrates (redis-check-aof checks it)
   redis-tools
+  nginx            # e2e: a master + workers web server serves its document root after the migration (whole view)
   btrfs-progs      # e2e: --origin-snapshot reflink clones files on a btrfs loop file system on the origin
   make
   g++

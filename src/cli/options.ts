@@ -24,8 +24,10 @@ import {
   parseRate,
   parseScrub,
   parseSize,
+  parseView,
   type ServeOptions,
   type SshOptions,
+  type View,
 } from "../migration/index.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -66,6 +68,16 @@ export function addServeOptions(cmd: Command): Command {
     .option(
       "--lazy-dir <path>",
       "also serve this origin directory as a lazy mirror in the process's view (repeatable)",
+      collect,
+    )
+    .option(
+      "--view <view>",
+      "what the process sees of the origin: whole (its whole file tree, except host paths) or dirs (the directories of its files)",
+      "whole",
+    )
+    .option(
+      "--host-path <path>",
+      "with --view whole, also keep this target path the target's own (repeatable)",
       collect,
     )
     .option("--prefetch <when>", "none, immediate, idle or delay:<ms>", "none")
@@ -138,6 +150,8 @@ export interface CommonOpts {
   policy?: string[];
   map?: string[];
   lazyDir?: string[];
+  view: string;
+  hostPath?: string[];
   prefetch: string;
   bwlimit?: string;
   scrub: string;
@@ -251,12 +265,22 @@ export function rules(o: CommonOpts): {
   policies: PolicyRule[];
   maps: PathMap[];
   lazyDirs?: string[];
+  view: View;
+  hostPaths?: string[];
 } {
   const lazyDirs = (o.lazyDir ?? []).map((d) => absoluteDir(d, "--lazy-dir")!);
+  const view = parseView(o.view ?? "whole");
+  const hostPaths = (o.hostPath ?? []).map((d) => absoluteDir(d, "--host-path")!);
+  if (hostPaths.includes("/")) throw new UserError("--host-path /: the view would be empty");
+  if (hostPaths.length > 0 && view !== "whole") {
+    throw new UserError("--host-path needs --view whole");
+  }
   return {
     policies: parsePolicyRules(o.policy ?? []),
     maps: parseMaps(o.map ?? []),
     ...(lazyDirs.length > 0 ? { lazyDirs } : {}),
+    view,
+    ...(hostPaths.length > 0 ? { hostPaths } : {}),
   };
 }
 

@@ -105,10 +105,24 @@ export function metricsRegistry(
     m,
     "Access log records dropped because the writer fell behind",
   );
+  const identicalFiles = gauge(
+    "lazyfs_identical_files",
+    m,
+    "Files served from the target's identical copy without a fetch",
+  );
+  const identicalBytes = gauge(
+    "lazyfs_identical_bytes",
+    m,
+    "Size of the files served from the target's identical copy",
+  );
   for (const s of samples) {
     const st = s.status;
     up.set({ migration: s.id }, st ? 1 : 0);
     if (!st) continue;
+    if (st.identical) {
+      identicalFiles.set({ migration: s.id }, st.identical.identicalFiles);
+      identicalBytes.set({ migration: s.id }, st.identical.identicalBytes);
+    }
     independent.set(
       { migration: s.id },
       st.independentAtMs !== null || st.total.bytesOnOrigin === 0 ? 1 : 0,

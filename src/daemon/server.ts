@@ -43,6 +43,7 @@ import { RemoteFollower } from "./remote-follow.js";
 import { receiveSecrets } from "./secrets.js";
 import type { DaemonStatus, OriginState } from "./status.js";
 import { replaceSupervisor, runSupervisor } from "./supervisor.js";
+import { Twins } from "./twins.js";
 
 const log = logger("daemon");
 
@@ -74,6 +75,10 @@ class Daemon {
   private sampler?: NodeJS.Timeout;
   /** Set while releasing the origin waits for the cache to be made durable (a full disk). */
   private releaseRetry?: NodeJS.Timeout;
+  /** Independent, but the whole view keeps the origin until detach (said once). */
+  private keptForView = false;
+  /** Identical copies on the target (the whole view). */
+  private twins?: Twins;
   private readonly observer;
   /** Changes when this daemon starts a new supervisor in place of one that died. */
   private supervisorPid: number | null;
@@ -132,6 +137,7 @@ class Daemon {
     await this.addFiles(s.engine, manifest, s.mount.fileSystem);
     s.mount.fileSystem.add(manifest);
     s.manifest = manifest;
+    this.twins?.plan(manifest);
     s.follower.follow(manifest);
     void s.sftp.connect().catch(() => {});
     this.originState = "connected";
@@ -167,10 +173,12 @@ class Daemon {
     let mount: LazyMount;
     try {
       const h = this.handover;
+      this.twins = new Twins(manifest, sftp);
       const fs = new LazyFileSystem(manifest, engine, {
         cacheDir: manifest.cacheDir,
         policies: manifest.policies,
         generation: h?.resume ? h.restarts : 0,
+        localTwin: this.twins.find,
       });
       await this.addFiles(engine, manifest, fs);
       await fs.dropOrphans(engine.status().files.map((f) => f.id));
@@ -252,6 +260,16 @@ class Daemon {
     clearTimeout(this.releaseRetry);
     this.releaseRetry = undefined;
     if ((this.originState as OriginState) === "released") return;
+    // The rest of the whole view stays a fetch on reference until detach: the origin stays.
+    if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
+      if (this.keptForView) return;
+      this.keptForView = true;
+      log.info(
+        "the process's data and referenced files are local; the whole view keeps the origin until detach",
+        { origin: s.manifest.origin },
+      );
+      return;
+    }
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,
@@ -307,6 +325,8 @@ class Daemon {
       releasedAtMs: this.releasedAtMs,
       perFile: st.files,
       cacheDisk: engine.cacheSpace.status(),
+      view: manifest.view ?? "dirs",
+      identical: this.twins?.figures ?? { identicalFiles: 0, identicalBytes: 0, hashMismatches: 0 },
       ...this.observer.figures(st, sftp, this.originState),
     };
   }

@@ -11,6 +11,15 @@ import type { OriginFigures } from "./origin-figures.js";
 /** `connecting`/`idle`: not connected yet, nothing lost; see LinkStatus for the details. */
 export type OriginState = LinkState | "released" | "connecting";
 
+/** Files served from the target's identical copy (the whole view; daemon/twins.ts). */
+export interface TwinFigures {
+  /** Planned files and files found later, served from the target's copy without a fetch. */
+  identicalFiles: number;
+  identicalBytes: number;
+  /** Files whose size and mtime matched but whose SHA-256 did not (fetched instead). */
+  hashMismatches: number;
+}
+
 export interface DaemonStatus extends ObservedFigures {
   id: string;
   origin: string;
@@ -41,6 +50,10 @@ export interface DaemonStatus extends ObservedFigures {
   perFile: FileStatus[];
   /** Whether the cache's disk is full, since when, requests that failed with ENOSPC. */
   cacheDisk: CacheDiskStatus;
+  /** What the process sees of the origin: its whole tree, or the directories of its files. */
+  view: "whole" | "dirs";
+  /** Files served from the target's identical copy without a fetch (daemon/twins.ts). */
+  identical: TwinFigures;
 }
 
 export interface ObservedFigures {

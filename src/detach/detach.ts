@@ -201,7 +201,10 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
       `${root} already exists; detach puts the process's files in a new directory`,
     );
   }
-  if (isUnder(root, manifest.mountpoint) || manifest.binds.some((b) => isUnder(root, b))) {
+  // The whole view ends at detach: the process keeps its data's directories (all local by
+  // now); elsewhere it sees the target's own files, as every other process here does.
+  const binds = manifest.view === "whole" ? (manifest.dataBinds ?? []) : manifest.binds;
+  if (isUnder(root, manifest.mountpoint) || binds.some((b) => isUnder(root, b))) {
     throw new UserError(`${root} is inside what LazyFS serves; choose a directory outside it`);
   }
   const t0 = Date.now();
@@ -264,8 +267,11 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
   );
   try {
     await syncMount(manifest.mountpoint);
-    const entries = await snapshotTree(manifest.cacheDir);
-    const missing = onlyOnOrigin(entries);
+    // What the whole view showed on reference only is not the process's to keep.
+    const entries = (await snapshotTree(manifest.cacheDir)).filter(
+      (e) => !e.node.onReference || (e.node.mode & 0o170000) === 0o040000,
+    );
+    const missing = onlyOnOrigin(entries.filter((e) => !e.node.onReference));
     if (missing.length > 0) {
       throw new UserError(`${missing[0]} is still only on ${manifest.origin}`);
     }
@@ -278,7 +284,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     });
     // A served file outside every bind root was opened through the mount's own path.
     await rewriteInPlace(images, moveAndDrop(manifest.mountpoint, root, remoteSet));
-    await prepareMountPoints(manifest.binds);
+    await prepareMountPoints(binds);
     const choice = await choosePidNamespace(criuOpts.pidNamespace ?? "auto", pids, 10_000);
     tPlaced = Date.now();
     ({
@@ -290,7 +296,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
       logFile: join(work, "restore.log"),
       criuPath: criu.path,
       extraArgs: criuRestoreArgs(criuOpts),
-      prefix: detachedNamespacePrefix(root, manifest.binds),
+      prefix: detachedNamespacePrefix(root, binds),
       newPidNamespace: choice.newNamespace,
     }));
   } catch (err) {
@@ -306,7 +312,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     ...inNewNs,
     mountNs,
     root,
-    binds: manifest.binds,
+    binds,
     createdDirs: manifest.createdDirs,
     detachedMs: tRestored,
     timeline: {
@@ -345,7 +351,7 @@ export async function detachMigration(req: DetachRequest): Promise<DetachResult>
     pid: newPid,
     ...(newNsPid !== undefined ? { nsPid: newNsPid } : {}),
     root,
-    binds: manifest.binds,
+    binds,
     materialized,
     remoteCopied: remote,
     timeline: record.timeline,

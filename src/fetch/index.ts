@@ -19,3 +19,4 @@ export {
 } from "./engine.js";
 export { globToRegExp, matchGlob, type PolicyRule, resolvePolicy } from "./policy.js";
 export { RateLimiter } from "./ratelimit.js";
+export { sameMtime } from "./types.js";

@@ -90,6 +90,8 @@ export interface ClientHostPair extends HostPair {
 const MOUNT_NS_SETUP = `
 set -e
 mount -t tmpfs -o mode=0755 "$2" "$1"
+# Each host has an identity file of its own (a whole-origin view keeps the target's).
+mount --bind "$3" /etc/hostname
 # Copies of netns pins in this namespace would keep those namespaces alive after 'ip netns del'.
 umount -l ${NETNS_DIR} 2>/dev/null || true
 for f in ${NETNS_DIR}/*; do umount -l "$f" 2>/dev/null || true; done
@@ -197,6 +199,8 @@ class Pair implements HostPair {
     await mkdir(DATA_DIR, { recursive: true });
     for (const host of this.hosts()) {
       await writeFile(host.mountNsPath, "");
+      const hostname = host.mountNsPath.replace(/\.mnt$/, ".hostname");
+      await writeFile(hostname, `${host.name}\n`);
       await runCommand(
         [
           "unshare",
@@ -209,6 +213,7 @@ class Pair implements HostPair {
           "sh",
           DATA_DIR,
           host.name,
+          hostname,
         ],
         { label: `host ${host.name}` },
       );

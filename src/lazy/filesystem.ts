@@ -23,7 +23,7 @@ import { checkName, Names } from "./names.js";
 import type { SourceReport } from "./nodes.js";
 import { isDir, isLink, type Node, now, shownIno, type Timespec } from "./nodes.js";
 import { LocalPassthrough } from "./passthrough.js";
-import { LazyDirs } from "./resolve.js";
+import { LazyDirs, type LocalTwin } from "./resolve.js";
 import { Tree, type TreeSpec } from "./tree.js";
 
 /** The tree changes only through us, so the kernel may cache names and attributes. */
@@ -47,6 +47,8 @@ export interface LazyOptions {
    * hold is kept (also one removed while in use), and handles are numbered apart.
    */
   generation?: number;
+  /** The whole view: finds the target's identical copy of an origin file. */
+  localTwin?: LocalTwin;
 }
 
 function setTime(t: Timespec | "now" | undefined, fallback: Timespec): Timespec {
@@ -82,7 +84,7 @@ export class LazyFileSystem implements FileSystem {
       for (const n of this.tree.all()) this.inherited.add(n.ino);
       this.nextFh = generation * 2 ** 32 + 1;
     }
-    this.lazy = new LazyDirs(this.tree, engine, opts.policies ?? []);
+    this.lazy = new LazyDirs(this.tree, engine, opts.policies ?? [], opts.localTwin);
     this.names = new Names(this.tree, this.lazy, engine, (n) => this.reap(n));
     engine.addCrawler(this.lazy);
     this.local = new LocalPassthrough(engine, (n) => this.tree.saveSoon(n), generation);

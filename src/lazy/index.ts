@@ -25,6 +25,7 @@ export { LazyFileSystem, type LazyOptions } from "./filesystem.js";
 export { withAccessLog } from "./logged-fs.js";
 export type { SourceReport } from "./nodes.js";
 export { type Node, ROOT_INO, type Timespec } from "./nodes.js";
+export type { LocalTwin } from "./resolve.js";
 export { Tree, type TreeDir, type TreeFile, type TreeLazyDir, type TreeSpec } from "./tree.js";
 export {
   JOURNAL_FILES,

@@ -56,6 +56,11 @@ export interface NodeRecord {
   target?: string;
   /** st_ino shown for it: the origin's inode number of a planned file. */
   stIno?: number;
+  /**
+   * Part of the whole-origin view outside the process's data: listed and fetched only when
+   * the process references it, never crawled, not needed for independence.
+   */
+  onReference?: boolean;
 }
 
 export interface Node extends NodeRecord {

@@ -51,6 +51,16 @@ function originFailure(what: string, err: unknown): never {
   throw new FuseError("EIO", errorMessage(err));
 }
 
+/**
+ * The target's own copy of an origin file of the whole view, if it is identical (judged by
+ * whoever builds the file system: daemon/twins.ts); undefined if there is none.
+ */
+export type LocalTwin = (
+  originPath: string,
+  size: number,
+  mtimeMs: number,
+) => Promise<string | undefined>;
+
 export class LazyDirs implements Crawler {
   private readonly lookups = new Flights<Node | null>();
   private readonly lists = new Flights<void>();
@@ -62,6 +72,7 @@ export class LazyDirs implements Crawler {
     private readonly tree: Tree,
     private readonly engine: Engine,
     private readonly rules: readonly PolicyRule[] = [],
+    private readonly twin?: LocalTwin,
   ) {}
 
   /** The node `name` in `dir` names (asking the origin if needed); null if there is none. */
@@ -100,6 +111,7 @@ export class LazyDirs implements Crawler {
       mtime,
       ctime: mtime,
       originPath,
+      ...(dir.onReference ? { onReference: true } : {}),
     };
     const type = st.mode & S_IFMT;
     const extra =
@@ -170,16 +182,26 @@ export class LazyDirs implements Crawler {
     return this.files.run(n.ino, async () => {
       const id = `lazy:${n.ino}`;
       const policy = n.policy ?? "lazy";
+      const size = n.size ?? 0;
+      const mtimeMs = n.originMtimeMs ?? 0;
+      // In the whole view, the target's own identical copy serves it without a fetch.
+      const fetched = policy === "lazy" || policy === "eager" || policy === "local";
+      const localPath =
+        n.onReference && fetched && this.twin
+          ? await this.twin(n.originPath!, size, mtimeMs).catch(() => undefined)
+          : undefined;
       await this.engine.addFile({
         id,
         originPath: n.originPath!,
-        size: n.size ?? 0,
-        mtimeMs: n.originMtimeMs ?? 0,
+        size,
+        mtimeMs,
         mode: n.mode,
         uid: n.uid,
         gid: n.gid,
-        // A file found later has no copy of its own on the target: `local` means the origin's.
-        policy: policy === "local" ? "lazy" : policy,
+        // A file found later has no copy of its own on the target unless its twin was found.
+        ...(localPath
+          ? { policy: "local" as const, localPath }
+          : { policy: policy === "local" ? "lazy" : policy }),
       });
       n.fileId = id;
       n.size = undefined;

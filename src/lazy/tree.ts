@@ -51,6 +51,8 @@ export interface TreeDir {
 export interface TreeLazyDir {
   targetPath: string;
   originPath: string;
+  /** The whole view outside the data: looked up on reference, never crawled. */
+  onReference?: boolean;
 }
 
 export interface TreeSpec {
@@ -124,10 +126,11 @@ export class Tree {
   }
 
   private track(n: Node) {
+    const crawled = !n.onReference;
     const sets: [Set<number>, boolean][] = [
-      [this.unlistedDirs, unlisted(n)],
-      [this.listedDirs, isDir(n) && n.originPath !== undefined && !unlisted(n)],
-      [this.pendingFiles, unmaterialized(n)],
+      [this.unlistedDirs, crawled && unlisted(n)],
+      [this.listedDirs, crawled && isDir(n) && n.originPath !== undefined && !unlisted(n)],
+      [this.pendingFiles, crawled && unmaterialized(n)],
     ];
     for (const [set, member] of sets) {
       if (member) set.add(n.ino);
@@ -238,6 +241,7 @@ export class Tree {
         n.originPath = l.originPath;
         n.listed = false;
         n.unstatted = true;
+        n.onReference = l.onReference || undefined;
         this.save(n);
       });
     }
@@ -299,7 +303,11 @@ export class Tree {
         S_IFDIR | 0o755,
         node.originPath === undefined
           ? { listed: true }
-          : { originPath: `${node.originPath.replace(/\/$/, "")}/${part}`, unstatted: true },
+          : {
+              originPath: `${node.originPath.replace(/\/$/, "")}/${part}`,
+              unstatted: true,
+              ...(node.onReference ? { onReference: true } : {}),
+            },
       );
       this.setEntry(node, part, child.ino);
       node = child;

@@ -25,8 +25,9 @@ import {
   type ServeOptions,
   type Snapshot,
   type SshOptions,
+  type View,
 } from "../migration/index.js";
-import type { OriginStat } from "../origin/index.js";
+import type { OriginDirEntry, OriginStat } from "../origin/index.js";
 
 const log = logger("plan");
 
@@ -81,6 +82,12 @@ export interface PlanInput {
   lazyDirPaths?: readonly string[];
   /** Reflink clones taken at the dump, by origin path (`--origin-snapshot`). */
   snapshots?: ReadonlyMap<string, Snapshot>;
+  /** What the process sees of the origin (default `dirs`; the CLI's default is `whole`). */
+  view?: View;
+  /** The whole view: target paths that stay the target's own (see view.ts). */
+  hostPaths?: readonly string[];
+  /** The whole view: the origin's `/` (its directories become the view's top level). */
+  listOriginRoot?: () => Promise<OriginDirEntry[]>;
 }
 
 function snapshotOf(s: Snapshot | undefined): Pick<ManifestFile, "snapshot"> {
@@ -251,15 +258,50 @@ export function bindRoots(lazyDirs: readonly LazyDir[]): string[] {
   return paths.filter((p) => !paths.some((q) => q !== p && isUnder(p, q)));
 }
 
+/**
+ * The whole view: every top-level directory of the origin (not a symbolic link, not a host
+ * path) is a lazy directory served on reference and bound over the target's; host paths
+ * inside them are bound back; the data's own bind roots outside them (e.g. in /tmp) stay.
+ */
+async function wholeView(
+  dataDirs: LazyDir[],
+  dataBinds: string[],
+  input: PlanInput,
+): Promise<{ lazyDirs: LazyDir[]; binds: string[]; hostPaths: string[] }> {
+  const hostPaths = input.hostPaths ?? [];
+  const entries = await input.listOriginRoot!();
+  const top = entries
+    .filter((e) => e.stat.isDirectory && (e.stat.mode & 0o170000) === 0o040000)
+    .map((e) => `/${e.name}`)
+    .filter((p) => !hostPaths.some((h) => isUnder(p, h)) && !isKernelPath(p))
+    .sort();
+  const byTarget = new Map<string, LazyDir>();
+  for (const p of top) byTarget.set(p, { targetPath: p, originPath: p, onReference: true });
+  for (const d of dataDirs) byTarget.set(d.targetPath, d); // the data's own are crawled
+  const lazyDirs = [...byTarget.values()].sort((a, b) => a.targetPath.localeCompare(b.targetPath));
+  const outside = dataBinds.filter((b) => !top.some((t) => isUnder(b, t)));
+  const rebound = hostPaths.filter((h) => top.some((t) => isUnder(h, t) && h !== t));
+  // A host path inside another host path comes back with it.
+  const kept = rebound.filter((h) => !rebound.some((o) => o !== h && isUnder(h, o)));
+  return { lazyDirs, binds: [...top, ...outside], hostPaths: kept.sort() };
+}
+
 export async function planMigration(input: PlanInput): Promise<Manifest> {
   const planned = await Promise.all(input.dump.files.map((f) => planFile(f, input)));
   const files = planned.filter((f): f is ManifestFile => f !== undefined);
-  const lazyDirs = lazyDirsOf(files, input);
-  const binds = bindRoots(lazyDirs);
+  const dataDirs = lazyDirsOf(files, input);
+  const dataBinds = bindRoots(dataDirs);
+  const view = input.view ?? "dirs";
+  const { lazyDirs, binds, hostPaths } =
+    view === "whole"
+      ? await wholeView(dataDirs, dataBinds, input)
+      : { lazyDirs: dataDirs, binds: dataBinds, hostPaths: [] };
   // A bind hides the target's own directory: what the process uses there is served too, an
   // identical copy from the target's file, a referenced directory with the origin's attributes.
+  // A host path bound back shows the target's own: nothing there is served.
   for (const f of files) {
     if (f.served || !binds.some((b) => isUnder(f.targetPath, b))) continue;
+    if (hostPaths.some((h) => isUnder(f.targetPath, h))) continue;
     f.served = true;
     f.restorePath = posix.join(input.mountpoint, f.targetPath);
     if (f.type === "file") {
@@ -287,5 +329,7 @@ export async function planMigration(input: PlanInput): Promise<Manifest> {
     lazyDirs,
     binds,
     policies: [...input.policies],
+    view,
+    ...(view === "whole" ? { hostPaths, dataBinds } : {}),
   };
 }

@@ -23,6 +23,7 @@ import {
   checkMountpoint,
   choosePidNamespace,
   discardMigration,
+  hostPathsFor,
   type Manifest,
   makeStateDir,
   migrationPaths,
@@ -38,6 +39,7 @@ import {
   type ServeOptions,
   type Snapshot,
   type SshOptions,
+  type View,
   writeManifest,
 } from "../migration/index.js";
 import type { OriginStat, SftpOrigin } from "../origin/index.js";
@@ -74,6 +76,10 @@ export interface RestoreRequest {
   snapshotDirs?: string[];
   /** The origin runs the process on LazyFS itself: a chained migration (chain/source.ts). */
   chain?: ChainSource;
+  /** What the process sees of the origin (default `dirs`; the CLI's default is `whole`). */
+  view?: View;
+  /** Further target paths the whole view leaves to the target (`--host-path`). */
+  hostPaths?: string[];
 }
 
 export interface RestoreResult {
@@ -137,6 +143,7 @@ export async function prepare(
     const dump = await loadDump(req.imagesDir);
     const conn = req.originConnection ?? openOrigin(req.origin, req.ssh);
     origin = conn;
+    const mountpoint = req.mountpoint ?? paths.defaultMountpoint;
     const manifest = await planMigration({
       id,
       dump,
@@ -144,7 +151,7 @@ export async function prepare(
       statOrigin: (p) => conn.stat(p),
       ...(req.checkpointStats ? { checkpointStats: req.checkpointStats } : {}),
       mtimePrecisionMs: conn.mtimePrecisionMs,
-      mountpoint: req.mountpoint ?? paths.defaultMountpoint,
+      mountpoint,
       cacheDir: req.cacheDir ?? paths.cache,
       imagesDir: req.imagesDir,
       policies: req.policies,
@@ -153,6 +160,17 @@ export async function prepare(
       serve: req.serve,
       ...(req.lazyDirs ? { lazyDirPaths: req.lazyDirs } : {}),
       ...(req.snapshots ? { snapshots: req.snapshots } : {}),
+      ...(req.view === "whole"
+        ? {
+            view: "whole" as const,
+            hostPaths: hostPathsFor({
+              mountpoint,
+              ...(req.hostPaths ? { extra: req.hostPaths } : {}),
+              ...(req.criuPath ? { criuPath: req.criuPath } : {}),
+            }),
+            listOriginRoot: () => conn.readdir("/"),
+          }
+        : {}),
     });
     if (req.snapshotDirs?.length) manifest.snapshotDirs = req.snapshotDirs;
     if (req.chain) manifest.chain = req.chain;

@@ -26,6 +26,7 @@ export {
   type PathMap,
   readManifest,
   type Snapshot,
+  type View,
   writeManifest,
 } from "./manifest.js";
 export {
@@ -59,3 +60,4 @@ export {
   readRestored,
 } from "./state.js";
 export { parseOriginUrl } from "./url.js";
+export { DEFAULT_HOST_PATHS, hostPathsFor, parseView } from "./view.js";

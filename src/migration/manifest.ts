@@ -67,9 +67,17 @@ export interface ManifestLazyDir {
   targetPath: string;
   /** The origin's directory it mirrors. */
   originPath: string;
+  /**
+   * Part of the whole-origin view only: its names are looked up and its files fetched when the
+   * process references them, never crawled, and not needed for independence.
+   */
+  onReference?: boolean;
 }
 
 export type LazyDir = ManifestLazyDir;
+
+/** What the restored process sees of the origin (`--view`). */
+export type View = "whole" | "dirs";
 
 export interface PathMap {
   from: string;
@@ -100,6 +108,19 @@ export interface Manifest {
    * in its own mount namespace): the lazy directories that are not inside another one.
    */
   binds: string[];
+  /**
+   * `whole`: the process sees the origin's whole tree (its top-level directories are `binds`)
+   * except `hostPaths`; `dirs` (and manifests written before views): the directories of its
+   * files only. Absent means `dirs`.
+   */
+  view?: View;
+  /** Target paths bound back over the whole view in the process's namespace (the host's own). */
+  hostPaths?: string[];
+  /**
+   * The bind roots of the process's data (what `binds` is in the `dirs` view): where detach
+   * puts the plain files back, when the view is whole.
+   */
+  dataBinds?: string[];
   /** Mount points LazyFS created on the target for `binds`; removed when it stops. */
   createdDirs: string[];
   /** Directories of snapshot clones on the origin; removed when the origin is released. */

@@ -71,31 +71,68 @@ export async function removeMountPoints(
  * `[...namespacePrefix(manifest), "criu", "restore", ...]`.
  */
 export function namespacePrefix(manifest: Manifest): string[] {
-  return bindNamespacePrefix(manifest.mountpoint, manifest.binds);
+  return bindNamespacePrefix(manifest.mountpoint, manifest.binds, "", manifest.hostPaths ?? []);
 }
 
 /**
+ * Binds by descriptor: every source is opened before the first bind, so a bind over `/usr` or
+ * `/etc` hides neither the LazyFS tree nor a host path that is put back on top of it. The
+ * binds of the view go in one `mount -a` run from a table (the mount tool loads from the
+ * target's own `/usr` before anything is covered; libmount reads a table from a file only: a
+ * temporary one, already removed). Host paths are put back one `mount` each: `mount -a` skips
+ * a target it finds mounted already, and a host path is often a mount point of its own (a
+ * container's /etc/hostname). `mount -c` keeps `/proc/self/fd/N` as written (canonicalized, it
+ * would name the covered path). A host path that is not a plain file or directory on the
+ * target has nothing to put back. The command runs with LC_ALL=C: CRIU and the tools it runs
+ * need no locale, and would load its files through the view.
+ */
+const BIND_SCRIPT = `esc() { local s=\${1//\\\\/\\\\134}; s=\${s// /\\\\040}; s=\${s//$'\\t'/\\\\011}; printf '%s' "\${s//$'\\n'/\\\\012}"; }
+mp=$1; shift
+exec {src}<"$mp" || exit 111
+tab=""
+while [ "$1" != -- ]; do tab+="$(esc "/proc/self/fd/$src$1") $(esc "$1") none bind 0 0"$'\\n'; shift; done; shift
+kept=()
+while [ "$1" != -- ]; do
+  if [ -f "$1" ] || [ -d "$1" ]; then exec {fd}<"$1" || exit 111; kept+=("$fd:$1"); fi; shift
+done; shift
+if [ -n "$tab" ]; then
+  t=$(mktemp) && printf '%s' "$tab" >"$t" && exec {tf}<"$t" && rm -f "$t" || exit 111
+  mount -c -a -T "/proc/self/fd/$tf" || exit 111
+  exec {tf}<&-
+fi
+for k in "\${kept[@]}"; do
+  fd=\${k%%:*}; mount -c --rbind "/proc/self/fd/$fd" "\${k#*:}" || exit 111; exec {fd}<&-
+done
+exec {src}<&-
+export LC_ALL=C
+exec "$@"`;
+
+/**
  * A new private mount namespace in which each of `binds` is a bind mount of `<source><bind>`,
- * after the shell commands `before` ran in it.
+ * then each of `hostPaths` is the target's own again (bound back over those binds), after the
+ * shell commands `before` ran in it.
  */
 export function bindNamespacePrefix(
   source: string,
   binds: readonly string[],
   before = "",
+  hostPaths: readonly string[] = [],
 ): string[] {
-  const script = `${before}${before ? "\n" : ""}mp=$1; shift; while [ "$1" != -- ]; do mount --bind "$mp$1" "$1" || exit 111; shift; done; shift; exec "$@"`;
+  const script = `${before}${before ? "\n" : ""}${BIND_SCRIPT}`;
   return [
     "unshare",
     "--mount",
     "--propagation",
     "private",
     "--",
-    "sh",
+    "bash",
     "-c",
     script,
-    "sh",
+    "bash",
     source,
     ...binds,
+    "--",
+    ...hostPaths,
     "--",
   ];
 }

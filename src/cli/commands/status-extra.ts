@@ -40,6 +40,10 @@ export function sourcesText(s: DaemonStatus): string {
   if (t.bytesSynthesized) parts.push(`${formatBytes(t.bytesSynthesized)} synthesized`);
   if (t.bytesFromLocalCopy) parts.push(`${formatBytes(t.bytesFromLocalCopy)} local copy`);
   if (t.bytesWritten) parts.push(`${formatBytes(t.bytesWritten)} written`);
+  const same = s.identical;
+  if (same?.identicalFiles) {
+    parts.push(`${same.identicalFiles} identical here (${formatBytes(same.identicalBytes)})`);
+  }
   return parts.join(", ");
 }
 

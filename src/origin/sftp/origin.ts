@@ -319,6 +319,16 @@ export class SftpOrigin implements Origin {
     return this.execOn(conn, command, opts.timeoutMs ?? 600_000, opts.onChannel);
   }
 
+  /**
+   * Runs a short script in the connection's long-lived shell (shell-session.ts): one round
+   * trip instead of a channel, a fork and a shell start; scripts run one at a time there, so
+   * only quick ones belong here. Resolves with its stdout.
+   */
+  async shellScript(script: string, timeoutMs = 60_000): Promise<string> {
+    const conn = await this.request("connect", async (c) => c);
+    return conn.shell.run(script, timeoutMs);
+  }
+
   private execOn(
     conn: Connection,
     command: string,
