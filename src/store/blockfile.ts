@@ -262,8 +262,20 @@ export class BlockFile {
     if (end > this._size) this.resize(end);
     const first = Math.floor(offset / this.blockSize);
     const last = Math.floor((end - 1) / this.blockSize);
+    // A block's new state is recorded only once its bytes are written, but the state an earlier
+    // write (or fill) left pending stays pending meanwhile: that write was acknowledged, and a
+    // commit now must record it (the log is rewritten with only what is pending).
+    const earlier = new Map<number, BlockState>();
+    for (let i = first; i <= last; i++) {
+      const before = this.pending.get(i);
+      if (before !== undefined) earlier.set(i, before);
+    }
     for (let i = first; i <= last; i++) this.set(i, DIRTY);
-    for (let i = first; i <= last; i++) this.pending.delete(i);
+    for (let i = first; i <= last; i++) {
+      const before = earlier.get(i);
+      if (before === undefined) this.pending.delete(i);
+      else this.pending.set(i, before);
+    }
     try {
       await writeAll(this.data, bytes, offset);
     } catch (err) {

@@ -36,6 +36,41 @@ describe("uncommitted block states", () => {
     assert.equal(fs.existsSync(`${state}.unsynced`), false);
   });
 
+  test("a write in flight while a commit runs keeps an earlier acknowledged write's state", async () => {
+    // The commit rewrites the log with what is still pending; a block an earlier write left
+    // pending must stay there (or reach the state file) while a later write to it is in flight,
+    // else a server killed at that moment leaves it absent and the origin's bytes replace it.
+    // On tmpfs the commit's data sync costs nothing while the 64 MiB write takes milliseconds.
+    const shm = fs.mkdtempSync("/dev/shm/unsynced-");
+    try {
+      const data = path.join(shm, "c.data");
+      const state = path.join(shm, "c.state");
+      const first = await BlockFile.open(data, state, BS, 4 * BS);
+      const acknowledged = randomBytes(BS);
+      await first.write(0, acknowledged);
+      const inFlight = first.write(0, Buffer.alloc(64 << 20, 7));
+      const killed = path.join(shm, "killed");
+      await first.flush();
+      // The server dies here: what a successor finds is these files as they are now.
+      fs.mkdirSync(killed);
+      for (const f of ["c.data", "c.state", "c.state.unsynced"]) {
+        fs.copyFileSync(path.join(shm, f), path.join(killed, f));
+      }
+      await inFlight;
+      await first.close();
+      const second = await BlockFile.open(
+        path.join(killed, "c.data"),
+        path.join(killed, "c.state"),
+        BS,
+        4 * BS,
+      );
+      assert.equal(second.stateOf(0), DIRTY);
+      await second.close();
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   test("after a reboot the log is ignored: the state file alone is the truth", async () => {
     const data = path.join(dir, "b.data");
     const state = path.join(dir, "b.state");
