@@ -246,6 +246,16 @@ class Daemon {
         bytesFromOrigin: s.engine.status().total.bytesFromOrigin,
       });
     }
+    // The rest of the whole view stays a fetch on reference until detach: the origin stays.
+    if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
+      if (this.keptForView) return;
+      this.keptForView = true;
+      log.info(
+        "the process's data and referenced files are local; the whole view keeps the origin until detach",
+        { origin: s.manifest.origin },
+      );
+      return;
+    }
     // Independence must survive a crash: make every block's state and every name durable
     // before letting go. A full cache disk may not allow that yet: the origin stays until it
     // does.
@@ -265,16 +275,7 @@ class Daemon {
     clearTimeout(this.releaseRetry);
     this.releaseRetry = undefined;
     if ((this.originState as OriginState) === "released") return;
-    // The rest of the whole view stays a fetch on reference until detach: the origin stays.
-    if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
-      if (this.keptForView) return;
-      this.keptForView = true;
-      log.info(
-        "the process's data and referenced files are local; the whole view keeps the origin until detach",
-        { origin: s.manifest.origin },
-      );
-      return;
-    }
+
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,
