@@ -66,6 +66,41 @@ interface Serving {
   follower: RemoteFollower;
 }
 
+/** Identical files the whole view serves are copied into the store up to this size each. */
+const TWIN_FILL_MAX_BYTES = 64 * 1024 * 1024;
+const FILL_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The whole view serves the process's own executables and libraries (identical on the
+ * target) through the mount: copied into the store now, from the target's copies, before
+ * CRIU maps them, they are fully local, and the kernel serves them by passthrough, instead of
+ * the restore faulting them in block by block through the daemon.
+ */
+async function fillFromTwins(engine: Engine, manifest: Manifest, removed: Set<string>) {
+  const twins = manifest.files.filter(
+    (f) =>
+      f.served &&
+      f.type === "file" &&
+      f.policy === "local" &&
+      f.size <= TWIN_FILL_MAX_BYTES &&
+      !removed.has(f.targetPath),
+  );
+  await Promise.all(
+    twins.map(async (f) => {
+      try {
+        for (let off = 0; off < f.size; off += FILL_CHUNK_BYTES) {
+          await engine.read(f.targetPath, off, Math.min(FILL_CHUNK_BYTES, f.size - off));
+        }
+      } catch (err) {
+        log.debug("could not copy a twin now; it is copied on reference", {
+          path: f.targetPath,
+          error: errorMessage(err),
+        });
+      }
+    }),
+  );
+}
+
 class Daemon {
   private readonly paths;
   private readonly startedMs = Date.now();
@@ -134,6 +169,7 @@ class Daemon {
         ...checkpointIdentity(f),
       });
     }
+    if (manifest.view === "whole") await fillFromTwins(engine, manifest, removed);
   }
 
   /** The plan arrived (migrate mounts before the dump): serve its files too. */
