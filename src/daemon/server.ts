@@ -61,6 +61,41 @@ interface Serving {
   follower: RemoteFollower;
 }
 
+/** Identical files the whole view serves are copied into the store up to this size each. */
+const TWIN_FILL_MAX_BYTES = 64 * 1024 * 1024;
+const FILL_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The whole view serves the process's own executables and libraries (identical on the
+ * target) through the mount: copied into the store now, from the target's copies, before
+ * CRIU maps them, they are fully local, and the kernel serves them by passthrough, instead of
+ * the restore faulting them in block by block through the daemon.
+ */
+async function fillFromTwins(engine: Engine, manifest: Manifest, removed: Set<string>) {
+  const twins = manifest.files.filter(
+    (f) =>
+      f.served &&
+      f.type === "file" &&
+      f.policy === "local" &&
+      f.size <= TWIN_FILL_MAX_BYTES &&
+      !removed.has(f.targetPath),
+  );
+  await Promise.all(
+    twins.map(async (f) => {
+      try {
+        for (let off = 0; off < f.size; off += FILL_CHUNK_BYTES) {
+          await engine.read(f.targetPath, off, Math.min(FILL_CHUNK_BYTES, f.size - off));
+        }
+      } catch (err) {
+        log.debug("could not copy a twin now; it is copied on reference", {
+          path: f.targetPath,
+          error: errorMessage(err),
+        });
+      }
+    }),
+  );
+}
+
 class Daemon {
   private readonly paths;
   private readonly startedMs = Date.now();
@@ -129,6 +164,7 @@ class Daemon {
         ...checkpointIdentity(f),
       });
     }
+    if (manifest.view === "whole") await fillFromTwins(engine, manifest, removed);
   }
 
   /** The plan arrived (migrate mounts before the dump): serve its files too. */
@@ -241,6 +277,16 @@ class Daemon {
         bytesFromOrigin: s.engine.status().total.bytesFromOrigin,
       });
     }
+    // The rest of the whole view stays a fetch on reference until detach: the origin stays.
+    if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
+      if (this.keptForView) return;
+      this.keptForView = true;
+      log.info(
+        "the process's data and referenced files are local; the whole view keeps the origin until detach",
+        { origin: s.manifest.origin },
+      );
+      return;
+    }
     // Independence must survive a crash: make every block's state and every name durable
     // before letting go. A full cache disk may not allow that yet: the origin stays until it
     // does.
@@ -260,16 +306,7 @@ class Daemon {
     clearTimeout(this.releaseRetry);
     this.releaseRetry = undefined;
     if ((this.originState as OriginState) === "released") return;
-    // The rest of the whole view stays a fetch on reference until detach: the origin stays.
-    if (s.manifest.view === "whole" && s.manifest.lazyDirs.some((d) => d.onReference)) {
-      if (this.keptForView) return;
-      this.keptForView = true;
-      log.info(
-        "the process's data and referenced files are local; the whole view keeps the origin until detach",
-        { origin: s.manifest.origin },
-      );
-      return;
-    }
+
     this.originState = "released";
     log.info("every needed byte is local; closing the connection to the origin", {
       origin: s.manifest.origin,

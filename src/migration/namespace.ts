@@ -83,10 +83,11 @@ export function namespacePrefix(manifest: Manifest): string[] {
  * a target it finds mounted already, and a host path is often a mount point of its own (a
  * container's /etc/hostname). `mount -c` keeps `/proc/self/fd/N` as written (canonicalized, it
  * would name the covered path). A host path that is not a plain file or directory on the
- * target has nothing to put back. The command runs with LC_ALL=C: CRIU and the tools it runs
+ * target has nothing to put back. It all runs with LC_ALL=C: mount, CRIU and the tools it runs
  * need no locale, and would load its files through the view.
  */
 const BIND_SCRIPT = `esc() { local s=\${1//\\\\/\\\\134}; s=\${s// /\\\\040}; s=\${s//$'\\t'/\\\\011}; printf '%s' "\${s//$'\\n'/\\\\012}"; }
+export LC_ALL=C
 mp=$1; shift
 exec {src}<"$mp" || exit 111
 tab=""
@@ -104,7 +105,6 @@ for k in "\${kept[@]}"; do
   fd=\${k%%:*}; mount -c --rbind "/proc/self/fd/$fd" "\${k#*:}" || exit 111; exec {fd}<&-
 done
 exec {src}<&-
-export LC_ALL=C
 exec "$@"`;
 
 /**
