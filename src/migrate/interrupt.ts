@@ -34,9 +34,11 @@ export class Interruption {
   #signal: NodeJS.Signals | undefined;
   #committed = false;
   #wake: (() => void) | undefined;
+  readonly #aborter = new AbortController();
   readonly #onSignal = (sig: NodeJS.Signals) => {
     if (this.#signal) return;
     this.#signal = sig;
+    this.#aborter.abort(sig);
     if (this.#committed) log.warn(`${sig} received: finishing the migration first (a few seconds)`);
     this.#wake?.();
   };
@@ -51,6 +53,14 @@ export class Interruption {
   /** The first signal received, if any. */
   get signal(): NodeJS.Signals | undefined {
     return this.#signal;
+  }
+
+  /**
+   * Aborted by the first signal: for a wait after the migration completed (`--detach`'s wait
+   * for independence), which a signal ends while the migration stands.
+   */
+  get aborted(): AbortSignal {
+    return this.#aborter.signal;
   }
 
   /** Before the dump: the error that stops the migration, once a signal came. */
