@@ -75,6 +75,23 @@ export interface DetachRequest {
   criuPath?: string;
   /** CRIU's own options, as for migrate (`--file-locks`, `--tcp-established`, ...). */
   criu?: CriuOptions;
+  /**
+   * Ends the wait for independence (DetachWaitStopped); once the wait is over the detach is
+   * finished whatever happens to it, as stopping between dump and restore could lose the process.
+   */
+  signal?: AbortSignal;
+}
+
+/** The wait for independence was stopped (`signal`): nothing was done, LazyFS serves on. */
+export class DetachWaitStopped extends UserError {
+  constructor(
+    readonly id: string,
+    readonly reason: string,
+  ) {
+    super(
+      `${reason}: stopped waiting to detach; migration ${id} runs on LazyFS (\`lazyfs detach ${id} --wait\` detaches it later)`,
+    );
+  }
 }
 
 export interface DetachResult {
@@ -115,8 +132,13 @@ async function daemonStatus(id: string): Promise<DaemonStatus> {
 /** Refuses (or waits) until nothing but remote files keeps the origin needed. */
 async function awaitIndependence(req: DetachRequest): Promise<DaemonStatus> {
   const deadline = Date.now() + (req.waitMs ?? 0);
+  const stopped = () => {
+    if (req.signal?.aborted) throw new DetachWaitStopped(req.id, String(req.signal.reason));
+  };
   for (;;) {
+    stopped();
     const s = await daemonStatus(req.id);
+    stopped();
     const { blockers } = dependence(s);
     if (blockers.length === 0) return s;
     if (Date.now() >= deadline) {
@@ -129,7 +151,17 @@ async function awaitIndependence(req: DetachRequest): Promise<DaemonStatus> {
         `migration ${req.id} is not independent of ${s.origin} yet${waited}: ${blockers.join(", ")} still only there${how} (--wait waits for it)`,
       );
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise<void>((r) => {
+      const wake = () => {
+        clearTimeout(timer);
+        r();
+      };
+      const timer = setTimeout(() => {
+        req.signal?.removeEventListener("abort", wake);
+        r();
+      }, 200);
+      req.signal?.addEventListener("abort", wake, { once: true });
+    });
   }
 }
 

@@ -5,5 +5,10 @@
  * May import: daemon/ (to ask and stop the daemon), migration/, lazy/ and below. Never
  * migrate/ or chain/.
  */
-export { type DetachResult, detachMigration, type RemoteChoice } from "./detach.js";
+export {
+  type DetachResult,
+  DetachWaitStopped,
+  detachMigration,
+  type RemoteChoice,
+} from "./detach.js";
 export { type DetachedRecord, detachedAlive, endDetached, readDetached } from "./detached.js";

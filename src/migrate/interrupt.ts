@@ -37,9 +37,11 @@ export class Interruption {
   /** Interruptions of the migrations a drain runs: each hears this one's signal. */
   readonly #children = new Set<Interruption>();
   #parent: Interruption | undefined;
+  readonly #aborter = new AbortController();
   readonly #onSignal = (sig: NodeJS.Signals) => {
     if (this.#signal) return;
     this.#signal = sig;
+    this.#aborter.abort(sig);
     if (this.#committed) log.warn(`${sig} received: finishing the migration first (a few seconds)`);
     this.#wake?.();
     for (const child of this.#children) child.#onSignal(sig);
@@ -60,13 +62,21 @@ export class Interruption {
     const c = new Interruption();
     c.#parent = this;
     this.#children.add(c);
-    if (this.#signal) c.#signal = this.#signal;
+    if (this.#signal) c.#onSignal(this.#signal);
     return c;
   }
 
   /** The first signal received, if any. */
   get signal(): NodeJS.Signals | undefined {
     return this.#signal;
+  }
+
+  /**
+   * Aborted by the first signal: for a wait after the migration completed (`--detach`'s wait
+   * for independence), which a signal ends while the migration stands.
+   */
+  get aborted(): AbortSignal {
+    return this.#aborter.signal;
   }
 
   /** Before the dump: the error that stops the migration, once a signal came. */

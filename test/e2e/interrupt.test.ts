@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import type { DaemonStatus } from "../../src/daemon/index.js";
 import { CRIU_BIN, DATA_DIR, type HostPair } from "../../src/hosts/index.js";
 import {
   assertNothingLeft,
@@ -231,5 +232,47 @@ describe("Ctrl-C during lazyfs migrate", { concurrency: false }, () => {
     );
     await pair.b.kill(pid, "SIGTERM");
     await assertCompleted(await run.done, wl);
+  });
+  test("while --detach waits for independence: exit 0, the migration's normal output, not detached", async () => {
+    // A file the process never reads, with prefetch off: independence never comes.
+    const unread = `${DATA_DIR}/interrupt-detach-unread.bin`;
+    await pair.a.exec("dd", ["if=/dev/urandom", `of=${unread}`, "bs=64K", "count=16"]);
+    const wl = await startCounter("detach");
+    const run = startMigrate(wl.pid, ["--detach", "--prefetch", "none"]);
+    const pid = await run.pid;
+    const endedEarly = run.done.then((r) => {
+      throw new Error(`migrate ended before the signal: ${r.code} ${r.stdout} ${r.stderr}`);
+    });
+    await Promise.race([
+      endedEarly,
+      waitFor("the original ended", async () =>
+        (await pair.a.pidAlive(wl.pid)) ? undefined : true,
+      ),
+    ]);
+    const id = await waitFor("the migration's daemon answering", async () => {
+      const r = await lazyfs.run(["status", "--json"], true);
+      const rows = JSON.parse(r.stdout || "[]") as { id: string; daemonPid?: number }[];
+      return rows.find((x) => x.daemonPid)?.id;
+    });
+    endedEarly.catch(() => {});
+    await pair.b.kill(pid, "SIGINT");
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    const m = JSON.parse(r.stdout) as Migrated & { detach?: unknown };
+    try {
+      assert.equal(m.id, id);
+      assert.equal(m.pid, wl.pid);
+      assert.equal(m.detach, undefined);
+      assert.deepEqual(errorLines(r.stderr), [
+        `lazyfs: SIGINT: stopped waiting to detach; migration ${m.id} runs on LazyFS (\`lazyfs detach ${m.id} --wait\` detaches it later)`,
+      ]);
+      await assertCountingOn("b", `${m.mountpoint}${wl.out}`);
+      const st = (await lazyfs.status(m.id)) as DaemonStatus & { detached?: unknown };
+      assert.equal(st.detached, undefined, "not detached: LazyFS serves it");
+      assert.ok(st.daemonPid > 0);
+    } finally {
+      await lazyfs.stop(m);
+      await pair.a.exec("rm", ["-f", unread]);
+    }
   });
 });

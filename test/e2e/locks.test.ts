@@ -1,9 +1,9 @@
 /**
  * Stress end to end for file locks: a SQLite WAL writer and a reader connection (its child,
- * with a connection of its own) migrate A -> B -> A -> B -> A with `--file-locks` (every hop
+ * with a connection of its own) migrate A -> B -> A ... ten times with `--file-locks` (every hop
  * after the first is a chained migration from a host running LazyFS), then the daemon serving
- * them is killed four times. Before each hop and kill the two pause between transactions;
- * after it each holds exactly the POSIX locks it held
+ * them is killed ten times while both are busy. Before each hop the two pause between
+ * transactions; after each hop and kill each holds exactly the POSIX locks it held
  * (/proc/locks: kind, type, range), a new `sqlite3` connection in the process's view finds
  * `integrity_check` ok and exactly the acknowledged inserts, and neither process died (a lost
  * lock on the `-shm` index let such a connection truncate it under the writer: SIGBUS).
@@ -16,9 +16,11 @@ import type { DaemonStatus } from "../../src/daemon/index.js";
 import { DATA_DIR, type Host, type HostPair, type SshdHandle } from "../../src/hosts/index.js";
 import { CLI, type LazyfsOnB, type Migrated, startHosts, stopHosts, waitFor } from "./helpers.js";
 
-/** Round trips: A -> B -> A twice. */
-const HOPS = 4;
-const KILLS = 4;
+/** Round trips: A -> B -> A five times. */
+const HOPS = 10;
+const KILLS = 10;
+/** Inserts acknowledged after each hop or kill before the next (the two busy meanwhile). */
+const BETWEEN = 30;
 
 /**
  * argv: dir. Forks a reader, then writes; both pause between transactions on SIGUSR1 (a
@@ -235,16 +237,16 @@ describe("SQLite WAL writer and reader with --file-locks, migrated back and fort
       ]);
       assert.equal(probe.stdout.trim(), "refused", `${what}: the lock is seen by other processes`);
     };
-    /** Runs with new connections coming and going until 100 more inserts are acknowledged. */
+    /** Runs with new connections coming and going until BETWEEN more inserts are acknowledged. */
     const run = async () => {
       const from = await acked();
       await resume();
       await waitFor(
-        "100 more inserts",
+        `${BETWEEN} more inserts`,
         async () => {
           const c = await newConnection();
           assert.match(c, /^ok \d+$/);
-          return (await acked()) >= from + 100 ? true : undefined;
+          return (await acked()) >= from + BETWEEN ? true : undefined;
         },
         60_000,
       );
@@ -285,7 +287,17 @@ describe("SQLite WAL writer and reader with --file-locks, migrated back and fort
           ],
           { allowFailure: true },
         );
-        throw new Error(`${err}\n${d.stdout}${d.stderr}`);
+        const o = await host.exec(
+          "sh",
+          [
+            "-c",
+            `ps -eo pid,stat,wchan:20,args | grep -v ' ps ' | cut -c1-160; for p in ${pid} ${reader}; do cat /proc/$p/stack; done; tail -n 15 ${stateOf(host)}/*/daemon.log`,
+          ],
+          { allowFailure: true },
+        );
+        throw new Error(
+          `hop ${hop}: ${err}\n${d.stdout}${d.stderr}\norigin ${host.role}:\n${o.stdout}${o.stderr}`,
+        );
       });
       const m = JSON.parse(r.stdout) as Migrated;
       assert.equal(m.pid, pid);
@@ -308,20 +320,31 @@ describe("SQLite WAL writer and reader with --file-locks, migrated back and fort
       if (previous) await cli(previous.host, ["unmount", previous.id, "--force"]);
       previous = { host, id: m.id };
     }
-    // Daemon kills with both idle between transactions (the report of this change says why
-    // not while they are busy), each followed by a new connection.
-    n = await pause();
+    // Daemon kills while both are busy (writes, reads, checkpoints and the -shm index in
+    // flight); between kills they pause so that their locks and the rows can be compared.
     const m = previous!;
     for (let kill = 1; kill <= KILLS; kill++) {
+      n = await pause();
+      held = await locks();
+      const from = n;
+      await resume();
+      await waitFor("busy again", async () => ((await acked()) >= from + 50 ? true : undefined));
       const st = await status(host, m.id);
       assert.ok(await host.kill(st.daemonPid, "SIGKILL"));
       await waitFor("a new daemon", async () => {
         const s = await status(host, m.id).catch(() => undefined);
         return s && s.daemonPid !== st.daemonPid ? true : undefined;
       });
+      const killedAt = await acked();
+      await waitFor(
+        `${BETWEEN} more inserts`,
+        async () => ((await acked()) >= killedAt + BETWEEN ? true : undefined),
+        60_000,
+      );
+      n = await pause();
       await check(`daemon kill ${kill}`, held, n);
+      await resume();
     }
-    await resume();
     n = await pause();
     await check("the end", held, n);
     const errors = [...(await writerLines()), ...(await readerLines())].filter((l) =>

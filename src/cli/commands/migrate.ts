@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
-import { type DetachResult, detachMigration } from "../../detach/index.js";
+import { type DetachResult, DetachWaitStopped, detachMigration } from "../../detach/index.js";
 import { Interruption, migrateProcess, pidNamespaceLine } from "../../migrate/index.js";
 import { parsePrefetch } from "../../migration/index.js";
 import { parseSnapshotMode } from "../../origin-host/index.js";
@@ -120,22 +120,31 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
   const t = r.timeline;
   if (r.pidNamespace) process.stderr.write(`${pidNamespaceLine(r.pid, r.pidNamespace)}\n`);
   let detached: DetachResult | undefined;
+  /** Why `--detach` was not done: a signal ended its wait (the migration stands). */
+  let notDetached: string | undefined;
   if (o.detach) {
-    // The wait for independence may be long: Ctrl-C ends it (the migration is done).
-    interruption.close();
+    // The wait for independence may be long: a signal ends it, and the command ends as the
+    // completed migration it is (its output, exit 0). The detach itself, once begun, is
+    // finished first (the signals stay caught).
     detached = await detachMigration({
       id: r.id,
       remote: remoteChoice,
       waitMs: 24 * 3_600_000,
       ...(o.criu ? { criuPath: o.criu } : {}),
       criu: criuOptions(o),
+      signal: interruption.aborted,
     }).catch((err: unknown) => {
+      if (err instanceof DetachWaitStopped) {
+        notDetached = err.message;
+        return undefined;
+      }
       throw new UserError(
         `migrated: pid ${r.pid} runs here as migration ${r.id}, but detach failed: ${errorMessage(err)}`,
         { cause: err },
       );
     });
   }
+  if (notDetached) process.stderr.write(`lazyfs: ${notDetached}\n`);
   if (o.json) {
     printJson({
       id: r.id,
