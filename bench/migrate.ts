@@ -8,7 +8,7 @@
  * process migrated to B by one system, left running for a fixed window, then everything torn
  * down (also on failure or Ctrl-C).
  *
- * Systems (bench/migrate/systems.ts): lazyfs (the whole view), lazyfs-dirs, lazyfs-prefetch, lazyfs-detach (prefetch, then
+ * Systems (bench/migrate/systems.ts): lazyfs (--view dirs), lazyfs-whole, lazyfs-prefetch, lazyfs-detach (prefetch, then
  * `lazyfs detach` once independent), whole-file, sshfs, upfront, plain (the freeze baseline:
  * stock CRIU with the files already on B).
  * Workloads (bench/migrate/workloads.ts): read (the paper's read example), write (the
@@ -24,7 +24,7 @@
  *   --sizes S,...     data sizes (64M, 256M, 1G; binary units); every workload x system at
  *                     each size. Default: 256M for the full matrix, plus the read example at
  *                     64M and 1G for lazyfs, plain and upfront (freeze against data size)
- *   --systems A,...   subset of lazyfs,lazyfs-dirs,lazyfs-prefetch,lazyfs-detach,whole-file,sshfs,
+ *   --systems A,...   subset of lazyfs,lazyfs-whole,lazyfs-prefetch,lazyfs-detach,whole-file,sshfs,
  *                     upfront,plain
  *   --workloads W,... subset of read,write,sparse,seq
  *   --window SEC      how long the process runs on B after the migration (default 12; the

@@ -4,7 +4,7 @@
  * start and of the restore's end.
  *
  *   lazyfs           `lazyfs migrate` (block-granular copy-on-reference, default settings)
- *   lazyfs-dirs      `lazyfs migrate --view dirs` (the directories of its files, not the whole view)
+ *   lazyfs-whole     `lazyfs migrate --view whole` (the origin's whole file tree, not only its files' directories)
  *   lazyfs-prefetch  `lazyfs migrate --prefetch immediate` (everything fetched in the background)
  *   lazyfs-detach    as lazyfs-prefetch, then `lazyfs detach` once independent: plain local
  *                    files, no LazyFS left (its own freeze and the rate after it are reported)
@@ -38,7 +38,7 @@ import type { WorkloadFiles, WorkloadName } from "./workloads.js";
 
 export const SYSTEMS = [
   "lazyfs",
-  "lazyfs-dirs",
+  "lazyfs-whole",
   "lazyfs-prefetch",
   "lazyfs-detach",
   "whole-file",
@@ -50,7 +50,7 @@ export type SystemName = (typeof SYSTEMS)[number];
 
 export const SYSTEM_TITLES: Record<SystemName, string> = {
   lazyfs: "LazyFS (block copy-on-reference)",
-  "lazyfs-dirs": "LazyFS, --view dirs (the directories of its files only)",
+  "lazyfs-whole": "LazyFS, --view whole (the origin's whole file tree)",
   "lazyfs-prefetch": "LazyFS + prefetch",
   "lazyfs-detach": "LazyFS + prefetch, detached once independent",
   "whole-file": "whole file on first reference (paper)",
@@ -331,8 +331,8 @@ export function migrate(
   switch (system) {
     case "lazyfs":
       return viaLazyfs(ctx, []);
-    case "lazyfs-dirs":
-      return viaLazyfs(ctx, ["--view", "dirs"]);
+    case "lazyfs-whole":
+      return viaLazyfs(ctx, ["--view", "whole"]);
     case "lazyfs-prefetch":
       return viaLazyfs(ctx, ["--prefetch", "immediate"]);
     case "lazyfs-detach":

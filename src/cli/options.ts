@@ -72,8 +72,8 @@ export function addServeOptions(cmd: Command): Command {
     )
     .option(
       "--view <view>",
-      "what the process sees of the origin: whole (its whole file tree, except host paths) or dirs (the directories of its files)",
-      "whole",
+      "what the process sees of the origin: dirs (the directories of its files; default) or whole (its whole file tree, except host paths)",
+      "dirs",
     )
     .option(
       "--host-path <path>",
@@ -269,7 +269,7 @@ export function rules(o: CommonOpts): {
   hostPaths?: string[];
 } {
   const lazyDirs = (o.lazyDir ?? []).map((d) => absoluteDir(d, "--lazy-dir")!);
-  const view = parseView(o.view ?? "whole");
+  const view = parseView(o.view ?? "dirs");
   const hostPaths = (o.hostPath ?? []).map((d) => absoluteDir(d, "--host-path")!);
   if (hostPaths.includes("/")) throw new UserError("--host-path /: the view would be empty");
   if (hostPaths.length > 0 && view !== "whole") {

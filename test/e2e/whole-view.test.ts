@@ -58,7 +58,7 @@ describe("the whole-origin view", { concurrency: false }, () => {
     await waitFor("the report on A", async () =>
       (await linesIn(pair.a, out)).length >= 2 ? true : undefined,
     );
-    const m = await lazyfs.migrate(wl.pid);
+    const m = await lazyfs.migrate(wl.pid, ["--view", "whole"]);
     try {
       await pair.b.exec("kill", ["-USR1", String(m.pid)]);
       const lines = await waitFor(
@@ -152,7 +152,7 @@ http {
         .split("\n")
         .filter(Boolean);
     assert.equal((await workers(pair.a, master.pid)).length, 2, "master and 2 workers on A");
-    const m = await lazyfs.migrate(master.pid);
+    const m = await lazyfs.migrate(master.pid, ["--view", "whole"]);
     try {
       await pair.routeServiceTo(pair.b);
       await pair.removeServiceAddress(pair.a);
