@@ -30,7 +30,7 @@ start_workload() {
   setsid python3 "$HERE/heap.py" "$2" >"$WLOG" 2>&1 </dev/null &
   WPID=$!
   workloads+=("$WPID")
-  until grep -q '^start' "$WLOG"; do sleep 0.2; done
+  until grep -qs '^start' "$WLOG"; do sleep 0.2; done
 }
 
 # Restores $1 in a new pid namespace whose init stays (a sleep), with extra args; records it.
@@ -73,9 +73,41 @@ run_eager() {
   echo "eager $1 $freeze $(du -sb --exclude='*.log' "$d" | cut -f1) $freeze $(verified "$d/out.log")"
 }
 
+# A private sshd on 127.0.0.1 and a key for it: the page server's port is reached through
+# `ssh -L`, as a target would reach an origin that offers nothing but sshd.
+SSHD_PORT=$((PORT + 500))
+start_sshd() {
+  ssh-keygen -q -t ed25519 -N '' -f "$WORK/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$WORK/client_key"
+  cp "$WORK/client_key.pub" "$WORK/authorized_keys"
+  cat >"$WORK/sshd_config" <<CFG
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $WORK/host_key
+AuthorizedKeysFile $WORK/authorized_keys
+PermitRootLogin prohibit-password
+StrictModes no
+PidFile none
+CFG
+  /usr/sbin/sshd -D -e -f "$WORK/sshd_config" 2>"$WORK/sshd.log" &
+  inits+=("$!")
+  until ss -ltn | grep -q "127.0.0.1:$SSHD_PORT "; do sleep 0.05; done
+}
+
+# Forwards 127.0.0.1:$1 here to 127.0.0.1:$2 behind the sshd; waits until it listens.
+start_tunnel() {
+  ssh -N -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o ExitOnForwardFailure=yes -i "$WORK/client_key" -p "$SSHD_PORT" \
+    -L "127.0.0.1:$1:127.0.0.1:$2" root@127.0.0.1 2>/dev/null &
+  inits+=("$!")
+  until ss -ltn | grep -q "127.0.0.1:$1 "; do sleep 0.02; done
+}
+
+# run_lazy MiB [ssh]: with "ssh" the lazy-pages daemon reaches the page server via start_tunnel.
 run_lazy() {
-  local d=$WORK/lazy-$1 port=$((PORT++))
+  local d=$WORK/lazy$2-$1 port=$((PORT++)) via
   mkdir -p "$d"
+  via=$port
   start_workload "$d" "$1"
   local t0
   t0=$(now)
@@ -84,7 +116,11 @@ run_lazy() {
   until grep -q 'Starting page server' "$d/dump.log" 2>/dev/null; do sleep 0.01; done
   local bytes
   bytes=$(du -sb --exclude='*.log' "$d" | cut -f1)
-  "$CRIU" lazy-pages --page-server --address 127.0.0.1 --port "$port" -D "$d" -o lazy.log &
+  if [ "$2" = "-ssh" ]; then
+    via=$((PORT++))
+    start_tunnel "$via" "$port"
+  fi
+  "$CRIU" lazy-pages --page-server --address 127.0.0.1 --port "$via" -D "$d" -o lazy.log &
   until [ -S "$d/lazy-pages.socket" ]; do sleep 0.01; done
   restore_in_pidns "$d" --lazy-pages
   local freeze
@@ -92,13 +128,15 @@ run_lazy() {
   wait "$dump"
   local released
   released=$(since "$t0")
-  echo "lazy $1 $freeze $bytes $released $(verified "$d/out.log")"
+  echo "lazy$2 $1 $freeze $bytes $released $(verified "$d/out.log")"
 }
 
 echo "mode heap_MiB freeze_s image_bytes origin_released_s verified"
+start_sshd
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(64 512)
 for mib in "${sizes[@]}"; do
   [ -n "${ONLY_LAZY:-}" ] || run_eager "$mib"
-  run_lazy "$mib"
+  run_lazy "$mib" ""
+  run_lazy "$mib" -ssh
 done
