@@ -5,7 +5,8 @@
 # (and holding its pid) until every page has been sent. Prints one row per run:
 #   mode heap_MiB freeze_s image_bytes origin_released_s verified
 # Needs fs.pipe-max-size >= 4 MiB without CAP_SYS_RESOURCE (see README, Post-copy memory):
-# set for the run and put back at the end.
+# set for the run and put back at the end. ONLY_LAZY=1 skips the eager rows, KEEP=1 keeps
+# the images and logs in /tmp/lazyfs-postcopy.*.
 set -euo pipefail
 CRIU=${LAZYFS_CRIU:-/opt/lazyfs/criu/bin/criu}
 HERE=$(cd "$(dirname "$0")" && pwd)
