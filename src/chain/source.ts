@@ -66,8 +66,9 @@ export async function originProcessView(
     `for f in ${globs.join(" ")}; do [ -f "$f" ] && grep -qF "\\"pid\\":${pid}," "$f" && grep -qF "\\"mountNs\\":\\"$ns\\"" "$f" && ! grep -qF "\\"detached\\":true" "$f" && echo "dir $(grep -o '"restoredMs":[0-9]*' "$f" | cut -d: -f2) \${f%/restored.json}"; done`,
     "true",
   ].join("\n");
-  const [r, pidns] = await Promise.all([origin.exec(script), origin.exec(pidNamespaceScript(pid))]);
-  const nsLine = pidns.stdout.split("\n").find((l) => l.startsWith("pidns "));
+  // One exec: the pid namespace part in a subshell of its own (it exits early).
+  const r = await origin.exec(`(\n${pidNamespaceScript(pid)}\n)\n${script}`);
+  const nsLine = r.stdout.split("\n").find((l) => l.startsWith("pidns "));
   const [initPid, nsPid] = (nsLine?.split(" ").slice(1) ?? []).map(Number);
   const pidNamespace = initPid && nsPid ? { pidNamespace: { initPid, nsPid } } : {};
   const lines = r.stdout.split("\n");

@@ -128,6 +128,33 @@ describe("criu restore --file-locks keeps every POSIX lock", () => {
     while (counter(dir) < n + 3) await sleep(10);
   });
 
+  test("restored into a new pid namespace: the locks are taken back by host pid", async () => {
+    await killPid(pid);
+    rmSync(join(dir, "ready"), { force: true });
+    const w = startWorkload({ argv: ["python3", "-c", SCRIPT, dir] });
+    const original = w.pid;
+    await waitForFile(join(dir, "ready"));
+    const before = locksOf(original);
+    const images = join(dir, "images-pidns");
+    mkdirSync(images);
+    await criuDump({ pid: original, imagesDir: images, extraArgs: ["--file-locks"] });
+    await w.stop();
+    const root = await criuRestore({
+      imagesDir: images,
+      extraArgs: ["--file-locks"],
+      newPidNamespace: true,
+      ownSession: true,
+    });
+    pid = root.initPid ?? root.pid; // killing the init ends the whole namespace
+    assert.equal(root.nsPid, original, "its own pid inside the namespace");
+    assert.notEqual(root.pid, original);
+    assert.deepEqual(locksOf(root.pid), before, "the same locks, held by the host pid");
+    assert.ok(refused(join(dir, "db-shm"), 128), "another process sees the lock on db-shm");
+    const n = counter(dir);
+    while (counter(dir) < n + 5) await sleep(10);
+    assert.ok(alive(root.pid));
+  });
+
   test("filelocks.img entries and /proc lock lines decode to kind, type and range", async () => {
     const sub = join(dir, "decode");
     mkdirSync(sub);

@@ -110,8 +110,12 @@ describe("pid namespaces: a taken pid never blocks a migration", { concurrency: 
     await pair.a.exec("mkdir", ["-p", dir]);
     const out = `${dir}/count.out`;
     const wl = await pair.a.startWorkload(
-      "sh",
-      ["-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done"],
+      // No short-lived children: a zombie caught by the dump has no fdinfo image.
+      "python3",
+      [
+        "-c",
+        "import time\ni = 0\nwhile True:\n    i += 1\n    print(i, flush=True)\n    time.sleep(0.02)",
+      ],
       { stdout: out, cwd: dir },
     );
     const holderB = await holdPid(pair.b, wl.pid);
