@@ -16,11 +16,13 @@ import {
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 import { detachRows, parseRemoteChoice } from "./detach.js";
+import { migrateContainerCommand } from "./migrate-container.js";
 
 interface MigrateOpts extends CommonOpts, CriuOpts {
   from: string;
   onRestored?: string;
-  pid: string;
+  pid?: string;
+  container?: string;
   originCriu?: string;
   keepOriginImages?: boolean;
   originSnapshot?: string;
@@ -45,7 +47,11 @@ export function registerMigrate(program: Command): void {
       "--from <dest>",
       "the origin host as for ssh: host, user@host, a Host alias, ssh://user@host[:port]",
     )
-    .requiredOption("--pid <pid>", "root of the process tree to migrate (on the origin)")
+    .option("--pid <pid>", "root of the process tree to migrate (on the origin)")
+    .option(
+      "--container <name|id>",
+      "migrate a running podman container instead of a process tree: its image and volumes follow on reference",
+    )
     .option(
       "--origin-criu <path>",
       "CRIU on the origin (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
@@ -73,7 +79,11 @@ export function registerMigrate(program: Command): void {
     // Held until the result is printed: a migration that completed says so, whatever came.
     const interruption = Interruption.listen();
     try {
-      await migrate(cmd, o, interruption);
+      if ((o.pid === undefined) === (o.container === undefined)) {
+        throw new UserError("migrate needs exactly one of --pid PID and --container NAME|ID");
+      }
+      if (o.container !== undefined) await migrateContainerCommand(o.container, o);
+      else await migrate(cmd, o, interruption);
     } finally {
       interruption.close();
     }
@@ -90,7 +100,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
   }
   const r = await migrateProcess({
     origin: o.from,
-    pid: parsePid(o.pid, "--pid"),
+    pid: parsePid(o.pid ?? "", "--pid"),
     ...common,
     criu: criuOptions(o),
     ...(o.onRestored ? { onRestored: o.onRestored } : {}),
