@@ -14,11 +14,14 @@ const PODMAN = "PATH=/opt/lazyfs/podman-bin:$PATH podman --runtime runc";
 /** Containers start here only with these limits (no CAP_SYS_RESOURCE). */
 const LIMITS = "--ulimit nofile=4096:4096 --ulimit nproc=4096:4096";
 const VOLUME = "/srv/lazyfs-data/vol";
-/** Appends `i sha256(MiB i of /big)` to /data/out, one line every 0.1 s, wrapping at 256. */
+/**
+ * Appends `i sha256(MiB i*97 mod 256 of /big)` to /data/out, one line every 0.1 s: scattered
+ * MiBs (97 is prime to 256), so what crosses is what it reads, not a sequential readahead.
+ */
 const APP = `import hashlib,time
 f=open('/big','rb'); i=0
 while True:
-  f.seek((i%256)<<20); h=hashlib.sha256(f.read(1<<20)).hexdigest()
+  f.seek((i*97%256)<<20); h=hashlib.sha256(f.read(1<<20)).hexdigest()
   with open('/data/out','a') as o: o.write('%d %s\\n'%(i,h))
   i+=1; time.sleep(0.1)`;
 
@@ -130,7 +133,7 @@ for i in range(256): print(hashlib.sha256(f.read(1<<20)).hexdigest())"`,
     all.forEach((line, i) => {
       const [n, sum] = line.split(" ");
       assert.equal(Number(n), i, `line ${i} follows line ${i - 1}`);
-      assert.equal(sum, expected[i % 256], `MiB ${i % 256} of /big read right`);
+      assert.equal(sum, expected[(i * 97) % 256], `MiB ${(i * 97) % 256} of /big read right`);
     });
     await podman(
       b,
