@@ -33,6 +33,9 @@ PACKAGES=(
   redis-tools
   nginx            # e2e: a master + workers web server serves its document root after the migration (whole view)
   btrfs-progs      # e2e: --origin-snapshot reflink clones files on a btrfs loop file system on the origin
+  podman           # e2e: containers migrate (`lazyfs migrate --container`); Debian's crun cannot checkpoint
+  runc             #   so podman is pointed at runc; --no-install-recommends keeps Debian's criu 3.17 off PATH
+  debootstrap      #   the container test image is built from Debian's archive (see below)
   make
   g++
   ca-certificates
@@ -162,6 +165,32 @@ else
   CRIU_BIN="$CRIU_PREFIX/bin/criu"
 fi
 
+# --- containers: podman with LazyFS's CRIU, and the test image -----------------
+# Podman finds CRIU on PATH and passes PATH on to runc and conmon: a private directory with a
+# `criu` that runs LazyFS's CRIU, put first on PATH for podman, makes podman use it.
+if dpkg-query -W -f='${Status}' criu 2>/dev/null | grep -q 'install ok installed'; then
+  die "Debian's criu package is installed (too old for kernels >= 6.16); remove it: apt-get remove criu"
+fi
+PODMAN_BIN_DIR="${LAZYFS_PODMAN_BIN:-/opt/lazyfs/podman-bin}"
+mkdir -p "$PODMAN_BIN_DIR"
+printf '#!/bin/sh\n# lazyfs: podman runs LazyFS'"'"'s CRIU\nexec %s "$@"\n' "$CRIU_BIN" >"$PODMAN_BIN_DIR/criu.new"
+chmod 755 "$PODMAN_BIN_DIR/criu.new"
+mv -f "$PODMAN_BIN_DIR/criu.new" "$PODMAN_BIN_DIR/criu"
+# The test image: Debian bookworm minbase + python3, built once (about a minute) and cached as
+# a tar that `podman import` reads; no image registry is reachable from here.
+IMAGE_TAR="${LAZYFS_TEST_IMAGE:-/var/cache/lazyfs/bookworm-python3.tar}"
+if [ ! -s "$IMAGE_TAR" ]; then
+  say "building the container test image $IMAGE_TAR (debootstrap minbase bookworm + python3)"
+  rootfs="$(mktemp -d /var/tmp/lazyfs-rootfs.XXXXXX)"
+  debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$CRIU_MIRROR" >/dev/null \
+    || die "debootstrap of bookworm from $CRIU_MIRROR failed (its log: $rootfs/debootstrap/debootstrap.log)"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  mkdir -p "$(dirname "$IMAGE_TAR")"
+  tar -C "$rootfs" --numeric-owner -cf "$IMAGE_TAR.new" .
+  mv -f "$IMAGE_TAR.new" "$IMAGE_TAR"
+  rm -rf "$rootfs"
+fi
+
 # --- node modules and build -------------------------------------------------
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing node modules (npm ci)"
@@ -176,4 +205,4 @@ if ! out="$("$CRIU_BIN" check 2>&1)"; then
   printf '%s\n' "$out" >&2
   die "CRIU cannot checkpoint on this kernel; see the lines above for the missing feature"
 fi
-say "ready: $("$CRIU_BIN" --version | head -1) at $CRIU_BIN; $(fusermount3 --version 2>&1 | head -1); node $(node --version)"
+say "ready: $("$CRIU_BIN" --version | head -1) at $CRIU_BIN (for podman: $PODMAN_BIN_DIR/criu); test image $IMAGE_TAR; $(fusermount3 --version 2>&1 | head -1); node $(node --version)"

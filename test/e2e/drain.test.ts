@@ -237,6 +237,9 @@ describe("draining many trees in one command", { concurrency: false }, () => {
     assert.match(r.stderr.trim(), /^lazyfs: .*systemd does not run there.*--unit \/path/);
     const both = await lazyfs!.run(["migrate", "--from", "x", "--pid", "1,2", "--unit", "u"], true);
     assert.equal(both.code, 1);
-    assert.match(both.stderr, /give --pid PID\[,PID\.\.\.\] or --unit NAME/);
+    assert.match(
+      both.stderr,
+      /exactly one of --pid PID\[,PID\.\.\.\], --unit NAME and --container/,
+    );
   });
 });

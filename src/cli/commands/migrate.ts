@@ -17,6 +17,7 @@ import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 import { detachRows, parseRemoteChoice } from "./detach.js";
 import { drainCommand } from "./drain.js";
+import { migrateContainerCommand } from "./migrate-container.js";
 
 interface MigrateOpts extends CommonOpts, CriuOpts {
   from: string;
@@ -24,6 +25,7 @@ interface MigrateOpts extends CommonOpts, CriuOpts {
   pid?: string;
   unit?: string;
   parallel: string;
+  container?: string;
   originCriu?: string;
   keepOriginImages?: boolean;
   originSnapshot?: string;
@@ -58,6 +60,10 @@ export function registerMigrate(program: Command): void {
     )
     .option("--parallel <n>", "with several trees: how many migrate at once", "4")
     .option(
+      "--container <name|id>",
+      "migrate a running podman container instead of a process tree: its image and volumes follow on reference",
+    )
+    .option(
       "--origin-criu <path>",
       "CRIU on the origin (default: $LAZYFS_CRIU, /opt/lazyfs/criu, PATH)",
     )
@@ -85,10 +91,14 @@ export function registerMigrate(program: Command): void {
     const interruption = Interruption.listen();
     try {
       const pids = o.pid?.split(",");
-      if ((o.pid === undefined) === (o.unit === undefined)) {
-        throw new UserError("give --pid PID[,PID...] or --unit NAME (one of the two)");
+      const chosen = [o.pid, o.unit, o.container].filter((v) => v !== undefined).length;
+      if (chosen !== 1) {
+        throw new UserError(
+          "migrate needs exactly one of --pid PID[,PID...], --unit NAME and --container NAME|ID",
+        );
       }
-      if (o.unit !== undefined || (pids && pids.length > 1)) {
+      if (o.container !== undefined) await migrateContainerCommand(o.container, o);
+      else if (o.unit !== undefined || (pids && pids.length > 1)) {
         await drainCommand(cmd, o, interruption);
       } else await migrate(cmd, o, interruption);
     } finally {
