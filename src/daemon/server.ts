@@ -19,6 +19,7 @@ import { Engine } from "../fetch/index.js";
 import {
   type Adoption,
   adoptedDevice,
+  claimSupervisorRecovery,
   type Handover,
   inheritedDevice,
   takeOver,
@@ -132,11 +133,17 @@ class Daemon {
     const h = this.handover;
     if (this.stopping || !h) return;
     this.observer.event("supervisor-replaced", { dead: this.supervisorPid });
-    this.supervisorPid = replaceSupervisor(this.id, h.fd, adopt, (livedMs) => {
+    const pid = replaceSupervisor(this.id, h.fd, adopt, (livedMs) => {
+      if (!claimSupervisorRecovery(this.paths.passthroughState, pid)) {
+        // Its standby found this daemon dead (its main thread had exited) and took over.
+        log.warn("the supervisor is gone and a standby took the connection over: exiting");
+        process.exit(0);
+      }
       // One that dies at once (it could not start) is tried again less eagerly.
       const t = setTimeout(() => this.replaceSupervisor(adopt), livedMs < 2000 ? 1000 : 0);
       t.unref();
     });
+    this.supervisorPid = pid;
   }
 
   /** Reads the manifest, opens the engine and mounts; later calls add what the manifest added. */

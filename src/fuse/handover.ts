@@ -15,13 +15,19 @@
  * A server whose supervisor dies keeps serving and starts a new supervisor that adopts the
  * connection (FUSE_ADOPT, below): the device is inherited as fd 3, the running server is
  * watched by its pid, and a standby is started again; so neither process alone is a single
- * point of failure.
+ * point of failure. When the supervisor and the server die together, the standby (it holds
+ * the device too, and knows what INIT agreed) takes the connection over itself and starts the
+ * new supervisor. Exactly one of the two survivors recovers: the first to create the file
+ * `supervisor-<pid>-gone` next to the passthrough table (O_EXCL); the standby tries only once
+ * the server is dead, and gives way when the server claimed it.
  */
 import fs from "node:fs";
+import path from "node:path";
 import { errorMessage, UserError } from "../common/errors.js";
 import { logger } from "../common/log.js";
 import type { FileSystem } from "./filesystem.js";
 import { Mount, type MountOptions, mountInfo, setReadahead } from "./mount.js";
+import { mainThread } from "./process-watch.js";
 import { Session } from "./session.js";
 import type { Negotiated, SessionOptions } from "./session-options.js";
 
@@ -43,6 +49,10 @@ export interface Handover {
   supervisorPid: number;
   /** A standby: call `takeOver()` before anything else. */
   standby?: boolean;
+  /** For a standby: the server serving when it was started (it recovers if both die). */
+  serverPid?: number;
+  /** A standby that took over after its supervisor and the server died: no supervisor yet. */
+  orphaned?: boolean;
   /** Where the servers of this connection keep their passthrough table (session option). */
   stateFile?: string;
 }
@@ -136,10 +146,52 @@ export function adoptedDevice(env: NodeJS.ProcessEnv = process.env): Adoption | 
   return { ...j, resume: negotiatedFromJson(j.resume) };
 }
 
+/** The marker whose creator recovers from the death of supervisor `h.supervisorPid`. */
+function recoveryMarker(h: Handover): string | undefined {
+  return h.stateFile ? markerPath(h.stateFile, h.supervisorPid) : undefined;
+}
+
+function markerPath(stateFile: string, supervisorPid: number): string {
+  return path.join(path.dirname(stateFile), `supervisor-${supervisorPid}-gone`);
+}
+
+/**
+ * For a server whose supervisor (not its parent: one it started to adopt the connection) died:
+ * claims the recovery (false: that supervisor's standby found this server dead and took over).
+ */
+export function claimSupervisorRecovery(stateFile: string, supervisorPid: number): boolean {
+  return claimRecovery(markerPath(stateFile, supervisorPid));
+}
+
+/** Claims the recovery from a supervisor's death; false if another process did. */
+function claimRecovery(marker: string): boolean {
+  try {
+    fs.closeSync(fs.openSync(marker, "wx", 0o600));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * For a standby whose supervisor died: true once the server is dead too and this standby
+ * claimed the recovery; false as soon as the server (alive) claimed it, or nothing is known.
+ */
+async function orphanedRecovery(h: Handover): Promise<boolean> {
+  const marker = recoveryMarker(h);
+  if (!marker || !h.resume || !h.serverPid) return false;
+  for (;;) {
+    if (fs.existsSync(marker)) return false;
+    const main = mainThread(h.serverPid);
+    if (!main || main.state === "Z") return claimRecovery(marker);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /**
  * For a standby server: resolves when the supervisor orders it to take the connection over
  * (with the parameters in effect then); at once for any other. A standby whose supervisor goes
- * away exits.
+ * away exits, unless the server died too: then it takes over itself (`orphaned`).
  */
 export function takeOver(h: Handover): Promise<Handover> {
   if (!h.standby) return Promise.resolve(h);
@@ -155,7 +207,19 @@ export function takeOver(h: Handover): Promise<Handover> {
         resume: negotiatedFromJson(m.resume),
       });
     };
-    const onGone = () => process.exit(0);
+    const onGone = () => {
+      process.off("message", onMessage);
+      void orphanedRecovery(h).then((recover) => {
+        if (!recover) process.exit(0);
+        log.warn("the supervisor and the server are gone: this standby takes over", {
+          mountpoint: h.mountpoint,
+          supervisorPid: h.supervisorPid,
+          serverPid: h.serverPid,
+        });
+        const { standby: _, ...rest } = h;
+        resolve({ ...rest, orphaned: true });
+      });
+    };
     process.on("message", onMessage);
     process.once("disconnect", onGone);
   });
@@ -190,17 +254,28 @@ export async function serveInherited(
     }),
   ]).finally(() => clearTimeout(timer));
   // The supervisor learns what INIT agreed (a resumed server repeats it: harmless).
-  if (process.send) {
+  const supervisorGone = () =>
+    onSupervisorGone?.({
+      mountpoint: h.mountpoint,
+      serverPid: process.pid,
+      restarts: h.restarts,
+      resume: session.negotiated,
+    });
+  if (h.orphaned) supervisorGone();
+  else if (process.send) {
     process.send({ fuse: "init", negotiated: negotiatedToJson(session.negotiated) });
     process.channel?.unref();
     process.once("disconnect", () => {
+      const marker = recoveryMarker(h);
+      if (marker && !claimRecovery(marker)) {
+        // The standby found this server dead (its main thread had exited) and took over.
+        log.warn("the supervisor is gone and a standby took the connection over: exiting", {
+          mountpoint: h.mountpoint,
+        });
+        process.exit(0);
+      }
       log.warn("the supervisor is gone", { mountpoint: h.mountpoint });
-      onSupervisorGone?.({
-        mountpoint: h.mountpoint,
-        serverPid: process.pid,
-        restarts: h.restarts,
-        resume: session.negotiated,
-      });
+      supervisorGone();
     });
   }
   // From the mount table, not stat(2): a stat of the mount is a request to this server, and a

@@ -10,6 +10,7 @@ export {
   type Adoption,
   adoptedDevice,
   adoptionEnv,
+  claimSupervisorRecovery,
   type Handover,
   handoverEnv,
   inheritedDevice,

@@ -220,7 +220,7 @@ export class Supervisor {
           restarts: standby ? this.restarts + 1 : this.restarts,
           supervisorPid: process.pid,
           ...(this.negotiated ? { resume: this.negotiated } : {}),
-          ...(standby ? { standby: true } : {}),
+          ...(standby ? { standby: true, serverPid: this.servingPid } : {}),
           ...(this.opts.stateFile ? { stateFile: this.opts.stateFile } : {}),
         }),
       },

@@ -2,10 +2,11 @@
  * No single process of ours is a single point of failure, and `status` says when something
  * is broken. (1) A SQLite writer in WAL mode goes on through the supervisor's death
  * (kill -9) and a later daemon death: the daemon starts a new supervisor, status shows it,
- * and the writer gets no error at all. (2) Daemon and supervisor both killed: the old FUSE
- * connection is gone for good; status says broken and what to run; `lazyfs mount --id ID`
- * brings the process's own view back: what it opens by name works again, while a descriptor
- * it held on the dead connection keeps failing.
+ * and the writer gets no error at all. (2) Daemon and supervisor both killed: the standby
+ * (it holds the connection too) takes over and starts a new supervisor; the process's held
+ * descriptors go on. (3) All three killed: the old FUSE connection is gone for good; status
+ * says broken and what to run; `lazyfs mount --id ID` brings the process's own view back: what
+ * it opens by name works again, while a descriptor it held on the dead connection keeps failing.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -189,7 +190,77 @@ describe("supervision: no single point of failure, and a truthful status", {
     }
   });
 
-  test("daemon and supervisor both killed: status says broken; mount --id brings the process's view back", async () => {
+  test("daemon and supervisor both killed: the standby takes over, the held descriptors go on", async () => {
+    const dir = `${DATA_DIR}/both-killed-standby-${process.pid}`;
+    const log = `${dir}/w/log.txt`;
+    const local = `${dir}/w/local.txt`;
+    const report = `${dir}/w/report.txt`;
+    await pair.a.exec("mkdir", ["-p", `${dir}/w`]);
+    const origin = Array.from({ length: 20_000 }, (_, i) => `origin line ${i}`);
+    await pair.a.writeFile(log, `${origin.join("\n")}\n`);
+    const wl = await pair.a.startWorkload("python3", ["-c", VIEW_WRITER, log, local, report], {
+      stdout: "/dev/null",
+      cwd: `${dir}/w`,
+    });
+    let m: Migrated | undefined;
+    try {
+      m = await lazyfs.migrate(wl.pid);
+      const id = m.id;
+      const pid = m.pid;
+      const inView = (p: string) => `/proc/${pid}/root${p}`;
+      await pair.b.exec("kill", ["-USR1", String(pid)]);
+      await waitFor("the process to write on B", async () =>
+        (await linesIn(pair.b, inView(report)).catch(() => [])).length > 5 ? true : undefined,
+      );
+      const first = await waitFor("a healthy start", async () => {
+        const s = await row(id);
+        return s.health.state === "ok" ? s : undefined;
+      });
+      const standby = await waitFor("the standby", async () => {
+        const r = await pair.b.exec("pgrep", ["-P", String(first.supervisorPid)], {
+          allowFailure: true,
+        });
+        const kids = r.stdout.split("\n").filter(Boolean).map(Number);
+        return kids.find((k) => k !== first.daemonPid);
+      });
+      const both = [String(first.daemonPid), String(first.supervisorPid)];
+      // Read before the stop: a read through a stopped daemon would wait for it.
+      const atKill = (await linesIn(pair.b, inView(report))).length;
+      // Stopped first, so that neither can react to the other's death.
+      await pair.b.exec("kill", ["-STOP", ...both]);
+      await pair.b.exec("kill", ["-KILL", ...both]);
+      const healed = await waitFor("status to say ok with new processes", async () => {
+        const s = await row(id);
+        return s.health.state === "ok" &&
+          s.daemonPid !== first.daemonPid &&
+          s.supervisorPid !== null &&
+          s.supervisorPid !== first.supervisorPid
+          ? s
+          : undefined;
+      });
+      assert.equal(healed.daemonPid, standby, "the standby serves");
+      // The process: 40 more lines, every one written through its held descriptors.
+      const after = await waitFor("40 lines more", async () => {
+        const l = await linesIn(pair.b, inView(report));
+        return l.length >= atKill + 40 ? l : undefined;
+      });
+      assert.deepEqual(
+        after.filter((l) => !/ held=ok local=ok byname_failures=0$/.test(l)),
+        [],
+        "no write of the process failed",
+      );
+      const logLines = await linesIn(pair.b, inView(log));
+      assert.deepEqual(logLines.slice(0, origin.length), origin);
+      const acked = after.map((l) => l.split(" ")[0]!.padStart(6, "0"));
+      assert.deepEqual(logLines.slice(origin.length, origin.length + acked.length), acked);
+      assert.ok(await pair.b.pidAlive(pid), "the process lives on");
+    } finally {
+      if (m) await lazyfs.stop(m);
+      await pair.a.exec("rm", ["-rf", dir]).catch(() => {});
+    }
+  });
+
+  test("daemon, supervisor and standby killed: status says broken; mount --id brings the process's view back", async () => {
     const dir = `${DATA_DIR}/both-killed-${process.pid}`;
     const log = `${dir}/w/log.txt`;
     const local = `${dir}/w/local.txt`;
@@ -216,10 +287,17 @@ describe("supervision: no single point of failure, and a truthful status", {
         const s = await row(id);
         return s.health.state === "ok" ? s : undefined;
       });
-      const both = [String(first.daemonPid), String(first.supervisorPid)];
-      // Stopped first, so that neither can react to the other's death.
-      await pair.b.exec("kill", ["-STOP", ...both]);
-      await pair.b.exec("kill", ["-KILL", ...both]);
+      const standby = await waitFor("the standby", async () => {
+        const r = await pair.b.exec("pgrep", ["-P", String(first.supervisorPid)], {
+          allowFailure: true,
+        });
+        const kids = r.stdout.split("\n").filter(Boolean).map(Number);
+        return kids.find((k) => k !== first.daemonPid);
+      });
+      const all = [String(first.daemonPid), String(first.supervisorPid), String(standby)];
+      // Stopped first, so that none can react to another's death.
+      await pair.b.exec("kill", ["-STOP", ...all]);
+      await pair.b.exec("kill", ["-KILL", ...all]);
       const broken = await waitFor("status to say broken", async () => {
         const s = await row(id);
         return s.health?.state === "broken" ? s : undefined;
