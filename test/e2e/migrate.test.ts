@@ -699,10 +699,22 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     assert.equal(before.total.bytesLocal, before.total.size);
     // Both pids are b's own: the daemon runs inside b, its PID namespace included.
     await pair.b.kill(m.pid, "SIGKILL");
-    // The supervisor first: alive, it would start a new daemon on the same mount (failover).
+    // All three of ours (daemon, supervisor, the supervisor's standby), stopped first so that
+    // none reacts to another's death: any one left would serve the same mount again (failover).
     assert.ok(before.supervisorPid);
-    await pair.b.kill(before.supervisorPid, "SIGKILL");
-    await pair.b.kill(before.daemonPid, "SIGKILL");
+    const standby = await waitFor("the standby", async () => {
+      const r = await pair.b.exec("pgrep", ["-P", String(before.supervisorPid)], {
+        allowFailure: true,
+      });
+      return r.stdout
+        .split("\n")
+        .filter(Boolean)
+        .map(Number)
+        .find((k) => k !== before.daemonPid);
+    });
+    const ours = [before.daemonPid, before.supervisorPid, standby].map(String);
+    await pair.b.exec("kill", ["-STOP", ...ours]);
+    await pair.b.exec("kill", ["-KILL", ...ours]);
     await waitFor("the daemon to die", async () =>
       (await pair.b.pidAlive(before.daemonPid)) ? undefined : true,
     );
