@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { DATA_DIR, type HostPair } from "../../src/hosts/index.js";
-import { errorLines, type LazyfsOnB, startHosts, stopHosts, waitFor } from "./helpers.js";
+import {
+  errorLines,
+  type LazyfsOnB,
+  privateDevShm,
+  startHosts,
+  stopHosts,
+  waitFor,
+} from "./helpers.js";
 
 let pair: HostPair;
 let lazyfs: LazyfsOnB;
@@ -40,6 +47,8 @@ async function counts(path: string): Promise<number[]> {
 describe("SysV shared memory", { concurrency: false }, () => {
   before(async () => {
     ({ pair, lazyfs } = await startHosts());
+    // The machine's /dev/shm holds other test runs' dump directories (some kept on purpose).
+    await privateDevShm(pair);
   });
   after(() => stopHosts({ pair, lazyfs }));
 
