@@ -4,42 +4,21 @@
  */
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
-import { detachMigration } from "../../detach/index.js";
+import { DetachWaitStopped } from "../../detach/index.js";
 import {
   type DrainResult,
   type DrainSelection,
   drainProcesses,
   type Interruption,
 } from "../../migrate/index.js";
-import { parsePrefetch } from "../../migration/index.js";
-import {
-  type CommonOpts,
-  type CriuOpts,
-  commonRequest,
-  criuOptions,
-  parsePid,
-  positiveInt,
-} from "../options.js";
+import { parsePid, positiveInt } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 import { parseRemoteChoice } from "./detach.js";
-
-interface DrainOpts extends CommonOpts, CriuOpts {
-  from: string;
-  pid?: string;
-  unit?: string;
-  parallel: string;
-  onRestored?: string;
-  originCriu?: string;
-  keepOriginImages?: boolean;
-  originSnapshot?: string;
-  json?: boolean;
-  detach?: boolean;
-  detachRemote: string;
-}
+import { detachAfterMigrate, type MigrateOpts, migrateRequestFields } from "./migrate-request.js";
 
 /** Options that name one migration's own resource: several trees cannot share them. */
-const ONE_TREE_ONLY: [keyof DrainOpts, string][] = [
+const ONE_TREE_ONLY: [keyof MigrateOpts, string][] = [
   ["mountpoint", "--mountpoint"],
   ["cache", "--cache"],
   ["metrics", "--metrics"],
@@ -48,7 +27,7 @@ const ONE_TREE_ONLY: [keyof DrainOpts, string][] = [
 
 export async function drainCommand(
   cmd: Command,
-  o: DrainOpts,
+  o: MigrateOpts,
   interruption: Interruption,
 ): Promise<void> {
   for (const [key, flag] of ONE_TREE_ONLY) {
@@ -63,40 +42,30 @@ export async function drainCommand(
       ? { unit: o.unit }
       : { pids: o.pid!.split(",").map((p) => parsePid(p.trim(), "--pid")) };
   const parallel = positiveInt(o.parallel, "--parallel");
-  const remoteChoice = parseRemoteChoice(o.detachRemote);
-  const common = commonRequest(o);
-  if (o.detach && cmd.getOptionValueSource("prefetch") === "default") {
-    common.serve.prefetch = parsePrefetch("immediate");
-  }
+  parseRemoteChoice(o.detachRemote);
   const r = await drainProcesses({
-    origin: o.from,
+    ...migrateRequestFields(cmd, o),
     select,
     parallel,
     interruption,
-    ...common,
-    criu: criuOptions(o),
-    ...(o.onRestored ? { onRestored: o.onRestored } : {}),
-    ...(o.originCriu ? { originCriu: o.originCriu } : {}),
-    ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
     firstFetchWaitMs: 0,
   });
   // --detach: each migrated tree once it is independent, one after the other.
   const detached = new Map<number, string>();
   if (o.detach) {
-    interruption.close();
     for (const t of r.trees) {
       if (!("migrated" in t)) continue;
+      // A signal ends the waits for independence; the trees stay migrated, on LazyFS.
       try {
-        const d = await detachMigration({
-          id: t.migrated.id,
-          remote: remoteChoice,
-          waitMs: 24 * 3_600_000,
-          ...(o.criu ? { criuPath: o.criu } : {}),
-          criu: criuOptions(o),
-        });
+        const d = await detachAfterMigrate(t.migrated.id, o, interruption.aborted);
         detached.set(t.pid, `detached: pid ${d.pid} on plain files`);
       } catch (err) {
-        detached.set(t.pid, `detach failed: ${errorMessage(err)}`);
+        detached.set(
+          t.pid,
+          err instanceof DetachWaitStopped
+            ? errorMessage(err)
+            : `detach failed: ${errorMessage(err)}`,
+        );
       }
     }
   }
@@ -109,7 +78,7 @@ export async function drainCommand(
   }
 }
 
-function print(r: DrainResult, o: DrainOpts, detached: Map<number, string>): void {
+function print(r: DrainResult, o: MigrateOpts, detached: Map<number, string>): void {
   if (o.json) {
     printJson({
       ...(r.cgroup ? { cgroup: r.cgroup } : {}),

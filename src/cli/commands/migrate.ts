@@ -1,38 +1,15 @@
 import type { Command } from "commander";
 import { errorMessage, UserError } from "../../common/errors.js";
-import { type DetachResult, DetachWaitStopped, detachMigration } from "../../detach/index.js";
+import { type DetachResult, DetachWaitStopped } from "../../detach/index.js";
 import { Interruption, migrateProcess, pidNamespaceLine } from "../../migrate/index.js";
-import { parsePrefetch } from "../../migration/index.js";
 import { parseSnapshotMode } from "../../origin-host/index.js";
-import {
-  addCommonOptions,
-  addCriuOptions,
-  type CommonOpts,
-  type CriuOpts,
-  commonRequest,
-  criuOptions,
-  parsePid,
-} from "../options.js";
+import { addCommonOptions, addCriuOptions, parsePid } from "../options.js";
 import { formatTable, printJson } from "../table.js";
 import { formatBytes, formatMs } from "../units.js";
 import { detachRows, parseRemoteChoice } from "./detach.js";
 import { drainCommand } from "./drain.js";
 import { migrateContainerCommand } from "./migrate-container.js";
-
-interface MigrateOpts extends CommonOpts, CriuOpts {
-  from: string;
-  onRestored?: string;
-  pid?: string;
-  unit?: string;
-  parallel: string;
-  container?: string;
-  originCriu?: string;
-  keepOriginImages?: boolean;
-  originSnapshot?: string;
-  json?: boolean;
-  detach?: boolean;
-  detachRemote: string;
-}
+import { detachAfterMigrate, type MigrateOpts, migrateRequestFields } from "./migrate-request.js";
 
 function originCriuText(c: { source: string; pushedBytes: number }): string {
   if (c.source === "pushed") return `pushed there by this migration, ${formatBytes(c.pushedBytes)}`;
@@ -109,20 +86,11 @@ export function registerMigrate(program: Command): void {
 
 /** The migration (and `--detach`), then its result printed. */
 async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption): Promise<void> {
-  const remoteChoice = parseRemoteChoice(o.detachRemote);
-  const common = commonRequest(o);
-  // Without prefetch a process that never reads everything would never be detached.
-  if (o.detach && cmd.getOptionValueSource("prefetch") === "default") {
-    common.serve.prefetch = parsePrefetch("immediate");
-  }
+  // Checked before anything is done: a bad value must not cost a migration.
+  parseRemoteChoice(o.detachRemote);
   const r = await migrateProcess({
-    origin: o.from,
+    ...migrateRequestFields(cmd, o),
     pid: parsePid(o.pid!, "--pid"),
-    ...common,
-    criu: criuOptions(o),
-    ...(o.onRestored ? { onRestored: o.onRestored } : {}),
-    ...(o.originCriu ? { originCriu: o.originCriu } : {}),
-    ...(o.keepOriginImages ? { keepOriginImages: true } : {}),
     ...(o.originSnapshot ? { originSnapshot: parseSnapshotMode(o.originSnapshot) } : {}),
     firstFetchWaitMs: 1000,
     interruption,
@@ -136,14 +104,7 @@ async function migrate(cmd: Command, o: MigrateOpts, interruption: Interruption)
     // The wait for independence may be long: a signal ends it, and the command ends as the
     // completed migration it is (its output, exit 0). The detach itself, once begun, is
     // finished first (the signals stay caught).
-    detached = await detachMigration({
-      id: r.id,
-      remote: remoteChoice,
-      waitMs: 24 * 3_600_000,
-      ...(o.criu ? { criuPath: o.criu } : {}),
-      criu: criuOptions(o),
-      signal: interruption.aborted,
-    }).catch((err: unknown) => {
+    detached = await detachAfterMigrate(r.id, o, interruption.aborted).catch((err: unknown) => {
       if (err instanceof DetachWaitStopped) {
         notDetached = err.message;
         return undefined;
