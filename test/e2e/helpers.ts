@@ -158,6 +158,22 @@ for i,line in enumerate(open(sys.argv[1])):
   if i==${gate - 1}: await_go()
   time.sleep(float(sys.argv[2]))`;
 
+/** The standby server a migration's supervisor keeps ready on `host` (its other child). */
+export function standbyOf(
+  host: Host,
+  st: { supervisorPid: number | null; daemonPid: number },
+): Promise<number> {
+  assert.ok(st.supervisorPid, "a supervisor runs");
+  return waitFor("the standby", async () => {
+    const r = await host.exec("pgrep", ["-P", String(st.supervisorPid)], { allowFailure: true });
+    return r.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map(Number)
+      .find((k) => k !== st.daemonPid);
+  });
+}
+
 /** A fresh pair of hosts (with a client host if asked) whose origin runs sshd. */
 export async function startHosts(): Promise<{ pair: HostPair; lazyfs: LazyfsOnB }>;
 export async function startHosts(opts: {

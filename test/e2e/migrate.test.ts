@@ -15,7 +15,14 @@ import {
   type HostPair,
   type SshdHandle,
 } from "../../src/hosts/index.js";
-import { AWAIT_GO, gatedLineReader, linesIn as linesOf, sleep, waitFor } from "./helpers.js";
+import {
+  AWAIT_GO,
+  gatedLineReader,
+  linesIn as linesOf,
+  sleep,
+  standbyOf,
+  waitFor,
+} from "./helpers.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 /** Per run: other runs of this file may use the machine at the same time. */
@@ -702,16 +709,7 @@ describe("lazy migration between two namespaced hosts", { concurrency: false }, 
     // All three of ours (daemon, supervisor, the supervisor's standby), stopped first so that
     // none reacts to another's death: any one left would serve the same mount again (failover).
     assert.ok(before.supervisorPid);
-    const standby = await waitFor("the standby", async () => {
-      const r = await pair.b.exec("pgrep", ["-P", String(before.supervisorPid)], {
-        allowFailure: true,
-      });
-      return r.stdout
-        .split("\n")
-        .filter(Boolean)
-        .map(Number)
-        .find((k) => k !== before.daemonPid);
-    });
+    const standby = await standbyOf(pair.b, before);
     const ours = [before.daemonPid, before.supervisorPid, standby].map(String);
     await pair.b.exec("kill", ["-STOP", ...ours]);
     await pair.b.exec("kill", ["-KILL", ...ours]);

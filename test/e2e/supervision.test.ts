@@ -17,6 +17,7 @@ import {
   type LazyfsOnB,
   linesIn,
   type Migrated,
+  standbyOf,
   startHosts,
   stopHosts,
   waitFor,
@@ -216,13 +217,7 @@ describe("supervision: no single point of failure, and a truthful status", {
         const s = await row(id);
         return s.health.state === "ok" ? s : undefined;
       });
-      const standby = await waitFor("the standby", async () => {
-        const r = await pair.b.exec("pgrep", ["-P", String(first.supervisorPid)], {
-          allowFailure: true,
-        });
-        const kids = r.stdout.split("\n").filter(Boolean).map(Number);
-        return kids.find((k) => k !== first.daemonPid);
-      });
+      const standby = await standbyOf(pair.b, first);
       const both = [String(first.daemonPid), String(first.supervisorPid)];
       // Read before the stop: a read through a stopped daemon would wait for it.
       const atKill = (await linesIn(pair.b, inView(report))).length;
@@ -287,13 +282,7 @@ describe("supervision: no single point of failure, and a truthful status", {
         const s = await row(id);
         return s.health.state === "ok" ? s : undefined;
       });
-      const standby = await waitFor("the standby", async () => {
-        const r = await pair.b.exec("pgrep", ["-P", String(first.supervisorPid)], {
-          allowFailure: true,
-        });
-        const kids = r.stdout.split("\n").filter(Boolean).map(Number);
-        return kids.find((k) => k !== first.daemonPid);
-      });
+      const standby = await standbyOf(pair.b, first);
       const all = [String(first.daemonPid), String(first.supervisorPid), String(standby)];
       // Stopped first, so that none can react to another's death.
       await pair.b.exec("kill", ["-STOP", ...all]);
